@@ -1,0 +1,183 @@
+//! A validated, ready-to-run module (DESIGN §4 `modules:`): what one kind of probe does.
+//! The configuration layer builds these from YAML, the `probe` command from its flags; the
+//! probe engine only reads them. Secrets are already loaded (from `*_file` or `${ENV}`).
+
+use crate::secret::Secret;
+use crate::smtp::command::{ClientName, Mailbox};
+use crate::tls::TlsSettings;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How TLS is used on the SMTP connection.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Plain text throughout (port 25 without STARTTLS, test setups).
+    None,
+    /// Plain text greeting and EHLO, then STARTTLS (RFC 3207), usually port 587 or 25.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (RFC 8314), usually port 465.
+    Implicit,
+}
+
+/// Which address family to connect over.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpProtocol {
+    /// The first address the resolver returns.
+    #[default]
+    Auto,
+    /// IPv4 only.
+    Ip4,
+    /// IPv6 only.
+    Ip6,
+}
+
+/// The SASL mechanism to use (`auth.mechanism`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MechanismChoice {
+    /// The best mechanism the server offers that the credentials can satisfy.
+    #[default]
+    Auto,
+    /// PLAIN (RFC 4616).
+    Plain,
+    /// LOGIN (draft-murchison-sasl-login).
+    Login,
+    /// XOAUTH2 (Google and Microsoft).
+    Xoauth2,
+    /// OAUTHBEARER (RFC 7628).
+    Oauthbearer,
+}
+
+/// OAuth 2.0 client-credentials grant settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuth2Settings {
+    /// The token endpoint.
+    pub token_url: String,
+    /// The application (client) id.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: Secret,
+    /// The scope requested.
+    pub scope: String,
+}
+
+/// What proves who we are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// A password (PLAIN, LOGIN).
+    Password(Secret),
+    /// A bearer token read from a file kept fresh by something else; re-read before each use.
+    BearerTokenFile(PathBuf),
+    /// A bearer token fetched with the client-credentials grant.
+    OAuth2(OAuth2Settings),
+}
+
+/// `auth:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Which mechanism.
+    pub mechanism: MechanismChoice,
+    /// The user name (authentication identity).
+    pub username: String,
+    /// The password or token source.
+    pub credential: Credential,
+}
+
+/// `message:`: the test token mail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageSettings {
+    /// Envelope and header sender.
+    pub from: Mailbox,
+    /// Envelope and header recipients (at least one).
+    pub to: Vec<Mailbox>,
+    /// Subject template; `{token}` is replaced by the probe's token.
+    pub subject: String,
+    /// Body template; `{token}` is replaced by the probe's token.
+    pub body: String,
+}
+
+/// How the IMAP connection uses TLS.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImapTls {
+    /// TLS from the first byte (port 993).
+    #[default]
+    Implicit,
+    /// STARTTLS on port 143.
+    Starttls,
+}
+
+/// `delivery:`: where and how long to look for the token mail over IMAP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// IMAP server host.
+    pub host: String,
+    /// IMAP server port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: ImapTls,
+    /// TLS settings for the IMAP connection.
+    pub tls_config: TlsSettings,
+    /// IMAP login.
+    pub username: String,
+    /// IMAP password.
+    pub password: Secret,
+    /// Mailboxes searched, in order.
+    pub mailboxes: Vec<String>,
+    /// How long to wait for the mail after DATA ended.
+    pub timeout: Duration,
+    /// Delete our probe mail once found.
+    pub cleanup: bool,
+}
+
+/// `expect:`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Expect {
+    /// Fail with `cert_expiring_soon` when a chain certificate expires sooner than this.
+    pub cert_min_validity: Option<Duration>,
+}
+
+/// One module, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    /// The whole probe's deadline (a `/probe` request may shorten it).
+    pub timeout: Duration,
+    /// Port used when the target names none.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// The EHLO name.
+    pub ehlo: ClientName,
+    /// Address family.
+    pub ip_protocol: IpProtocol,
+    /// TLS settings for the SMTP connection.
+    pub tls_config: TlsSettings,
+    /// Authentication, when configured.
+    pub auth: Option<AuthSettings>,
+    /// The token mail, when configured.
+    pub message: Option<MessageSettings>,
+    /// The delivery check, when configured (requires `message`).
+    pub delivery: Option<DeliverySettings>,
+    /// Expectations beyond success of every step.
+    pub expect: Expect,
+}
+
+impl Default for Module {
+    fn default() -> Self {
+        Module {
+            timeout: Duration::from_secs(15),
+            port: 587,
+            tls: TlsMode::Starttls,
+            ehlo: ClientName::from_hostname(),
+            ip_protocol: IpProtocol::Auto,
+            tls_config: TlsSettings::default(),
+            auth: None,
+            message: None,
+            delivery: None,
+            expect: Expect::default(),
+        }
+    }
+}
