@@ -1,4 +1,227 @@
 //! The probe: runs one module against one target and turns the outcome into metrics, JSON and a
 //! human transcript. The only layer below HTTP that knows about Prometheus.
 
+pub mod json;
+pub mod metrics;
 pub mod module;
+pub mod target;
+pub mod text;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::secret::Secret;
+use crate::smtp::auth::SecretKind;
+use crate::smtp::reply::ReplyLimits;
+use crate::smtp::session::{self, AuthPlan, SessionPlan, SessionReport};
+use crate::smtp::transcript::Failure;
+use crate::tls::{TlsClient, TlsSetupError};
+use crate::vocab::{Reason, StepName};
+use module::{Credential, Module};
+use target::Target;
+use token::TokenMail;
+
+/// A module with everything built that probes share: its TLS client and trust store.
+/// Built once per configuration load, never inside a probe.
+#[derive(Clone, Debug)]
+pub struct PreparedModule {
+    /// The module's name in the configuration.
+    pub name: String,
+    /// The settings.
+    pub module: Module,
+    /// TLS client for the SMTP connection.
+    pub tls: TlsClient,
+}
+
+impl PreparedModule {
+    /// Builds the TLS client of a module.
+    pub fn new(
+        name: impl Into<String>,
+        module: Module,
+    ) -> Result<Arc<PreparedModule>, TlsSetupError> {
+        let tls = TlsClient::new(&module.tls_config)?;
+        Ok(Arc::new(PreparedModule {
+            name: name.into(),
+            module,
+            tls,
+        }))
+    }
+}
+
+/// What the IMAP delivery check found.
+#[derive(Clone, Debug)]
+pub struct DeliveryReport {
+    /// Whether the token mail was found in time.
+    pub success: bool,
+    /// From the end of DATA to the mail being visible.
+    pub duration: Option<Duration>,
+    /// The mailbox it was found in.
+    pub mailbox: Option<String>,
+}
+
+/// Everything one probe found out: plain data, read by every output format.
+#[derive(Clone, Debug)]
+pub struct ProbeOutcome {
+    /// The target as probed (`host:port`).
+    pub target: String,
+    /// The module name.
+    pub module: String,
+    /// Wall-clock start.
+    pub started_at: SystemTime,
+    /// The whole probe.
+    pub duration: Duration,
+    /// The deadline in force.
+    pub timeout: Duration,
+    /// The SMTP session.
+    pub session: SessionReport,
+    /// The probe's failure: the session's, or one found after it (`cert_expiring_soon`).
+    pub failure: Option<Failure>,
+    /// The token mail's id, when one was composed (the token itself stays inside the probe).
+    pub probe_id: Option<String>,
+    /// The delivery check, when configured.
+    pub delivery: Option<DeliveryReport>,
+}
+
+impl ProbeOutcome {
+    /// Whether every configured step passed.
+    pub fn success(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// Runs one probe of `prepared` against `target` within `timeout`.
+pub async fn run(prepared: &PreparedModule, target: &Target, timeout: Duration) -> ProbeOutcome {
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    let deadline = started + timeout;
+    let module = &prepared.module;
+
+    // Everything that is not talking to the server happens before the clock matters: composing
+    // the mail and reading secrets are not part of any step.
+    let mut early_failure = None;
+    let mail = match &module.message {
+        Some(settings) => match TokenMail::compose(settings, started_at) {
+            Ok(mail) => Some(mail),
+            Err(e) => {
+                early_failure = Some(Failure::new(
+                    StepName::Mail,
+                    Reason::ProtocolError,
+                    e.to_string(),
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let auth = match &module.auth {
+        None => None,
+        Some(a) => match resolve_secret(&a.credential) {
+            Ok((secret, kind)) => Some(AuthPlan {
+                mechanism: a.mechanism,
+                username: a.username.clone(),
+                secret,
+                kind,
+            }),
+            Err(failure) => {
+                early_failure.get_or_insert(failure);
+                None
+            }
+        },
+    };
+
+    let plan = SessionPlan {
+        host: &target.host,
+        port: target.port,
+        ip_protocol: module.ip_protocol,
+        tls_mode: module.tls,
+        tls: &prepared.tls,
+        ehlo: &module.ehlo,
+        auth,
+        envelope: mail.as_ref().map(|m| &m.envelope),
+        deadline,
+        started,
+        limits: ReplyLimits::default(),
+    };
+    let mut session = if early_failure.is_some() {
+        session::SessionReport::empty(started)
+    } else {
+        session::run(plan).await
+    };
+    if let Some(f) = &early_failure {
+        session
+            .transcript
+            .record(f.step, Instant::now(), None, None, Some(f.clone()));
+    }
+    let mut failure = session.failure().cloned();
+    if failure.is_none() {
+        failure = check_expectations(module, &session, SystemTime::now());
+    }
+    ProbeOutcome {
+        target: target.to_string(),
+        module: prepared.name.clone(),
+        started_at,
+        duration: started.elapsed(),
+        timeout,
+        session,
+        failure,
+        probe_id: mail.map(|m| m.probe_id),
+        delivery: None,
+    }
+}
+
+/// Reads the secret the credential names. OAuth 2.0 token fetching is its own step.
+fn resolve_secret(credential: &Credential) -> Result<(Secret, SecretKind), Failure> {
+    match credential {
+        Credential::Password(p) => Ok((p.clone(), SecretKind::Password)),
+        Credential::BearerTokenFile(path) => Secret::from_file(path)
+            .map(|s| (s, SecretKind::BearerToken))
+            .map_err(|e| {
+                Failure::new(
+                    StepName::Auth,
+                    Reason::OauthTokenFailed,
+                    format!("reading token file {}: {e}", path.display()),
+                )
+            }),
+        Credential::OAuth2(_) => Err(Failure::new(
+            StepName::OauthToken,
+            Reason::OauthTokenFailed,
+            "OAuth 2.0 client-credentials token fetching is not available in this build",
+        )),
+    }
+}
+
+/// Checks what the module expects beyond every step passing.
+fn check_expectations(
+    module: &Module,
+    session: &SessionReport,
+    now: SystemTime,
+) -> Option<Failure> {
+    let min = module.expect.cert_min_validity?;
+    let tls = session.tls.as_ref()?;
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let limit = now.saturating_add(min.as_secs() as i64);
+    let soonest = tls
+        .chain
+        .built
+        .iter()
+        .filter(|c| c.not_after > 0)
+        .min_by_key(|c| c.not_after)?;
+    (soonest.not_after < limit).then(|| {
+        let days = (soonest.not_after - now) as f64 / 86_400.0;
+        Failure::new(
+            StepName::TlsHandshake,
+            Reason::CertExpiringSoon,
+            format!(
+                "certificate at depth {} ({}) expires in {:.1} days, sooner than {}",
+                soonest.depth,
+                soonest.subject,
+                days,
+                humantime::format_duration(min)
+            ),
+        )
+    })
+}

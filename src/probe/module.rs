@@ -5,51 +5,11 @@
 use crate::secret::Secret;
 use crate::smtp::command::{ClientName, Mailbox};
 use crate::tls::TlsSettings;
+
+pub use crate::smtp::auth::MechanismChoice;
+pub use crate::smtp::session::{IpProtocol, TlsMode};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// How TLS is used on the SMTP connection.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TlsMode {
-    /// Plain text throughout (port 25 without STARTTLS, test setups).
-    None,
-    /// Plain text greeting and EHLO, then STARTTLS (RFC 3207), usually port 587 or 25.
-    #[default]
-    Starttls,
-    /// TLS from the first byte (RFC 8314), usually port 465.
-    Implicit,
-}
-
-/// Which address family to connect over.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IpProtocol {
-    /// The first address the resolver returns.
-    #[default]
-    Auto,
-    /// IPv4 only.
-    Ip4,
-    /// IPv6 only.
-    Ip6,
-}
-
-/// The SASL mechanism to use (`auth.mechanism`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MechanismChoice {
-    /// The best mechanism the server offers that the credentials can satisfy.
-    #[default]
-    Auto,
-    /// PLAIN (RFC 4616).
-    Plain,
-    /// LOGIN (draft-murchison-sasl-login).
-    Login,
-    /// XOAUTH2 (Google and Microsoft).
-    Xoauth2,
-    /// OAUTHBEARER (RFC 7628).
-    Oauthbearer,
-}
 
 /// OAuth 2.0 client-credentials grant settings.
 #[derive(Clone, Debug, PartialEq, Eq)]

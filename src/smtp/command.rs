@@ -52,7 +52,8 @@ impl ClientName {
             return Err(InvalidValue::Invalid {
                 what: WHAT,
                 value: name.to_string(),
-                why: "must be a printable ASCII domain or address literal of at most 255 characters",
+                why:
+                    "must be a printable ASCII domain or address literal of at most 255 characters",
             });
         }
         Ok(ClientName(name.to_string()))
@@ -99,8 +100,13 @@ impl Mailbox {
         if address.len() > 254 {
             return Err(invalid("longer than 254 characters"));
         }
-        if address.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>')) {
-            return Err(invalid("contains whitespace, a control character or an angle bracket"));
+        if address
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>'))
+        {
+            return Err(invalid(
+                "contains whitespace, a control character or an angle bracket",
+            ));
         }
         match address.rsplit_once('@') {
             Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
@@ -266,12 +272,47 @@ mod tests {
         let to = Mailbox::new("b@example.com").unwrap();
         assert_eq!(Ehlo(&name).to_string(), "EHLO probe.example.com\r\n");
         assert_eq!(Starttls.to_string(), "STARTTLS\r\n");
-        assert_eq!(Auth { mechanism: "PLAIN", initial_response: Some("AGEAYg==") }.to_string(), "AUTH PLAIN AGEAYg==\r\n");
-        assert_eq!(Auth { mechanism: "LOGIN", initial_response: None }.to_string(), "AUTH LOGIN\r\n");
+        assert_eq!(
+            Auth {
+                mechanism: "PLAIN",
+                initial_response: Some("AGEAYg==")
+            }
+            .to_string(),
+            "AUTH PLAIN AGEAYg==\r\n"
+        );
+        assert_eq!(
+            Auth {
+                mechanism: "LOGIN",
+                initial_response: None
+            }
+            .to_string(),
+            "AUTH LOGIN\r\n"
+        );
         assert_eq!(AuthResponse("").to_string(), "\r\n");
-        assert_eq!(Mail { from: &from, smtputf8: false }.to_string(), "MAIL FROM:<a@example.com>\r\n");
-        assert_eq!(Mail { from: &Mailbox::null(), smtputf8: false }.to_string(), "MAIL FROM:<>\r\n");
-        assert_eq!(Mail { from: &from, smtputf8: true }.to_string(), "MAIL FROM:<a@example.com> SMTPUTF8\r\n");
+        assert_eq!(
+            Mail {
+                from: &from,
+                smtputf8: false
+            }
+            .to_string(),
+            "MAIL FROM:<a@example.com>\r\n"
+        );
+        assert_eq!(
+            Mail {
+                from: &Mailbox::null(),
+                smtputf8: false
+            }
+            .to_string(),
+            "MAIL FROM:<>\r\n"
+        );
+        assert_eq!(
+            Mail {
+                from: &from,
+                smtputf8: true
+            }
+            .to_string(),
+            "MAIL FROM:<a@example.com> SMTPUTF8\r\n"
+        );
         assert_eq!(Rcpt(&to).to_string(), "RCPT TO:<b@example.com>\r\n");
         assert_eq!(Data.to_string(), "DATA\r\n");
         assert_eq!(Quit.to_string(), "QUIT\r\n");
@@ -280,25 +321,56 @@ mod tests {
     #[test]
     fn injection_is_refused() {
         for bad in ["a@b.com\r\nRCPT TO:<x@y>", "a@b.com\n", "a\0@b.com"] {
-            assert!(matches!(Mailbox::new(bad), Err(InvalidValue::LineBreak { .. })), "{bad:?}");
+            assert!(
+                matches!(Mailbox::new(bad), Err(InvalidValue::LineBreak { .. })),
+                "{bad:?}"
+            );
         }
-        assert!(matches!(ClientName::new("host\r\nMAIL FROM:<x>"), Err(InvalidValue::LineBreak { .. })));
-        assert!(matches!(ClientName::new(""), Err(InvalidValue::Empty { .. })));
-        assert!(matches!(ClientName::new("two words"), Err(InvalidValue::Invalid { .. })));
-        assert!(matches!(Mailbox::new("a b@c.com"), Err(InvalidValue::Invalid { .. })));
-        assert!(matches!(Mailbox::new("<a@c.com>"), Err(InvalidValue::Invalid { .. })));
-        assert!(matches!(Mailbox::new("nodomain"), Err(InvalidValue::Invalid { .. })));
-        assert!(matches!(Mailbox::new("@c.com"), Err(InvalidValue::Invalid { .. })));
+        assert!(matches!(
+            ClientName::new("host\r\nMAIL FROM:<x>"),
+            Err(InvalidValue::LineBreak { .. })
+        ));
+        assert!(matches!(
+            ClientName::new(""),
+            Err(InvalidValue::Empty { .. })
+        ));
+        assert!(matches!(
+            ClientName::new("two words"),
+            Err(InvalidValue::Invalid { .. })
+        ));
+        assert!(matches!(
+            Mailbox::new("a b@c.com"),
+            Err(InvalidValue::Invalid { .. })
+        ));
+        assert!(matches!(
+            Mailbox::new("<a@c.com>"),
+            Err(InvalidValue::Invalid { .. })
+        ));
+        assert!(matches!(
+            Mailbox::new("nodomain"),
+            Err(InvalidValue::Invalid { .. })
+        ));
+        assert!(matches!(
+            Mailbox::new("@c.com"),
+            Err(InvalidValue::Invalid { .. })
+        ));
         assert!(ClientName::new("[192.0.2.1]").is_ok());
         assert!(Mailbox::new("jörg@example.com").is_ok_and(|m| !m.is_ascii()));
     }
 
     #[test]
     fn dot_stuffing() {
-        assert_eq!(dot_stuff(b"a\r\n.b\r\n..c\r\n"), b"a\r\n..b\r\n...c\r\n.\r\n");
+        assert_eq!(
+            dot_stuff(b"a\r\n.b\r\n..c\r\n"),
+            b"a\r\n..b\r\n...c\r\n.\r\n"
+        );
         assert_eq!(dot_stuff(b".start"), b"..start\r\n.\r\n");
         assert_eq!(dot_stuff(b"bare\nlf\n.x"), b"bare\r\nlf\r\n..x\r\n.\r\n");
         assert_eq!(dot_stuff(b"mid.dot\r\n"), b"mid.dot\r\n.\r\n");
-        assert_eq!(dot_stuff(b"\r\n.\r\n"), b"\r\n..\r\n.\r\n", "a lone dot line cannot end the data early");
+        assert_eq!(
+            dot_stuff(b"\r\n.\r\n"),
+            b"\r\n..\r\n.\r\n",
+            "a lone dot line cannot end the data early"
+        );
     }
 }

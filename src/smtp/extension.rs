@@ -42,14 +42,28 @@ impl Extension {
             Some((k, p)) => (k, p.trim()),
             None => (line, ""),
         };
-        if keyword.is_empty() || !keyword.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if keyword.is_empty()
+            || !keyword
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return None;
         }
         let keyword = keyword.to_ascii_uppercase();
         Some(match keyword.as_str() {
             "STARTTLS" => Extension::StartTls,
-            "AUTH" => Extension::Auth(params.split_whitespace().map(|m| m.to_ascii_uppercase()).collect()),
-            "SIZE" => Extension::Size(params.split_whitespace().next().and_then(|n| n.parse().ok())),
+            "AUTH" => Extension::Auth(
+                params
+                    .split_whitespace()
+                    .map(|m| m.to_ascii_uppercase())
+                    .collect(),
+            ),
+            "SIZE" => Extension::Size(
+                params
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok()),
+            ),
             "PIPELINING" => Extension::Pipelining,
             "8BITMIME" => Extension::EightBitMime,
             "SMTPUTF8" => Extension::SmtpUtf8,
@@ -58,7 +72,10 @@ impl Extension {
             "BINARYMIME" => Extension::BinaryMime,
             "DSN" => Extension::Dsn,
             "REQUIRETLS" => Extension::RequireTls,
-            _ => Extension::Other { keyword, params: params.to_string() },
+            _ => Extension::Other {
+                keyword,
+                params: params.to_string(),
+            },
         })
     }
 
@@ -85,7 +102,9 @@ impl Extension {
         match self {
             Extension::Auth(m) if !m.is_empty() => format!("AUTH {}", m.join(" ")),
             Extension::Size(Some(n)) => format!("SIZE {n}"),
-            Extension::Other { keyword, params } if !params.is_empty() => format!("{keyword} {params}"),
+            Extension::Other { keyword, params } if !params.is_empty() => {
+                format!("{keyword} {params}")
+            }
             other => other.keyword().to_string(),
         }
     }
@@ -109,7 +128,12 @@ impl ServerInfo {
             .and_then(|l| l.split_whitespace().next())
             .unwrap_or_default()
             .to_string();
-        let extensions = reply.lines.iter().skip(1).filter_map(|l| Extension::parse(l)).collect();
+        let extensions = reply
+            .lines
+            .iter()
+            .skip(1)
+            .filter_map(|l| Extension::parse(l))
+            .collect();
         ServerInfo { name, extensions }
     }
 
@@ -145,7 +169,9 @@ mod tests {
     use crate::smtp::reply::{parse_reply, ReplyLimits};
 
     fn info(raw: &str) -> ServerInfo {
-        let (reply, _) = parse_reply(raw.as_bytes(), &ReplyLimits::default()).unwrap().unwrap();
+        let (reply, _) = parse_reply(raw.as_bytes(), &ReplyLimits::default())
+            .unwrap()
+            .unwrap();
         ServerInfo::from_ehlo(&reply)
     }
 
@@ -166,7 +192,10 @@ mod tests {
         assert!(i.extensions.contains(&Extension::EnhancedStatusCodes));
         assert!(i.extensions.contains(&Extension::Chunking));
         assert!(i.extensions.contains(&Extension::Dsn));
-        assert!(i.extensions.contains(&Extension::Other { keyword: "VRFY".into(), params: String::new() }));
+        assert!(i.extensions.contains(&Extension::Other {
+            keyword: "VRFY".into(),
+            params: String::new()
+        }));
         let described: Vec<String> = i.extensions.iter().map(Extension::describe).collect();
         assert!(described.contains(&"AUTH PLAIN LOGIN".to_string()));
         assert!(described.contains(&"SIZE 10240000".to_string()));
@@ -182,6 +211,9 @@ mod tests {
         assert_eq!(Extension::parse("SIZE"), Some(Extension::Size(None)));
         assert_eq!(Extension::parse("  "), None);
         assert_eq!(Extension::parse("bad*keyword"), None);
-        assert_eq!(Extension::parse("auth login").map(|e| e.describe()), Some("AUTH LOGIN".into()));
+        assert_eq!(
+            Extension::parse("auth login").map(|e| e.describe()),
+            Some("AUTH LOGIN".into())
+        );
     }
 }

@@ -145,7 +145,10 @@ impl Reply {
 
     /// The first line's text without its enhanced code.
     pub fn first_line(&self) -> &str {
-        strip_enhanced(self.lines.first().map(String::as_str).unwrap_or(""), self.enhanced)
+        strip_enhanced(
+            self.lines.first().map(String::as_str).unwrap_or(""),
+            self.enhanced,
+        )
     }
 }
 
@@ -277,10 +280,15 @@ fn check_prefix(partial: &[u8]) -> Result<(), ReplyError> {
 /// Splits `250-text` into (250, false, "text"); `250 text` or `250` ends the reply.
 fn parse_line(line: &[u8]) -> Result<(u16, bool, String), ReplyError> {
     let malformed = || ReplyError::Malformed(lossy(line));
-    if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) || !(b'2'..=b'5').contains(&line[0]) {
+    if line.len() < 3
+        || !line[..3].iter().all(u8::is_ascii_digit)
+        || !(b'2'..=b'5').contains(&line[0])
+    {
         return Err(malformed());
     }
-    let code = u16::from(line[0] - b'0') * 100 + u16::from(line[1] - b'0') * 10 + u16::from(line[2] - b'0');
+    let code = u16::from(line[0] - b'0') * 100
+        + u16::from(line[1] - b'0') * 10
+        + u16::from(line[2] - b'0');
     let (last, text) = match line.get(3) {
         None => (true, &line[3..3]),
         Some(b' ') => (true, &line[4..]),
@@ -308,7 +316,9 @@ mod tests {
 
     #[test]
     fn single_line() {
-        let (r, used) = parse("220 mail.example ESMTP Postfix\r\n").unwrap().unwrap();
+        let (r, used) = parse("220 mail.example ESMTP Postfix\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.code, 220);
         assert_eq!(r.lines, vec!["mail.example ESMTP Postfix"]);
         assert_eq!(used, 32);
@@ -327,7 +337,9 @@ mod tests {
 
     #[test]
     fn multiline_greeting_and_bare_code() {
-        let (r, _) = parse("220-first\r\n220-second\r\n220\r\n").unwrap().unwrap();
+        let (r, _) = parse("220-first\r\n220-second\r\n220\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.lines, vec!["first", "second", ""]);
         assert_eq!(r.text(), "first second");
     }
@@ -346,7 +358,10 @@ mod tests {
             })
         );
         assert_eq!(r.enhanced.unwrap().to_string(), "5.1.1");
-        assert_eq!(r.first_line(), "<nobody@example.com>: Recipient address rejected");
+        assert_eq!(
+            r.first_line(),
+            "<nobody@example.com>: Recipient address rejected"
+        );
         assert_eq!(r.severity(), Severity::PermanentNegative);
     }
 
@@ -354,8 +369,18 @@ mod tests {
     fn enhanced_code_class_must_match() {
         let (r, _) = parse("250 5.1.1 odd\r\n").unwrap().unwrap();
         assert_eq!(r.enhanced, None);
-        assert_eq!(EnhancedCode::parse_prefix("2.0.0"), Some(EnhancedCode { class: 2, subject: 0, detail: 0 }));
-        assert_eq!(EnhancedCode::parse_prefix("5.7.139 Authentication unsuccessful").map(|e| e.detail), Some(139));
+        assert_eq!(
+            EnhancedCode::parse_prefix("2.0.0"),
+            Some(EnhancedCode {
+                class: 2,
+                subject: 0,
+                detail: 0
+            })
+        );
+        assert_eq!(
+            EnhancedCode::parse_prefix("5.7.139 Authentication unsuccessful").map(|e| e.detail),
+            Some(139)
+        );
         assert_eq!(EnhancedCode::parse_prefix("3.1.1"), None);
         assert_eq!(EnhancedCode::parse_prefix("5.1"), None);
         assert_eq!(EnhancedCode::parse_prefix("5.1.1.1"), None);
@@ -379,36 +404,74 @@ mod tests {
 
     #[test]
     fn invalid_replies() {
-        assert!(matches!(parse("HTTP/1.1 400 Bad Request\r\n"), Err(ReplyError::Malformed(_))));
-        assert!(matches!(parse("HTTP"), Err(ReplyError::Malformed(_))), "garbage is caught before the line ends");
+        assert!(matches!(
+            parse("HTTP/1.1 400 Bad Request\r\n"),
+            Err(ReplyError::Malformed(_))
+        ));
+        assert!(
+            matches!(parse("HTTP"), Err(ReplyError::Malformed(_))),
+            "garbage is caught before the line ends"
+        );
         assert!(matches!(parse("25x ok\r\n"), Err(ReplyError::Malformed(_))));
         assert!(matches!(parse("250_ok\r\n"), Err(ReplyError::Malformed(_))));
-        assert!(matches!(parse("199 too low\r\n"), Err(ReplyError::Malformed(_))));
-        assert!(matches!(parse("600 too high\r\n"), Err(ReplyError::Malformed(_))));
+        assert!(matches!(
+            parse("199 too low\r\n"),
+            Err(ReplyError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("600 too high\r\n"),
+            Err(ReplyError::Malformed(_))
+        ));
         assert!(matches!(parse("25\r\n"), Err(ReplyError::Malformed(_))));
-        assert!(matches!(parse("250 nul\0inside\r\n"), Err(ReplyError::Malformed(_))));
+        assert!(matches!(
+            parse("250 nul\0inside\r\n"),
+            Err(ReplyError::Malformed(_))
+        ));
         assert_eq!(
             parse("250-a\r\n550 b\r\n"),
-            Err(ReplyError::MixedCodes { first: 250, other: 550 })
+            Err(ReplyError::MixedCodes {
+                first: 250,
+                other: 550
+            })
         );
     }
 
     #[test]
     fn overlong_line_fails_before_it_ends() {
-        let limits = ReplyLimits { max_line: 64, max_lines: 4, max_bytes: 200 };
+        let limits = ReplyLimits {
+            max_line: 64,
+            max_lines: 4,
+            max_bytes: 200,
+        };
         let long = format!("250 {}", "x".repeat(100));
-        assert_eq!(parse_reply(long.as_bytes(), &limits), Err(ReplyError::LineTooLong(64)));
+        assert_eq!(
+            parse_reply(long.as_bytes(), &limits),
+            Err(ReplyError::LineTooLong(64))
+        );
         let long_done = format!("250 {}\r\n", "x".repeat(100));
-        assert_eq!(parse_reply(long_done.as_bytes(), &limits), Err(ReplyError::LineTooLong(64)));
+        assert_eq!(
+            parse_reply(long_done.as_bytes(), &limits),
+            Err(ReplyError::LineTooLong(64))
+        );
     }
 
     #[test]
     fn too_many_lines_and_bytes() {
-        let limits = ReplyLimits { max_line: 64, max_lines: 4, max_bytes: 60 };
+        let limits = ReplyLimits {
+            max_line: 64,
+            max_lines: 4,
+            max_bytes: 60,
+        };
         let many = "250-a\r\n".repeat(5) + "250 z\r\n";
-        assert_eq!(parse_reply(many.as_bytes(), &limits), Err(ReplyError::TooManyLines(4)));
+        assert_eq!(
+            parse_reply(many.as_bytes(), &limits),
+            Err(ReplyError::TooManyLines(4))
+        );
         let big = format!("250-{}\r\n250-{}\r\n", "y".repeat(30), "y".repeat(30));
-        assert_eq!(parse_reply(big.as_bytes(), &limits), Err(ReplyError::TooLarge(60)));
+        assert_eq!(
+            parse_reply(big.as_bytes(), &limits),
+            Err(ReplyError::TooLarge(60))
+        );
     }
 
     #[test]

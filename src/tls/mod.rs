@@ -189,7 +189,9 @@ pub struct TlsClient {
 
 impl std::fmt::Debug for TlsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsClient").field("settings", &self.settings).finish()
+        f.debug_struct("TlsClient")
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 

@@ -1,0 +1,186 @@
+//! The JSON result of `probe --format=json` (DESIGN §7): the same facts as the transcript, as one
+//! object. Secrets never appear: commands are shown masked, the token mail as its size.
+
+use serde::Serialize;
+
+use super::ProbeOutcome;
+use crate::tls::{CertFacts, CertSource};
+
+/// The JSON document.
+#[derive(Serialize)]
+pub struct ProbeJson<'a> {
+    target: &'a str,
+    module: &'a str,
+    success: bool,
+    duration_seconds: f64,
+    timeout_seconds: f64,
+    failed_step: Option<&'static str>,
+    reason: Option<&'static str>,
+    detail: Option<&'a str>,
+    hint: Option<&'static str>,
+    peer: Option<String>,
+    steps: Vec<StepJson<'a>>,
+    extensions: Vec<String>,
+    auth_mechanism: Option<&'static str>,
+    message_accepted: bool,
+    probe_id: Option<&'a str>,
+    tls: Option<TlsJson<'a>>,
+    delivery: Option<DeliveryJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct StepJson<'a> {
+    step: &'static str,
+    offset_seconds: f64,
+    duration_seconds: f64,
+    sent: Option<&'a str>,
+    reply_code: Option<u16>,
+    enhanced_code: Option<String>,
+    reply: Option<String>,
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct TlsJson<'a> {
+    version: &'a str,
+    cipher: &'a str,
+    server_name: &'a str,
+    chain_valid: bool,
+    chain_error: Option<&'static str>,
+    chain_error_detail: Option<&'a str>,
+    chain_sent_complete: bool,
+    certs_sent: usize,
+    certificates: Vec<CertJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct CertJson<'a> {
+    depth: usize,
+    subject: &'a str,
+    issuer: &'a str,
+    not_before: String,
+    not_after: String,
+    serial: &'a str,
+    fingerprint_sha256: &'a str,
+    sent: bool,
+    source: String,
+    key: &'a str,
+    signature_algorithm: &'a str,
+    sans: &'a [String],
+}
+
+#[derive(Serialize)]
+struct DeliveryJson<'a> {
+    success: bool,
+    duration_seconds: Option<f64>,
+    mailbox: Option<&'a str>,
+}
+
+/// An RFC 3339 UTC timestamp from Unix seconds.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// Where a certificate came from, in words.
+pub fn source_name(source: &CertSource) -> String {
+    match source {
+        CertSource::Server => "server".into(),
+        CertSource::System => "system".into(),
+        CertSource::Bundled => "bundled".into(),
+        CertSource::File(p) => format!("file:{}", p.display()),
+    }
+}
+
+fn cert_json(c: &CertFacts) -> CertJson<'_> {
+    CertJson {
+        depth: c.depth,
+        subject: &c.subject,
+        issuer: &c.issuer,
+        not_before: rfc3339(c.not_before),
+        not_after: rfc3339(c.not_after),
+        serial: &c.serial,
+        fingerprint_sha256: &c.fingerprint_sha256,
+        sent: c.sent,
+        source: source_name(&c.source),
+        key: &c.key,
+        signature_algorithm: &c.signature_algorithm,
+        sans: &c.sans,
+    }
+}
+
+impl<'a> ProbeJson<'a> {
+    /// Builds the document from an outcome.
+    pub fn new(o: &'a ProbeOutcome) -> ProbeJson<'a> {
+        let s = &o.session;
+        ProbeJson {
+            target: &o.target,
+            module: &o.module,
+            success: o.success(),
+            duration_seconds: o.duration.as_secs_f64(),
+            timeout_seconds: o.timeout.as_secs_f64(),
+            failed_step: o.failure.as_ref().map(|f| f.step.as_str()),
+            reason: o.failure.as_ref().map(|f| f.reason.as_str()),
+            detail: o.failure.as_ref().map(|f| f.detail.as_str()),
+            hint: o.failure.as_ref().map(|f| f.reason.hint()),
+            peer: s.peer.map(|p| p.to_string()),
+            steps: s
+                .transcript
+                .steps()
+                .iter()
+                .map(|st| StepJson {
+                    step: st.name.as_str(),
+                    offset_seconds: st.offset.as_secs_f64(),
+                    duration_seconds: st.duration.as_secs_f64(),
+                    sent: st.sent.as_deref(),
+                    reply_code: st.reply.as_ref().map(|r| r.code),
+                    enhanced_code: st
+                        .reply
+                        .as_ref()
+                        .and_then(|r| r.enhanced)
+                        .map(|e| e.to_string()),
+                    reply: st.reply.as_ref().map(|r| r.text()),
+                    error: st.failure.as_ref().map(|f| f.detail.as_str()),
+                })
+                .collect(),
+            extensions: s
+                .effective_server()
+                .map(|i| i.extensions.iter().map(|e| e.describe()).collect())
+                .unwrap_or_default(),
+            auth_mechanism: s.auth_mechanism,
+            message_accepted: s.message_accepted,
+            probe_id: o.probe_id.as_deref(),
+            tls: s.tls.as_ref().map(|t| TlsJson {
+                version: &t.version,
+                cipher: &t.cipher,
+                server_name: &t.chain.server_name,
+                chain_valid: t.chain.valid(),
+                chain_error: t.chain.error.as_ref().map(|e| e.reason.as_str()),
+                chain_error_detail: t.chain.error.as_ref().map(|e| e.detail.as_str()),
+                chain_sent_complete: t.chain.sent_complete,
+                certs_sent: t.chain.sent.len(),
+                certificates: if t.chain.built.is_empty() {
+                    t.chain.sent.iter().map(cert_json).collect()
+                } else {
+                    t.chain.built.iter().map(cert_json).collect()
+                },
+            }),
+            delivery: o.delivery.as_ref().map(|d| DeliveryJson {
+                success: d.success,
+                duration_seconds: d.duration.map(|d| d.as_secs_f64()),
+                mailbox: d.mailbox.as_deref(),
+            }),
+        }
+    }
+}
+
+/// The outcome as a pretty-printed JSON document.
+pub fn to_json(outcome: &ProbeOutcome) -> String {
+    serde_json::to_string_pretty(&ProbeJson::new(outcome))
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}

@@ -1,0 +1,182 @@
+//! The human transcript of `smtp-prober probe`: one line per exchange in the spirit of a mail
+//! client's debug log (offset, direction, code, enhanced code, text, duration), then the TLS
+//! session, the certificate chain, and a one-line verdict with the reason and a hint.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use super::json::{rfc3339, source_name};
+use super::ProbeOutcome;
+use crate::tls::CertFacts;
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.2}ms")
+    } else {
+        format!("{ms:.0}ms")
+    }
+}
+
+/// Renders the transcript.
+pub fn render(o: &ProbeOutcome) -> String {
+    let mut out = String::with_capacity(2048);
+    let s = &o.session;
+    let _ = writeln!(
+        out,
+        "probe {} (module {}, deadline {})",
+        o.target,
+        o.module,
+        humantime::format_duration(o.timeout)
+    );
+    for st in s.transcript.steps() {
+        let offset = format!("+{:.4}s", st.offset.as_secs_f64());
+        let name = st.name.as_str();
+        match (&st.sent, &st.reply) {
+            (Some(sent), reply) => {
+                let _ = writeln!(out, "{offset:>10}  {name:<13} -> {sent}");
+                match reply {
+                    Some(r) => {
+                        let enh = r.enhanced.map(|e| format!("{e} ")).unwrap_or_default();
+                        let _ = writeln!(
+                            out,
+                            "{:>10}  {:<13} <- {} {}{}  ({})",
+                            "",
+                            "",
+                            r.code,
+                            enh,
+                            r.text(),
+                            ms(st.duration)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "{:>10}  {:<13} <- (no reply)  ({})",
+                            "",
+                            "",
+                            ms(st.duration)
+                        );
+                    }
+                }
+            }
+            (None, Some(r)) => {
+                let enh = r.enhanced.map(|e| format!("{e} ")).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{offset:>10}  {name:<13} <- {} {}{}  ({})",
+                    r.code,
+                    enh,
+                    r.text(),
+                    ms(st.duration)
+                );
+            }
+            (None, None) => {
+                let what = match st.name {
+                    crate::vocab::StepName::Connect | crate::vocab::StepName::Resolve => {
+                        s.peer.map(|p| p.to_string()).unwrap_or_default()
+                    }
+                    crate::vocab::StepName::TlsHandshake => s
+                        .tls
+                        .as_ref()
+                        .map(|t| format!("{} {}", t.version, t.cipher))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{offset:>10}  {name:<13}    {what}  ({})",
+                    ms(st.duration)
+                );
+            }
+        }
+        if let Some(f) = &st.failure {
+            let _ = writeln!(out, "{:>10}  {:<13} !! {}: {}", "", "", f.reason, f.detail);
+        }
+    }
+    if let Some(info) = s.effective_server() {
+        let exts: Vec<String> = info.extensions.iter().map(|e| e.describe()).collect();
+        let _ = writeln!(out, "\nextensions: {}", exts.join(", "));
+        if let Some(m) = s.auth_mechanism {
+            let _ = writeln!(out, "auth mechanism used: {m}");
+        }
+    }
+    if let Some(tls) = &s.tls {
+        let _ = writeln!(out, "\nTLS: {} {}", tls.version, tls.cipher);
+        let chain = &tls.chain;
+        match &chain.error {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "certificate chain for {:?}: valid{}",
+                    chain.server_name,
+                    if chain.sent_complete {
+                        ""
+                    } else {
+                        " (an intermediate came from a local trust source, not from the server)"
+                    }
+                );
+            }
+            Some(e) => {
+                let _ = writeln!(
+                    out,
+                    "certificate chain for {:?}: INVALID, {} ({})",
+                    chain.server_name, e.reason, e.detail
+                );
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let certs: &[CertFacts] = if chain.built.is_empty() {
+            &chain.sent
+        } else {
+            &chain.built
+        };
+        for c in certs {
+            let days = (c.not_after - now) as f64 / 86_400.0;
+            let _ = writeln!(
+                out,
+                "  {} {:<7} {}\n              issuer {}\n              valid {} .. {} ({:.0} days left), {}, {}",
+                c.depth,
+                if c.sent { "sent" } else { "local" },
+                c.subject,
+                c.issuer,
+                rfc3339(c.not_before),
+                rfc3339(c.not_after),
+                days,
+                c.key,
+                if c.sent { "from the server".to_string() } else { format!("from {}", source_name(&c.source)) }
+            );
+        }
+    }
+    if let Some(d) = &o.delivery {
+        let _ = writeln!(
+            out,
+            "\ndelivery: {}{}{}",
+            if d.success { "found" } else { "not found" },
+            d.mailbox
+                .as_ref()
+                .map(|m| format!(" in {m}"))
+                .unwrap_or_default(),
+            d.duration
+                .map(|x| format!(" after {}", ms(x)))
+                .unwrap_or_default()
+        );
+    }
+    match &o.failure {
+        None => {
+            let _ = writeln!(out, "\nverdict: SUCCESS in {}", ms(o.duration));
+        }
+        Some(f) => {
+            let _ = writeln!(
+                out,
+                "\nverdict: FAILED in step {}: {} ({})",
+                f.step, f.reason, f.detail
+            );
+            let _ = writeln!(out, "hint: {}", f.reason.hint());
+        }
+    }
+    out
+}

@@ -1,0 +1,854 @@
+//! The timed SMTP session: one probe conversation as a state machine over a buffered connection
+//! (RFC 5321 client behaviour, RFC 3207 STARTTLS, RFC 8314 implicit TLS, RFC 4954 AUTH).
+//!
+//! Every exchange is appended to a [`Transcript`]. A rejection is data (code, enhanced code,
+//! text), not an error: the session decides which rejections end the probe and with which
+//! reason. Everything is bounded: one deadline for the whole probe (each step gets what is left),
+//! reply size limits, and a buffer that never holds more than one reply's worth of bytes.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout_at;
+
+use super::auth::{self, MechanismChoice, SaslClient, SecretKind};
+use super::command::{self, ClientName, Mailbox};
+use super::extension::ServerInfo;
+use super::reply::{parse_reply, Reply, ReplyError, ReplyLimits};
+use super::transcript::{Failure, Transcript};
+use crate::secret::Secret;
+use crate::tls::{TlsClient, TlsReport};
+use crate::vocab::{Reason, StepName};
+
+/// How TLS is used on the SMTP connection.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Plain text throughout (port 25 without STARTTLS, test setups).
+    None,
+    /// Plain text greeting and EHLO, then STARTTLS (RFC 3207), usually port 587 or 25.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (RFC 8314), usually port 465.
+    Implicit,
+}
+
+/// Which address family to connect over.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpProtocol {
+    /// The first address the resolver returns.
+    #[default]
+    Auto,
+    /// IPv4 only.
+    Ip4,
+    /// IPv6 only.
+    Ip6,
+}
+
+/// Credentials for the AUTH step, already resolved (a fetched OAuth token is a bearer token).
+#[derive(Clone, Debug)]
+pub struct AuthPlan {
+    /// Which mechanism to use.
+    pub mechanism: MechanismChoice,
+    /// The authentication identity.
+    pub username: String,
+    /// Password or bearer token.
+    pub secret: Secret,
+    /// Which of the two `secret` is.
+    pub kind: SecretKind,
+}
+
+/// The envelope and content of the token mail, composed before the session starts.
+#[derive(Clone)]
+pub struct Envelope {
+    /// MAIL FROM.
+    pub from: Mailbox,
+    /// RCPT TO, one step each.
+    pub to: Vec<Mailbox>,
+    /// The message as it goes on the wire after 354: dot-stuffed, ending with `.` CRLF.
+    pub wire_content: Vec<u8>,
+}
+
+impl std::fmt::Debug for Envelope {
+    // The content carries the token: show its size only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field(
+                "wire_content",
+                &format_args!("<{} bytes>", self.wire_content.len()),
+            )
+            .finish()
+    }
+}
+
+/// Everything one session needs. Built outside the timed steps.
+#[derive(Clone, Debug)]
+pub struct SessionPlan<'a> {
+    /// Host name or IP literal to connect to.
+    pub host: &'a str,
+    /// TCP port.
+    pub port: u16,
+    /// Address family.
+    pub ip_protocol: IpProtocol,
+    /// TLS mode.
+    pub tls_mode: TlsMode,
+    /// The module's TLS client (unused with `TlsMode::None`).
+    pub tls: &'a TlsClient,
+    /// The EHLO name.
+    pub ehlo: &'a ClientName,
+    /// AUTH, when configured.
+    pub auth: Option<AuthPlan>,
+    /// The token mail, when configured.
+    pub envelope: Option<&'a Envelope>,
+    /// When the whole probe must be over.
+    pub deadline: Instant,
+    /// The instant transcript offsets count from.
+    pub started: Instant,
+    /// Reply bounds.
+    pub limits: ReplyLimits,
+}
+
+/// What one session found out.
+#[derive(Clone, Debug)]
+pub struct SessionReport {
+    /// Every step that ran.
+    pub transcript: Transcript,
+    /// The address connected to.
+    pub peer: Option<SocketAddr>,
+    /// What EHLO said before TLS (or the only EHLO, without TLS).
+    pub server: Option<ServerInfo>,
+    /// What EHLO said after TLS.
+    pub server_tls: Option<ServerInfo>,
+    /// The TLS session, when one was established.
+    pub tls: Option<TlsReport>,
+    /// The SASL mechanism used.
+    pub auth_mechanism: Option<&'static str>,
+    /// Whether the token mail got a 2xx after its content.
+    pub message_accepted: bool,
+    /// When the message's final reply arrived (delivery time counts from here).
+    pub message_accepted_at: Option<Instant>,
+}
+
+impl SessionReport {
+    /// A report of a session that never started.
+    pub fn empty(started: Instant) -> SessionReport {
+        SessionReport {
+            transcript: Transcript::new(started),
+            peer: None,
+            server: None,
+            server_tls: None,
+            tls: None,
+            auth_mechanism: None,
+            message_accepted: false,
+            message_accepted_at: None,
+        }
+    }
+
+    /// The failure, if the session failed.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.transcript.failure()
+    }
+
+    /// The EHLO facts that count: after TLS when TLS was used.
+    pub fn effective_server(&self) -> Option<&ServerInfo> {
+        self.server_tls.as_ref().or(self.server.as_ref())
+    }
+}
+
+/// Runs one session to its end and reports it. Never panics on server input; never outlives
+/// `plan.deadline` by more than the time to send a best-effort QUIT after a failure (bounded too).
+pub async fn run(plan: SessionPlan<'_>) -> SessionReport {
+    let mut s = Session {
+        report: SessionReport::empty(plan.started),
+        conn: None,
+        plan,
+    };
+    let result = s.converse().await;
+    if result.is_err() {
+        s.quit_best_effort().await;
+    }
+    s.report
+}
+
+/// Marks a step that ended the probe; the failure itself is already in the transcript.
+struct Stop;
+
+type StepResult<T> = Result<T, Stop>;
+
+struct Session<'a> {
+    plan: SessionPlan<'a>,
+    conn: Option<Connection>,
+    report: SessionReport,
+}
+
+impl Session<'_> {
+    async fn converse(&mut self) -> StepResult<()> {
+        let addr = self.resolve().await?;
+        let tcp = self.connect(addr).await?;
+        match self.plan.tls_mode {
+            TlsMode::Implicit => {
+                let tls = self.handshake(tcp).await?;
+                self.conn = Some(Connection::new(
+                    Stream::Tls(Box::new(tls)),
+                    self.plan.limits,
+                ));
+                self.greeting().await?;
+                self.report.server_tls = Some(self.ehlo(StepName::Ehlo).await?);
+            }
+            TlsMode::Starttls => {
+                self.conn = Some(Connection::new(Stream::Plain(tcp), self.plan.limits));
+                self.greeting().await?;
+                let info = self.ehlo(StepName::Ehlo).await?;
+                let offered = info.supports_starttls();
+                self.report.server = Some(info);
+                if !offered {
+                    return self.fail_without_exchange(
+                        StepName::Starttls,
+                        Reason::StarttlsNotOffered,
+                        "EHLO reply does not list STARTTLS",
+                    );
+                }
+                self.starttls().await?;
+                let tcp = self.take_plain()?;
+                let tls = self.handshake(tcp).await?;
+                self.conn = Some(Connection::new(
+                    Stream::Tls(Box::new(tls)),
+                    self.plan.limits,
+                ));
+                self.report.server_tls = Some(self.ehlo(StepName::EhloTls).await?);
+            }
+            TlsMode::None => {
+                self.conn = Some(Connection::new(Stream::Plain(tcp), self.plan.limits));
+                self.greeting().await?;
+                self.report.server = Some(self.ehlo(StepName::Ehlo).await?);
+            }
+        }
+        if let Some(auth) = self.plan.auth.clone() {
+            self.authenticate(&auth).await?;
+        }
+        if let Some(envelope) = self.plan.envelope {
+            self.send_mail(envelope).await?;
+        }
+        self.quit().await
+    }
+
+    async fn resolve(&mut self) -> StepResult<SocketAddr> {
+        let began = Instant::now();
+        let host = self.plan.host.trim_start_matches('[').trim_end_matches(']');
+        let lookup = timeout_at(
+            self.plan.deadline.into(),
+            tokio::net::lookup_host((host, self.plan.port)),
+        )
+        .await;
+        let want = self.plan.ip_protocol;
+        let result = match lookup {
+            Err(_) => Err((
+                Reason::Timeout,
+                format!("resolving {host} did not finish before the deadline"),
+            )),
+            Ok(Err(e)) => Err((Reason::DnsError, format!("resolving {host}: {e}"))),
+            Ok(Ok(addrs)) => addrs
+                .into_iter()
+                .find(|a| match want {
+                    IpProtocol::Auto => true,
+                    IpProtocol::Ip4 => a.is_ipv4(),
+                    IpProtocol::Ip6 => a.is_ipv6(),
+                })
+                .ok_or_else(|| (Reason::DnsError, format!("{host} has no {want:?} address"))),
+        };
+        match result {
+            Ok(addr) => {
+                self.report.peer = Some(addr);
+                self.report
+                    .transcript
+                    .record(StepName::Resolve, began, None, None, None);
+                Ok(addr)
+            }
+            Err((reason, detail)) => {
+                self.fail(StepName::Resolve, began, None, None, reason, detail)
+            }
+        }
+    }
+
+    async fn connect(&mut self, addr: SocketAddr) -> StepResult<TcpStream> {
+        let began = Instant::now();
+        match timeout_at(self.plan.deadline.into(), TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => {
+                // Replies are small and every one is timed: do not let Nagle delay our commands.
+                let _ = tcp.set_nodelay(true);
+                self.report
+                    .transcript
+                    .record(StepName::Connect, began, None, None, None);
+                Ok(tcp)
+            }
+            Ok(Err(e)) => {
+                let reason = match e.kind() {
+                    io::ErrorKind::TimedOut => Reason::ConnectTimeout,
+                    _ => Reason::ConnectRefused,
+                };
+                self.fail(
+                    StepName::Connect,
+                    began,
+                    None,
+                    None,
+                    reason,
+                    format!("connect to {addr}: {e}"),
+                )
+            }
+            Err(_) => self.fail(
+                StepName::Connect,
+                began,
+                None,
+                None,
+                Reason::ConnectTimeout,
+                format!("connect to {addr}: no answer before the deadline"),
+            ),
+        }
+    }
+
+    async fn handshake(
+        &mut self,
+        tcp: TcpStream,
+    ) -> StepResult<tokio_rustls::client::TlsStream<TcpStream>> {
+        let began = Instant::now();
+        let tls = self.plan.tls;
+        let name =
+            tls.server_name_for(self.plan.host.trim_start_matches('[').trim_end_matches(']'));
+        let outcome = timeout_at(
+            self.plan.deadline.into(),
+            tls.handshake(tcp, name, SystemTime::now()),
+        )
+        .await;
+        match outcome {
+            Err(_) => self.fail(
+                StepName::TlsHandshake,
+                began,
+                None,
+                None,
+                Reason::Timeout,
+                "TLS handshake did not finish before the deadline",
+            ),
+            Ok(Err(failure)) => self.fail(
+                StepName::TlsHandshake,
+                began,
+                None,
+                None,
+                failure.reason,
+                failure.detail,
+            ),
+            Ok(Ok((stream, report))) => {
+                let error = report.chain.error.clone();
+                self.report.tls = Some(report);
+                match error {
+                    Some(e) if !tls.settings().insecure_skip_verify => {
+                        // The chain is not trusted: say nothing more over this connection.
+                        drop(stream);
+                        self.fail(
+                            StepName::TlsHandshake,
+                            began,
+                            None,
+                            None,
+                            e.reason,
+                            e.detail,
+                        )
+                    }
+                    _ => {
+                        self.report.transcript.record(
+                            StepName::TlsHandshake,
+                            began,
+                            None,
+                            None,
+                            None,
+                        );
+                        Ok(stream)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn greeting(&mut self) -> StepResult<()> {
+        let began = Instant::now();
+        let reply = self.read(StepName::Greeting, began, None).await?;
+        if reply.code == 220 {
+            self.report
+                .transcript
+                .record(StepName::Greeting, began, None, Some(reply), None);
+            Ok(())
+        } else {
+            let detail = reply.text();
+            self.fail(
+                StepName::Greeting,
+                began,
+                None,
+                Some(reply),
+                Reason::GreetingRejected,
+                detail,
+            )
+        }
+    }
+
+    async fn ehlo(&mut self, step: StepName) -> StepResult<ServerInfo> {
+        let line = command::Ehlo(self.plan.ehlo).to_string();
+        let reply = self
+            .exchange(step, &line, None, |r| r.code == 250, Reason::EhloRejected)
+            .await?;
+        Ok(ServerInfo::from_ehlo(&reply))
+    }
+
+    async fn starttls(&mut self) -> StepResult<()> {
+        let line = command::Starttls.to_string();
+        self.exchange(
+            StepName::Starttls,
+            &line,
+            None,
+            |r| r.code == 220,
+            Reason::StarttlsRejected,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Takes the plain TCP stream out for the TLS upgrade. Bytes the server sent after its 220
+    /// would be read as if they came over TLS (the STARTTLS command-injection flaw,
+    /// CVE-2011-0411 and kin): such a server fails the probe.
+    fn take_plain(&mut self) -> StepResult<TcpStream> {
+        let conn = self.conn.take();
+        match conn {
+            Some(Connection {
+                stream: Stream::Plain(tcp),
+                buf,
+                ..
+            }) if buf.is_empty() => Ok(tcp),
+            Some(c) => {
+                self.conn = Some(c);
+                self.fail_without_exchange(
+                    StepName::TlsHandshake,
+                    Reason::ProtocolError,
+                    "the server sent data after its STARTTLS reply, before the TLS handshake",
+                )
+            }
+            None => self.fail_without_exchange(
+                StepName::TlsHandshake,
+                Reason::ConnectionClosed,
+                "no connection",
+            ),
+        }
+    }
+
+    async fn authenticate(&mut self, auth: &AuthPlan) -> StepResult<()> {
+        let offered = self
+            .report
+            .effective_server()
+            .map(ServerInfo::auth_mechanisms)
+            .unwrap_or_default();
+        let Some(mechanism) = auth::choose(auth.mechanism, auth.kind, &offered) else {
+            let detail = if offered.is_empty() {
+                "the server offers no AUTH mechanism".to_string()
+            } else {
+                format!(
+                    "the server offers AUTH {} but none fits the configuration",
+                    offered.join(" ")
+                )
+            };
+            return self.fail_without_exchange(StepName::Auth, Reason::AuthNotOffered, detail);
+        };
+        self.report.auth_mechanism = Some(mechanism.name());
+        let began = Instant::now();
+        let mut sasl = SaslClient::new(
+            mechanism,
+            &auth.username,
+            &auth.secret,
+            self.plan.host,
+            self.plan.port,
+        );
+        let initial = sasl.initial_response();
+        let line = command::Auth {
+            mechanism: mechanism.name(),
+            initial_response: initial.as_deref(),
+        }
+        .to_string();
+        let shown = match initial {
+            Some(_) => format!("AUTH {} ****", mechanism.name()),
+            None => format!("AUTH {}", mechanism.name()),
+        };
+        self.send(StepName::Auth, began, &line, &shown).await?;
+        // A SASL exchange has few rounds; a server that keeps challenging is broken.
+        let mut error_challenge = None;
+        for _ in 0..4 {
+            let reply = self.read(StepName::Auth, began, Some(&shown)).await?;
+            if reply.code == 334 {
+                let challenge = reply.first_line().to_string();
+                if mechanism.uses_token() {
+                    error_challenge = SaslClient::decode_challenge(&challenge);
+                }
+                let answer = sasl.respond(&challenge);
+                let answer_line = command::AuthResponse(&answer).to_string();
+                self.send(StepName::Auth, began, &answer_line, &shown)
+                    .await?;
+                continue;
+            }
+            if reply.is_positive() {
+                self.report.transcript.record(
+                    StepName::Auth,
+                    began,
+                    Some(shown),
+                    Some(reply),
+                    None,
+                );
+                return Ok(());
+            }
+            let mut detail = reply.text();
+            if let Some(json) = error_challenge {
+                detail = format!("{detail} (server said {json})");
+            }
+            return self.fail(
+                StepName::Auth,
+                began,
+                Some(shown),
+                Some(reply),
+                Reason::AuthFailed,
+                detail,
+            );
+        }
+        self.fail(
+            StepName::Auth,
+            began,
+            Some(shown),
+            None,
+            Reason::ProtocolError,
+            "too many AUTH challenges",
+        )
+    }
+
+    async fn send_mail(&mut self, envelope: &Envelope) -> StepResult<()> {
+        let smtputf8 = !envelope.from.is_ascii() || envelope.to.iter().any(|m| !m.is_ascii());
+        let line = command::Mail {
+            from: &envelope.from,
+            smtputf8,
+        }
+        .to_string();
+        self.exchange(
+            StepName::Mail,
+            &line,
+            None,
+            Reply::is_positive,
+            Reason::SenderRejected,
+        )
+        .await?;
+        for rcpt in &envelope.to {
+            let line = command::Rcpt(rcpt).to_string();
+            self.exchange(
+                StepName::Rcpt,
+                &line,
+                None,
+                Reply::is_positive,
+                Reason::RecipientRejected,
+            )
+            .await?;
+        }
+        let line = command::Data.to_string();
+        self.exchange(
+            StepName::Data,
+            &line,
+            None,
+            |r| r.code == 354,
+            Reason::DataRejected,
+        )
+        .await?;
+        let shown = format!("<message, {} bytes>", envelope.wire_content.len());
+        let began = Instant::now();
+        self.send_raw(StepName::Message, began, &envelope.wire_content, &shown)
+            .await?;
+        let reply = self.read(StepName::Message, began, Some(&shown)).await?;
+        if reply.is_positive() {
+            self.report.message_accepted = true;
+            self.report.message_accepted_at = Some(Instant::now());
+            self.report
+                .transcript
+                .record(StepName::Message, began, Some(shown), Some(reply), None);
+            Ok(())
+        } else {
+            let detail = reply.text();
+            self.fail(
+                StepName::Message,
+                began,
+                Some(shown),
+                Some(reply),
+                Reason::MessageRejected,
+                detail,
+            )
+        }
+    }
+
+    /// QUIT at the end of a successful conversation: recorded, but a server that hangs up
+    /// without a 221 does not fail the probe (everything that matters has happened).
+    async fn quit(&mut self) -> StepResult<()> {
+        let began = Instant::now();
+        let line = command::Quit.to_string();
+        let outcome = match self.conn.as_mut() {
+            Some(conn) => timeout_at(self.plan.deadline.into(), async {
+                conn.write(line.as_bytes()).await.map_err(ReadError::Io)?;
+                conn.read_reply().await
+            })
+            .await
+            .ok(),
+            None => None,
+        };
+        let reply = match outcome {
+            Some(Ok(reply)) => Some(reply),
+            _ => None,
+        };
+        self.report
+            .transcript
+            .record(StepName::Quit, began, Some("QUIT".into()), reply, None);
+        if let Some(mut conn) = self.conn.take() {
+            conn.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// After a failure: QUIT without waiting long, not recorded, then close.
+    async fn quit_best_effort(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let until = Instant::now() + Duration::from_millis(250);
+        let until = until.min(self.plan.deadline.max(Instant::now()));
+        let _ = timeout_at(until.into(), async {
+            conn.write(command::Quit.to_string().as_bytes())
+                .await
+                .map_err(ReadError::Io)?;
+            conn.read_reply().await
+        })
+        .await;
+        conn.shutdown().await;
+    }
+
+    /// Sends a command and reads its reply as one step; a reply `accept` refuses ends the probe
+    /// with `reason`.
+    async fn exchange(
+        &mut self,
+        step: StepName,
+        line: &str,
+        shown: Option<&str>,
+        accept: impl Fn(&Reply) -> bool,
+        reason: Reason,
+    ) -> StepResult<Reply> {
+        let began = Instant::now();
+        let shown = shown
+            .map(str::to_string)
+            .unwrap_or_else(|| line.trim_end().to_string());
+        self.send(step, began, line, &shown).await?;
+        let reply = self.read(step, began, Some(&shown)).await?;
+        if accept(&reply) {
+            self.report
+                .transcript
+                .record(step, began, Some(shown), Some(reply.clone()), None);
+            Ok(reply)
+        } else {
+            let detail = reply.text();
+            self.fail(step, began, Some(shown), Some(reply), reason, detail)
+        }
+    }
+
+    async fn send(
+        &mut self,
+        step: StepName,
+        began: Instant,
+        line: &str,
+        shown: &str,
+    ) -> StepResult<()> {
+        self.send_raw(step, began, line.as_bytes(), shown).await
+    }
+
+    async fn send_raw(
+        &mut self,
+        step: StepName,
+        began: Instant,
+        bytes: &[u8],
+        shown: &str,
+    ) -> StepResult<()> {
+        let deadline = self.plan.deadline;
+        let Some(conn) = self.conn.as_mut() else {
+            return self.fail(
+                step,
+                began,
+                Some(shown.into()),
+                None,
+                Reason::ConnectionClosed,
+                "no connection",
+            );
+        };
+        match timeout_at(deadline.into(), conn.write(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => self.fail(
+                step,
+                began,
+                Some(shown.into()),
+                None,
+                Reason::ConnectionClosed,
+                format!("write failed: {e}"),
+            ),
+            Err(_) => self.fail(
+                step,
+                began,
+                Some(shown.into()),
+                None,
+                Reason::Timeout,
+                "write did not finish before the deadline",
+            ),
+        }
+    }
+
+    async fn read(
+        &mut self,
+        step: StepName,
+        began: Instant,
+        shown: Option<&str>,
+    ) -> StepResult<Reply> {
+        let deadline = self.plan.deadline;
+        let Some(conn) = self.conn.as_mut() else {
+            return self.fail(
+                step,
+                began,
+                shown.map(Into::into),
+                None,
+                Reason::ConnectionClosed,
+                "no connection",
+            );
+        };
+        let outcome = timeout_at(deadline.into(), conn.read_reply()).await;
+        let (reason, detail) = match outcome {
+            Ok(Ok(reply)) => return Ok(reply),
+            Err(_) => (
+                Reason::Timeout,
+                format!("no complete reply in {step} before the deadline"),
+            ),
+            Ok(Err(ReadError::Closed { partial: false })) => (
+                Reason::ConnectionClosed,
+                "the server closed the connection".into(),
+            ),
+            Ok(Err(ReadError::Closed { partial: true })) => (
+                Reason::ConnectionClosed,
+                "the server closed the connection in the middle of a reply".into(),
+            ),
+            Ok(Err(ReadError::Io(e))) => (Reason::ConnectionClosed, format!("read failed: {e}")),
+            Ok(Err(ReadError::Invalid(e))) => (Reason::ProtocolError, e.to_string()),
+        };
+        self.fail(step, began, shown.map(Into::into), None, reason, detail)
+    }
+
+    fn fail<T>(
+        &mut self,
+        step: StepName,
+        began: Instant,
+        sent: Option<String>,
+        reply: Option<Reply>,
+        reason: Reason,
+        detail: impl Into<String>,
+    ) -> StepResult<T> {
+        let failure = Failure::new(step, reason, detail);
+        self.report
+            .transcript
+            .record(step, began, sent, reply, Some(failure));
+        Err(Stop)
+    }
+
+    fn fail_without_exchange<T>(
+        &mut self,
+        step: StepName,
+        reason: Reason,
+        detail: impl Into<String>,
+    ) -> StepResult<T> {
+        self.fail(step, Instant::now(), None, None, reason, detail)
+    }
+}
+
+/// Why no reply could be read.
+#[derive(Debug)]
+enum ReadError {
+    /// EOF; `partial` when part of a reply had arrived.
+    Closed { partial: bool },
+    /// A socket or TLS error.
+    Io(io::Error),
+    /// The bytes are not a valid reply, or exceed a bound.
+    Invalid(ReplyError),
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// A buffered connection that reads whole replies. The buffer holds at most one reply's bytes
+/// plus one read's worth; bytes past a reply are kept for the next one (pipelined servers).
+struct Connection {
+    stream: Stream,
+    buf: Vec<u8>,
+    limits: ReplyLimits,
+}
+
+impl Connection {
+    fn new(stream: Stream, limits: ReplyLimits) -> Connection {
+        Connection {
+            stream,
+            buf: Vec::with_capacity(1024),
+            limits,
+        }
+    }
+
+    async fn read_reply(&mut self) -> Result<Reply, ReadError> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match parse_reply(&self.buf, &self.limits) {
+                Ok(Some((reply, used))) => {
+                    self.buf.drain(..used);
+                    return Ok(reply);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ReadError::Invalid(e)),
+            }
+            let n = match &mut self.stream {
+                Stream::Plain(s) => read_some(s, &mut chunk).await,
+                Stream::Tls(s) => read_some(s.as_mut(), &mut chunk).await,
+            }
+            .map_err(ReadError::Io)?;
+            if n == 0 {
+                return Err(ReadError::Closed {
+                    partial: !self.buf.is_empty(),
+                });
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.stream {
+            Stream::Plain(s) => write_all(s, bytes).await,
+            Stream::Tls(s) => write_all(s.as_mut(), bytes).await,
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match &mut self.stream {
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(s) => s.shutdown().await,
+        };
+    }
+}
+
+async fn read_some<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8]) -> io::Result<usize> {
+    s.read(buf).await
+}
+
+async fn write_all<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> io::Result<()> {
+    s.write_all(bytes).await?;
+    s.flush().await
+}
