@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod http;
 pub mod probe;
+pub mod scheduler;
 pub mod secret;
 pub mod smtp;
 pub mod tls;

@@ -1,0 +1,3 @@
+//! The HTTP server (DESIGN §8).
+
+pub mod exposition;
