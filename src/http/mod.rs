@@ -1,3 +1,403 @@
-//! The HTTP server (DESIGN §8).
+//! The HTTP server (DESIGN §2, §8): `/probe` (one probe per request, blackbox style),
+//! `/metrics` (scheduled results, histograms, self and process metrics), `/` (status page),
+//! `/logs`, `/config` (redacted), `/-/healthy`, `/-/ready`, `/-/reload` (POST).
+//!
+//! Handlers are thin: the probe engine does the work, [`exporter::Exporter`] holds the state, and
+//! [`exposition`] keeps `/metrics` a matter of copying pre-rendered text.
 
+pub mod exporter;
 pub mod exposition;
+mod status;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use regex::Regex;
+
+use crate::probe::metrics::{outcome_families, render_text};
+use crate::probe::target::parse_target;
+use crate::probe::{self, text};
+use crate::scheduler::InFlight;
+use exporter::{Exporter, Reloaded};
+
+/// The header Prometheus sends with its scrape timeout.
+pub const SCRAPE_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
+
+/// Content type of the Prometheus text exposition format.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+const HTML: &str = "text/html; charset=utf-8";
+
+/// How `/probe` treats requests.
+#[derive(Clone, Debug)]
+pub struct ProbeSettings {
+    /// Subtracted from the scrape timeout header so the answer arrives before Prometheus gives up.
+    pub timeout_offset: Duration,
+    /// When set, only targets this regex matches in full may be probed (SSRF guard).
+    pub allowed_targets: Option<Regex>,
+    /// Whether `/probe` may run modules that send a token mail.
+    pub allow_send: bool,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        ProbeSettings {
+            timeout_offset: Duration::from_millis(500),
+            allowed_targets: None,
+            allow_send: false,
+        }
+    }
+}
+
+/// Compiles `--probe.allowed-targets`: the pattern must match the whole target string.
+pub fn allowed_targets(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{pattern})$"))
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct App {
+    exporter: Arc<Exporter>,
+    probe: Arc<ProbeSettings>,
+}
+
+/// The router with every endpoint.
+pub fn router(exporter: Arc<Exporter>, probe: ProbeSettings) -> Router {
+    let app = App {
+        exporter,
+        probe: Arc::new(probe),
+    };
+    Router::new()
+        .route("/", get(status_page))
+        .route("/probe", get(probe_handler))
+        .route("/metrics", get(metrics))
+        .route("/logs", get(logs))
+        .route("/config", get(config))
+        .route("/-/healthy", get(|| async { text_response(StatusCode::OK, "Healthy\n") }))
+        .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload))
+        .with_state(app)
+}
+
+/// Binds `--web.listen-address`. `:PORT` means every address: IPv6 and IPv4 where the host has
+/// IPv6, IPv4 alone where it has not.
+pub async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
+    match address.strip_prefix(':') {
+        Some(port) => {
+            let port: u16 = port.parse().map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("invalid port in listen address {address:?}"),
+                )
+            })?;
+            match tokio::net::TcpListener::bind(SocketAddr::from((
+                std::net::Ipv6Addr::UNSPECIFIED,
+                port,
+            )))
+            .await
+            {
+                Ok(l) => Ok(l),
+                Err(_) => {
+                    tokio::net::TcpListener::bind(SocketAddr::from((
+                        std::net::Ipv4Addr::UNSPECIFIED,
+                        port,
+                    )))
+                    .await
+                }
+            }
+        }
+        None => tokio::net::TcpListener::bind(address).await,
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets open requests finish for at
+/// most `grace`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    });
+    let server = server.into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result,
+        () = async {
+            // Only once shutdown began does the grace period run.
+            if rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!("requests still open after the grace period; closing them");
+            Ok(())
+        }
+    }
+}
+
+fn text_response(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(TEXT))],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// The probe deadline (DESIGN §2.1): the scrape timeout minus the offset, capped by the
+/// module's timeout. Without the header, the module's timeout. An offset larger than the scrape
+/// timeout leaves the scrape timeout itself.
+fn probe_timeout(
+    headers: &HeaderMap,
+    offset: Duration,
+    module_timeout: Duration,
+) -> Result<Duration, String> {
+    let Some(value) = headers.get(SCRAPE_TIMEOUT_HEADER) else {
+        return Ok(module_timeout);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| format!("{SCRAPE_TIMEOUT_HEADER} is not text"))?;
+    let scrape = text
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| {
+            format!("{SCRAPE_TIMEOUT_HEADER}: {text:?} is not a positive number of seconds")
+        })?;
+    let budget = scrape.checked_sub(offset).filter(|d| !d.is_zero()).unwrap_or(scrape);
+    Ok(budget.min(module_timeout))
+}
+
+async fn probe_handler(
+    State(app): State<App>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let param = |name: &str| params.get(name).filter(|v| !v.is_empty());
+    let Some(module_name) = param("module") else {
+        return text_response(StatusCode::BAD_REQUEST, "module parameter is missing\n");
+    };
+    let Some(target_text) = param("target") else {
+        return text_response(StatusCode::BAD_REQUEST, "target parameter is missing\n");
+    };
+    let loaded = app.exporter.loaded();
+    let Some(prepared) = loaded.modules.get(module_name).cloned() else {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            format!("unknown module {module_name:?}\n"),
+        );
+    };
+    drop(loaded);
+    if let Some(allowed) = &app.probe.allowed_targets {
+        if !allowed.is_match(target_text) {
+            return text_response(
+                StatusCode::FORBIDDEN,
+                format!("target {target_text:?} is not allowed by --probe.allowed-targets\n"),
+            );
+        }
+    }
+    if prepared.module.message.is_some() && !app.probe.allow_send {
+        return text_response(
+            StatusCode::FORBIDDEN,
+            format!(
+                "module {module_name:?} sends a token mail; /probe runs sending modules only \
+                 with --probe.allow-send, since every request would send a mail (schedule it as \
+                 a target instead)\n"
+            ),
+        );
+    }
+    let target = match parse_target(target_text, prepared.module.port) {
+        Ok(t) => t,
+        Err(why) => return text_response(StatusCode::BAD_REQUEST, format!("{why}\n")),
+    };
+    let timeout = match probe_timeout(&headers, app.probe.timeout_offset, prepared.module.timeout)
+    {
+        Ok(t) => t,
+        Err(why) => return text_response(StatusCode::BAD_REQUEST, format!("{why}\n")),
+    };
+    let outcome = {
+        let _flight = InFlight::enter(app.exporter.in_flight());
+        probe::run(&prepared, &target, timeout).await
+    };
+    tracing::debug!(
+        target = %outcome.target,
+        module = %outcome.module,
+        success = outcome.success(),
+        duration_seconds = outcome.duration.as_secs_f64(),
+        "probe done"
+    );
+    let sends = prepared.module.message.is_some();
+    let metrics = render_text(&outcome_families(&outcome, &[], sends));
+    if param("debug").is_some_and(|d| d == "true") {
+        let body = format!(
+            "Logs for the probe:\n{}\n\nMetrics that would have been returned:\n{}\n\
+             Module configuration:\n{:#?}\n",
+            text::render(&outcome),
+            metrics,
+            prepared.module
+        );
+        return text_response(StatusCode::OK, body);
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(METRICS_CONTENT_TYPE),
+        )],
+        metrics,
+    )
+        .into_response()
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    // For thousands of targets this copies megabytes: keep it off the async worker threads.
+    let exporter = app.exporter.clone();
+    match tokio::task::spawn_blocking(move || exporter.render_metrics()).await {
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(METRICS_CONTENT_TYPE),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering /metrics");
+            text_response(StatusCode::INTERNAL_SERVER_ERROR, "rendering metrics failed\n")
+        }
+    }
+}
+
+async fn logs(State(app): State<App>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let Some(name) = params.get("target").filter(|n| !n.is_empty()) else {
+        return text_response(StatusCode::BAD_REQUEST, "target parameter is missing\n");
+    };
+    let Some(target) = app.exporter.scheduler().target(name) else {
+        return text_response(
+            StatusCode::NOT_FOUND,
+            format!("no scheduled target named {name:?}\n"),
+        );
+    };
+    let logs = target.logs();
+    if logs.is_empty() {
+        return text_response(
+            StatusCode::OK,
+            format!("{name}: no probe has finished yet\n"),
+        );
+    }
+    let mut body = String::with_capacity(logs.iter().map(|l| l.len() + 2).sum());
+    for (i, entry) in logs.iter().enumerate() {
+        if i > 0 {
+            body.push_str("\n----------------------------------------\n\n");
+        }
+        body.push_str(entry);
+    }
+    text_response(StatusCode::OK, body)
+}
+
+async fn config(State(app): State<App>) -> Response {
+    text_response(
+        StatusCode::OK,
+        app.exporter.loaded().config.redacted_yaml().to_string(),
+    )
+}
+
+async fn ready(State(app): State<App>) -> Response {
+    if app.exporter.ready() {
+        text_response(StatusCode::OK, "Ready\n")
+    } else {
+        text_response(StatusCode::SERVICE_UNAVAILABLE, "Not ready\n")
+    }
+}
+
+async fn reload(State(app): State<App>) -> Response {
+    match app.exporter.reload().await {
+        Ok(Reloaded::Unchanged) => text_response(StatusCode::OK, "configuration unchanged\n"),
+        Ok(Reloaded::Applied(r)) => text_response(
+            StatusCode::OK,
+            format!(
+                "configuration reloaded: {} targets added, {} changed, {} removed, {} unchanged\n",
+                r.added, r.changed, r.removed, r.unchanged
+            ),
+        ),
+        Err(e) => text_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload failed, the running configuration is kept:\n{e}\n"),
+        ),
+    }
+}
+
+async fn status_page(State(app): State<App>) -> Response {
+    let exporter = app.exporter.clone();
+    let body = match tokio::task::spawn_blocking(move || status::render(&exporter)).await {
+        Ok(body) => body,
+        Err(_) => return text_response(StatusCode::INTERNAL_SERVER_ERROR, "status page failed\n"),
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(HTML))],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            SCRAPE_TIMEOUT_HEADER,
+            HeaderValue::from_str(v).expect("header"),
+        );
+        h
+    }
+
+    #[test]
+    fn timeout_from_header_minus_offset_capped_by_module() {
+        let half = Duration::from_millis(500);
+        let module = Duration::from_secs(15);
+        assert_eq!(probe_timeout(&HeaderMap::new(), half, module), Ok(module));
+        assert_eq!(
+            probe_timeout(&headers("10"), half, module),
+            Ok(Duration::from_millis(9500))
+        );
+        assert_eq!(
+            probe_timeout(&headers("60"), half, module),
+            Ok(module)
+        );
+        assert_eq!(
+            probe_timeout(&headers("0.3"), half, module),
+            Ok(Duration::from_millis(300))
+        );
+        assert!(probe_timeout(&headers("soon"), half, module).is_err());
+        assert!(probe_timeout(&headers("-1"), half, module).is_err());
+    }
+
+    #[test]
+    fn allowed_targets_match_in_full() {
+        let re = allowed_targets(r"127\.0\.0\.1:\d+|localhost").expect("regex");
+        assert!(re.is_match("127.0.0.1:2525"));
+        assert!(re.is_match("localhost"));
+        assert!(!re.is_match("localhost.evil.example"));
+        assert!(!re.is_match("10.127.0.0.1:25"));
+    }
+}

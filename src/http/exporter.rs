@@ -1,0 +1,329 @@
+//! The running exporter: the loaded configuration with its prepared modules, the scheduler, the
+//! self metrics, and reload (SIGHUP, `POST /-/reload`).
+//!
+//! Reload follows blackbox_exporter and Prometheus: the file's checksum decides whether anything
+//! changed (an unchanged file is a no-op); a file that does not load, or whose modules cannot be
+//! prepared, keeps the running configuration and sets
+//! `smtp_prober_config_last_reload_successful` to 0.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use prometheus::{Gauge, IntGauge, Opts, Registry};
+
+use super::exposition::{merge, Chunk};
+use crate::config::{Config, ConfigError};
+use crate::probe::metrics::render_text;
+use crate::probe::target::Target;
+use crate::probe::PreparedModule;
+use crate::scheduler::{ApplyReport, ScheduleError, Scheduler, TargetSpec};
+use crate::tls::TlsSetupError;
+
+/// Where the configuration comes from.
+#[derive(Debug)]
+pub enum ConfigSource {
+    /// A file, re-read on reload.
+    File(PathBuf),
+    /// A configuration built in code (the `demo` command); reload has nothing to re-read.
+    Fixed(Box<Config>),
+}
+
+/// Why a configuration could not be put into service.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file does not load or validate.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A module's TLS client could not be built.
+    #[error("module {module:?}: {error}")]
+    Module {
+        /// The module's name.
+        module: String,
+        /// What failed.
+        error: TlsSetupError,
+    },
+    /// The targets could not be scheduled.
+    #[error("{0}")]
+    Schedule(#[from] ScheduleError),
+    /// Reading the file on a blocking thread failed.
+    #[error("loading the configuration was interrupted")]
+    Interrupted,
+}
+
+/// A configuration in service: the validated file and its modules, prepared once.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Every module with its TLS client built.
+    pub modules: BTreeMap<String, Arc<PreparedModule>>,
+    /// When it was put into service.
+    pub loaded_at: SystemTime,
+}
+
+impl Loaded {
+    /// Validates `config` beyond the file: builds every module's TLS client.
+    pub fn prepare(config: Config) -> Result<Loaded, LoadError> {
+        let mut modules = BTreeMap::new();
+        for (name, module) in &config.modules {
+            let prepared = PreparedModule::new(name.clone(), module.clone()).map_err(|error| {
+                LoadError::Module {
+                    module: name.clone(),
+                    error,
+                }
+            })?;
+            modules.insert(name.clone(), prepared);
+        }
+        Ok(Loaded {
+            config,
+            modules,
+            loaded_at: SystemTime::now(),
+        })
+    }
+
+    /// The scheduled targets as the scheduler takes them.
+    pub fn target_specs(&self) -> Vec<TargetSpec> {
+        self.config
+            .targets
+            .iter()
+            .map(|t| TargetSpec {
+                name: t.name.clone(),
+                target: Target {
+                    host: t.host.clone(),
+                    port: t.port,
+                },
+                module: t.module.clone(),
+                interval: t.interval,
+                labels: t.labels.clone(),
+            })
+            .collect()
+    }
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The file's checksum equals the running configuration's: nothing changed.
+    Unchanged,
+    /// The new configuration is in service.
+    Applied(ApplyReport),
+}
+
+/// The exporter's own metrics.
+struct SelfMetrics {
+    registry: Registry,
+    reload_successful: IntGauge,
+    reload_timestamp: Gauge,
+    in_flight: IntGauge,
+}
+
+impl SelfMetrics {
+    fn new() -> Result<SelfMetrics, prometheus::Error> {
+        let registry = Registry::new();
+        let build_info = IntGauge::with_opts(
+            Opts::new(
+                "smtp_prober_build_info",
+                "A metric with a constant 1 labelled with the version of smtp-prober.",
+            )
+            .const_label("version", env!("CARGO_PKG_VERSION")),
+        )?;
+        build_info.set(1);
+        let reload_successful = IntGauge::new(
+            "smtp_prober_config_last_reload_successful",
+            "Whether the last configuration reload succeeded.",
+        )?;
+        let reload_timestamp = Gauge::new(
+            "smtp_prober_config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded, in Unix seconds.",
+        )?;
+        let in_flight = IntGauge::new(
+            "smtp_prober_probes_in_flight",
+            "Probes running now, scheduled and /probe.",
+        )?;
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(reload_successful.clone()))?;
+        registry.register(Box::new(reload_timestamp.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(SelfMetrics {
+            registry,
+            reload_successful,
+            reload_timestamp,
+            in_flight,
+        })
+    }
+
+    fn loaded_now(&self, at: SystemTime) {
+        self.reload_successful.set(1);
+        let secs = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.reload_timestamp.set(secs);
+    }
+}
+
+/// The running exporter.
+pub struct Exporter {
+    source: ConfigSource,
+    loaded: RwLock<Arc<Loaded>>,
+    scheduler: Scheduler,
+    metrics: SelfMetrics,
+    /// Serialises reloads (SIGHUP and `POST /-/reload` may arrive together).
+    reloading: tokio::sync::Mutex<()>,
+    ready: AtomicBool,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    /// Loads the configuration and starts its targets. Must be called within a Tokio runtime.
+    pub async fn start(source: ConfigSource) -> Result<Arc<Exporter>, LoadError> {
+        let loaded = load(&source).await?;
+        let metrics = SelfMetrics::new().map_err(|error| {
+            LoadError::Schedule(ScheduleError::Metrics {
+                target: String::new(),
+                error,
+            })
+        })?;
+        let scheduler = Scheduler::new(
+            loaded.config.scheduler.max_concurrency,
+            metrics.in_flight.clone(),
+        );
+        scheduler.apply(
+            &loaded.target_specs(),
+            &loaded.modules,
+            loaded.config.scheduler.max_concurrency,
+        )?;
+        metrics.loaded_now(loaded.loaded_at);
+        tracing::info!(
+            modules = loaded.modules.len(),
+            targets = loaded.config.targets.len(),
+            checksum = %loaded.config.checksum_hex(),
+            "configuration loaded"
+        );
+        Ok(Arc::new(Exporter {
+            source,
+            loaded: RwLock::new(Arc::new(loaded)),
+            scheduler,
+            metrics,
+            reloading: tokio::sync::Mutex::new(()),
+            ready: AtomicBool::new(true),
+        }))
+    }
+
+    /// The configuration in service.
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The scheduler.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Whether a configuration is in service (`/-/ready`).
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// `smtp_prober_probes_in_flight`, for `/probe` to count its probes in.
+    pub fn in_flight(&self) -> &IntGauge {
+        &self.metrics.in_flight
+    }
+
+    /// Re-reads the configuration file. A file that fails keeps the running configuration.
+    pub async fn reload(&self) -> Result<Reloaded, LoadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let result = self.reload_locked().await;
+        match &result {
+            Ok(Reloaded::Unchanged) => {
+                self.metrics.reload_successful.set(1);
+                tracing::info!("configuration unchanged");
+            }
+            Ok(Reloaded::Applied(report)) => {
+                tracing::info!(
+                    added = report.added,
+                    changed = report.changed,
+                    removed = report.removed,
+                    unchanged = report.unchanged,
+                    "configuration reloaded"
+                );
+            }
+            Err(e) => {
+                self.metrics.reload_successful.set(0);
+                tracing::error!(error = %e, "configuration reload failed; keeping the running one");
+            }
+        }
+        result
+    }
+
+    async fn reload_locked(&self) -> Result<Reloaded, LoadError> {
+        if matches!(self.source, ConfigSource::Fixed(_)) {
+            return Ok(Reloaded::Unchanged);
+        }
+        let running = self.loaded();
+        let loaded = load(&self.source).await?;
+        if loaded.config.checksum == running.config.checksum {
+            return Ok(Reloaded::Unchanged);
+        }
+        let report = self.scheduler.apply(
+            &loaded.target_specs(),
+            &loaded.modules,
+            loaded.config.scheduler.max_concurrency,
+        )?;
+        self.metrics.loaded_now(loaded.loaded_at);
+        *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        Ok(Reloaded::Applied(report))
+    }
+
+    /// The `/metrics` page: the latest results of every target, the scheduled histograms and
+    /// counters, and the exporter's own and process metrics.
+    pub fn render_metrics(&self) -> String {
+        let targets = self.scheduler.targets();
+        let latest: Vec<_> = targets.iter().filter_map(|t| t.latest()).collect();
+        let history: Vec<Arc<Chunk>> = targets.iter().map(|t| t.history_metrics()).collect();
+        let mut out = String::new();
+        merge(
+            latest
+                .iter()
+                .map(|l| &l.metrics)
+                .chain(history.iter().map(|c| &**c)),
+            &mut out,
+        );
+        out.push_str(&render_text(&self.metrics.registry.gather()));
+        out
+    }
+
+    /// Stops scheduling and cancels scheduled probes in flight.
+    pub fn shutdown(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+        self.scheduler.shutdown();
+    }
+}
+
+/// Loads and prepares the configuration off the async threads (file I/O, YAML decoding and
+/// trust-store loading block).
+async fn load(source: &ConfigSource) -> Result<Loaded, LoadError> {
+    match source {
+        ConfigSource::Fixed(config) => Loaded::prepare((**config).clone()),
+        ConfigSource::File(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || Loaded::prepare(Config::load(&path)?))
+                .await
+                .map_err(|_| LoadError::Interrupted)?
+        }
+    }
+}
