@@ -2,10 +2,11 @@
 //!
 //! Dependency direction, top to bottom: `cli` → `config` → `http`/`scheduler` → `probe` →
 //! `smtp` → `tls` → `vocab`/`secret`. `demo` is a server used by the `demo` command, tests and
-//! benchmarks. Only `probe` and `http` know about Prometheus.
+//! benchmarks. Only `probe`, `scheduler` and `http` know about Prometheus.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod http;
 pub mod probe;
 pub mod scheduler;
