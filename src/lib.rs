@@ -5,6 +5,7 @@
 //! benchmarks. Only `probe` and `http` know about Prometheus.
 #![forbid(unsafe_code)]
 
+pub mod demo;
 pub mod probe;
 pub mod secret;
 pub mod smtp;
