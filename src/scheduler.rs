@@ -152,6 +152,24 @@ impl History {
             families.extend(self.delivery_duration.collect());
         }
         families.extend(self.probes.collect());
+        // A family without samples (no step observed yet) is invalid in the text format. The
+        // client library keeps children in a hash map: order them (steps in probe order) for a
+        // stable, readable page.
+        families.retain(|f| !f.get_metric().is_empty());
+        for f in &mut families {
+            f.mut_metric().sort_by_cached_key(|m| {
+                m.get_label()
+                    .iter()
+                    .map(|l| {
+                        let rank = crate::vocab::StepName::ALL
+                            .iter()
+                            .position(|s| s.as_str() == l.value())
+                            .unwrap_or(usize::MAX);
+                        (rank, l.value().to_string())
+                    })
+                    .collect::<Vec<_>>()
+            });
+        }
         let chunk = Arc::new(Chunk::from_families(&families));
         *lock(&self.metrics) = chunk;
     }

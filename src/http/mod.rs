@@ -130,7 +130,7 @@ pub async fn serve(
         shutdown.await;
         let _ = tx.send(());
     });
-    let server = server.into_future();
+    let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => result,
