@@ -1,6 +1,7 @@
 //! The probe: runs one module against one target and turns the outcome into metrics, JSON and a
 //! human transcript. The only layer below HTTP that knows about Prometheus.
 
+pub mod delivery;
 pub mod json;
 pub mod metrics;
 pub mod module;
@@ -18,6 +19,7 @@ use crate::smtp::session::{self, AuthPlan, SessionPlan, SessionReport};
 use crate::smtp::transcript::Failure;
 use crate::tls::{TlsClient, TlsSetupError};
 use crate::vocab::{Reason, StepName};
+pub use delivery::DeliveryReport;
 use module::{Credential, Module};
 use target::Target;
 use token::TokenMail;
@@ -32,6 +34,8 @@ pub struct PreparedModule {
     pub module: Module,
     /// TLS client for the SMTP connection.
     pub tls: TlsClient,
+    /// TLS client for the IMAP delivery check, when configured.
+    pub imap_tls: Option<TlsClient>,
 }
 
 impl PreparedModule {
@@ -41,23 +45,17 @@ impl PreparedModule {
         module: Module,
     ) -> Result<Arc<PreparedModule>, TlsSetupError> {
         let tls = TlsClient::new(&module.tls_config)?;
+        let imap_tls = match &module.delivery {
+            Some(d) => Some(TlsClient::new(&d.tls_config)?),
+            None => None,
+        };
         Ok(Arc::new(PreparedModule {
             name: name.into(),
             module,
             tls,
+            imap_tls,
         }))
     }
-}
-
-/// What the IMAP delivery check found.
-#[derive(Clone, Debug)]
-pub struct DeliveryReport {
-    /// Whether the token mail was found in time.
-    pub success: bool,
-    /// From the end of DATA to the mail being visible.
-    pub duration: Option<Duration>,
-    /// The mailbox it was found in.
-    pub mailbox: Option<String>,
 }
 
 /// Everything one probe found out: plain data, read by every output format.
@@ -90,8 +88,20 @@ impl ProbeOutcome {
     }
 }
 
-/// Runs one probe of `prepared` against `target` within `timeout`.
+/// Runs one probe of `prepared` against `target`: the SMTP session within `timeout`, then the
+/// delivery check (if configured) within the module's delivery timeout.
 pub async fn run(prepared: &PreparedModule, target: &Target, timeout: Duration) -> ProbeOutcome {
+    run_capped(prepared, target, timeout, None).await
+}
+
+/// Like [`run`], with the whole probe, delivery check included, ending by `cap` at the latest
+/// (a `/probe` request cannot wait minutes for a mail).
+pub async fn run_capped(
+    prepared: &PreparedModule,
+    target: &Target,
+    timeout: Duration,
+    cap: Option<Instant>,
+) -> ProbeOutcome {
     let started = Instant::now();
     let started_at = SystemTime::now();
     let deadline = started + timeout;
@@ -157,6 +167,28 @@ pub async fn run(prepared: &PreparedModule, target: &Target, timeout: Duration) 
     if failure.is_none() {
         failure = check_expectations(module, &session, SystemTime::now());
     }
+    let mut delivery = None;
+    if let (Some(settings), Some(imap_tls), Some(mail), Some(accepted_at)) = (
+        &module.delivery,
+        &prepared.imap_tls,
+        &mail,
+        session.message_accepted_at,
+    ) {
+        let began = Instant::now();
+        let (report, delivery_failure) =
+            delivery::check(settings, imap_tls, &mail.probe_id, accepted_at, cap).await;
+        session.transcript.record(
+            StepName::Delivery,
+            began,
+            None,
+            None,
+            delivery_failure.clone(),
+        );
+        if failure.is_none() {
+            failure = delivery_failure;
+        }
+        delivery = Some(report);
+    }
     ProbeOutcome {
         target: target.to_string(),
         module: prepared.name.clone(),
@@ -166,7 +198,7 @@ pub async fn run(prepared: &PreparedModule, target: &Target, timeout: Duration) 
         session,
         failure,
         probe_id: mail.map(|m| m.probe_id),
-        delivery: None,
+        delivery,
     }
 }
 
