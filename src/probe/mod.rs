@@ -5,6 +5,7 @@ pub mod delivery;
 pub mod json;
 pub mod metrics;
 pub mod module;
+pub mod oauth;
 pub mod target;
 pub mod text;
 pub mod token;
@@ -36,6 +37,8 @@ pub struct PreparedModule {
     pub tls: TlsClient,
     /// TLS client for the IMAP delivery check, when configured.
     pub imap_tls: Option<TlsClient>,
+    /// The OAuth 2.0 token cache, when the module authenticates with client credentials.
+    pub token_source: Option<Arc<oauth::TokenSource>>,
 }
 
 impl PreparedModule {
@@ -49,11 +52,19 @@ impl PreparedModule {
             Some(d) => Some(TlsClient::new(&d.tls_config)?),
             None => None,
         };
+        let token_source = match module.auth.as_ref().map(|a| &a.credential) {
+            Some(Credential::OAuth2(o)) => Some(Arc::new(oauth::TokenSource::new(
+                o.clone(),
+                &module.tls_config,
+            )?)),
+            _ => None,
+        };
         Ok(Arc::new(PreparedModule {
             name: name.into(),
             module,
             tls,
             imap_tls,
+            token_source,
         }))
     }
 }
@@ -85,6 +96,18 @@ impl ProbeOutcome {
     /// Whether every configured step passed.
     pub fn success(&self) -> bool {
         self.failure.is_none()
+    }
+
+    /// A provider-specific hint for the reply that failed the probe, when the table knows it.
+    pub fn provider_hint(&self) -> Option<&'static crate::smtp::hints::ProviderHint> {
+        let failure = self.failure.as_ref()?;
+        let step = self
+            .session
+            .transcript
+            .steps()
+            .iter()
+            .find(|s| s.failure.is_some() && s.name == failure.step)?;
+        crate::smtp::hints::lookup(step.reply.as_ref()?)
     }
 }
 
@@ -124,23 +147,49 @@ pub async fn run_capped(
         },
         None => None,
     };
+    let mut token_fetch = None;
+    let mut token_was_cached = false;
     let auth = match &module.auth {
         None => None,
-        Some(a) => match resolve_secret(&a.credential) {
-            Ok((secret, kind)) => Some(AuthPlan {
-                mechanism: a.mechanism,
-                username: a.username.clone(),
-                secret,
-                kind,
-            }),
-            Err(failure) => {
-                early_failure.get_or_insert(failure);
-                None
+        Some(a) => {
+            let secret = match (&a.credential, &prepared.token_source) {
+                (Credential::OAuth2(_), Some(source)) => {
+                    let (token, fetch) = source.token(deadline).await;
+                    token_was_cached = fetch.is_none();
+                    let failure = fetch.as_ref().and_then(|f| f.failure.clone());
+                    token_fetch = fetch;
+                    match (token, failure) {
+                        (Some(t), _) => Ok((t, SecretKind::BearerToken)),
+                        (None, Some(f)) => Err(f),
+                        (None, None) => Err(Failure::new(
+                            StepName::OauthToken,
+                            Reason::OauthTokenFailed,
+                            "no token",
+                        )),
+                    }
+                }
+                (credential, _) => resolve_secret(credential),
+            };
+            match secret {
+                Ok((secret, kind)) => Some(AuthPlan {
+                    mechanism: a.mechanism,
+                    username: a.username.clone(),
+                    secret,
+                    kind,
+                }),
+                Err(failure) => {
+                    if token_fetch.is_none() {
+                        early_failure.get_or_insert(failure);
+                    }
+                    None
+                }
             }
-        },
+        }
     };
+    let token_failed = token_fetch.as_ref().is_some_and(|f| f.failure.is_some());
 
-    let plan = SessionPlan {
+    let envelope = mail.as_ref().map(|m| &m.envelope);
+    let plan = |auth: Option<AuthPlan>| SessionPlan {
         host: &target.host,
         port: target.port,
         ip_protocol: module.ip_protocol,
@@ -148,16 +197,57 @@ pub async fn run_capped(
         tls: &prepared.tls,
         ehlo: &module.ehlo,
         auth,
-        envelope: mail.as_ref().map(|m| &m.envelope),
+        envelope,
         deadline,
         started,
         limits: ReplyLimits::default(),
     };
-    let mut session = if early_failure.is_some() {
+    let mut session = if early_failure.is_some() || token_failed {
         session::SessionReport::empty(started)
     } else {
-        session::run(plan).await
+        let first = session::run(plan(auth.clone())).await;
+        let rejected = first
+            .failure()
+            .is_some_and(|f| f.reason == Reason::AuthFailed);
+        match (&prepared.token_source, auth) {
+            // A cached token the server rejects may have been revoked early: fetch a fresh one
+            // and try once more.
+            (Some(source), Some(mut retry)) if rejected && token_was_cached => {
+                source.invalidate().await;
+                let (token, fetch) = source.token(deadline).await;
+                token_fetch = fetch;
+                match token {
+                    Some(t) => {
+                        retry.secret = t;
+                        session::run(plan(Some(retry))).await
+                    }
+                    None => session::SessionReport::empty(started),
+                }
+            }
+            _ => first,
+        }
     };
+    if let Some(fetch) = &token_fetch {
+        let shown = format!(
+            "POST {}",
+            module
+                .auth
+                .as_ref()
+                .map(|a| match &a.credential {
+                    Credential::OAuth2(o) => o.token_url.as_str(),
+                    _ => "",
+                })
+                .unwrap_or_default()
+        );
+        session.transcript.insert(
+            StepName::OauthToken,
+            fetch.began,
+            fetch.duration,
+            Some(shown),
+            fetch.as_reply(),
+            fetch.failure.clone(),
+        );
+    }
     if let Some(f) = &early_failure {
         session
             .transcript
