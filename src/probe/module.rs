@@ -91,6 +91,9 @@ pub struct DeliverySettings {
     pub timeout: Duration,
     /// Delete our probe mail once found.
     pub cleanup: bool,
+    /// Our own probe mails older than this (left by probes that gave up or crashed) are deleted
+    /// when the mailbox is searched, so that the probe mailbox does not fill up.
+    pub sweep_older_than: Duration,
 }
 
 /// `expect:`.

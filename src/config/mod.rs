@@ -1,0 +1,438 @@
+//! The configuration file (DESIGN §4): YAML → validated [`Config`].
+//!
+//! Two stages, as in ripgrep and blackbox_exporter: [`raw`] structs decode the file as written
+//! (unknown keys rejected, every value that is checked later keeps its line), then `validate`
+//! applies defaults, expands `${ENV}` references, reads secret files and checks everything,
+//! collecting every problem. Each problem names the file, the line and the field path, as in
+//! `smtp-prober.yml:12: modules.submission.tls: unknown variant "startls", expected one of none,
+//! starttls, implicit`.
+//!
+//! `${ENV}` references are expanded only where values differ per deployment and are usually
+//! injected by the environment (Kubernetes secrets, systemd credentials): `auth.username`,
+//! `auth.password`, `auth.password_file`, `auth.token_file`, `auth.oauth2.client_id`,
+//! `auth.oauth2.tenant`, `auth.oauth2.client_secret_file`, `message.from`, `message.to[]`,
+//! `delivery.username`, `delivery.password`, `delivery.password_file` and `tls_config.ca_files[]`
+//! (of a module and of its delivery check). `password` fields accept nothing but one `${ENV}`
+//! reference, so a literal password never sits in the file. Elsewhere `${` is plain text.
+//!
+//! Relative paths (`*_file`, `ca_files`) are taken from the configuration file's directory when
+//! loaded with [`Config::load`], and from the working directory with [`Config::from_str`].
+//!
+//! Secrets are read at load time, so a reload notices a rotated password file; they live in
+//! [`Secret`](crate::secret::Secret)s that never print themselves, and [`Config::redacted_yaml`]
+//! (served on `/config`) never contains them.
+
+mod expand;
+pub(crate) mod raw;
+mod validate;
+
+use crate::probe::module::Module;
+use raw::RawConfig;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::net::Ipv6Addr;
+use std::path::Path;
+use std::time::Duration;
+
+#[cfg(test)]
+mod tests;
+
+/// A configuration file larger than this is refused (10,000 targets take about 1.5 MiB).
+const MAX_CONFIG_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The value shown instead of a secret in [`Config::redacted_yaml`].
+pub const REDACTED: &str = "<redacted>";
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Modules by name.
+    pub modules: BTreeMap<String, Module>,
+    /// Scheduled targets, in file order.
+    pub targets: Vec<Target>,
+    /// `scheduler:` settings.
+    pub scheduler: SchedulerSettings,
+    /// SHA-256 of the file's bytes: a reload with the same checksum changes nothing.
+    pub checksum: [u8; 32],
+    /// The file re-serialised with secrets replaced, computed once at load.
+    redacted: String,
+}
+
+/// One scheduled target (`targets[]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Unique name (the `name` label).
+    pub name: String,
+    /// The target as written in the file (the `target` label).
+    pub target: String,
+    /// Host to connect to: a DNS name or an IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port: from the target, else the module's port.
+    pub port: u16,
+    /// Name of the module it runs (the `module` label); always a key of [`Config::modules`].
+    pub module: String,
+    /// Time between two probes.
+    pub interval: Duration,
+    /// Extra labels for every metric of this target.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `scheduler:`: limits of scheduled mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    /// At most this many probes run at the same time.
+    pub max_concurrency: usize,
+    /// Send floor: a target whose module sends a mail may not run more often than this, since
+    /// providers rate-limit (and may block) senders of frequent token mails.
+    pub min_send_interval: Duration,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            max_concurrency: 32,
+            min_send_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One problem in a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, when known.
+    pub line: Option<u64>,
+    /// Field path such as `modules.submission.auth.password_file` or `targets[2].interval`;
+    /// empty when the problem is the file itself.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Why a configuration could not be loaded: every problem found, one per line of `Display`,
+/// each as `file:line: field: message`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file name as given.
+    pub file: String,
+    /// Every problem found (at least one).
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    fn file_problem(file: &str, message: String) -> ConfigError {
+        ConfigError {
+            file: file.to_string(),
+            problems: vec![Problem {
+                line: None,
+                field: String::new(),
+                message,
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(&self.file)?;
+            if let Some(line) = problem.line {
+                write!(f, ":{line}")?;
+            }
+            if !problem.field.is_empty() {
+                write!(f, ": {}", problem.field)?;
+            }
+            write!(f, ": {}", problem.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, decodes and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let bytes = read_bounded(path)
+            .map_err(|why| ConfigError::file_problem(&file, format!("cannot read: {why}")))?;
+        Config::parse(&bytes, &file, path.parent(), &expand::process_env)
+    }
+
+    /// Decodes and validates configuration text; `name` is the file name used in errors.
+    pub fn from_str(text: &str, name: &str) -> Result<Config, ConfigError> {
+        Config::parse(text.as_bytes(), name, None, &expand::process_env)
+    }
+
+    /// The whole pipeline, with the environment and the base directory of relative paths
+    /// passed in (tests use their own environment table).
+    pub(crate) fn parse(
+        bytes: &[u8],
+        file: &str,
+        base_dir: Option<&Path>,
+        env: expand::Env<'_>,
+    ) -> Result<Config, ConfigError> {
+        let checksum: [u8; 32] = Sha256::digest(bytes).into();
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            ConfigError::file_problem(
+                file,
+                format!("not UTF-8 text (at byte {})", e.valid_up_to()),
+            )
+        })?;
+        let raw = decode(text).map_err(|problem| ConfigError {
+            file: file.to_string(),
+            problems: vec![problem],
+        })?;
+        let base_dir = base_dir.filter(|dir| !dir.as_os_str().is_empty());
+        let valid = validate::Validator::new(env, base_dir)
+            .config(&raw)
+            .map_err(|problems| ConfigError {
+                file: file.to_string(),
+                problems,
+            })?;
+        Ok(Config {
+            modules: valid.modules,
+            targets: valid.targets,
+            scheduler: valid.scheduler,
+            checksum,
+            redacted: redact(raw),
+        })
+    }
+
+    /// The module called `name`.
+    pub fn module(&self, name: &str) -> Option<&Module> {
+        self.modules.get(name)
+    }
+
+    /// The configuration as YAML with every secret replaced by `<redacted>` (for `/config` and
+    /// debug output). `*_file` paths and `${ENV}` references other than passwords are shown.
+    pub fn redacted_yaml(&self) -> &str {
+        &self.redacted
+    }
+
+    /// The checksum as lower-case hex.
+    pub fn checksum_hex(&self) -> String {
+        hex::encode(self.checksum)
+    }
+}
+
+/// Reads at most [`MAX_CONFIG_BYTES`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!("larger than {MAX_CONFIG_BYTES} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// Decodes the YAML into the raw structs; on failure, the problem with its line and field path.
+fn decode(text: &str) -> Result<RawConfig, Problem> {
+    // Snippets are off: the error is rendered as one `file:line: field: message` line.
+    // Strict booleans: `insecure_skip_verify: yes` is a typo, not YAML 1.1 truthiness.
+    let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
+    let mut failed_at = None;
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        // serde-saphyr reports where an error is, but not in which field: the path comes from
+        // tracking the keys and indices walked to reach it.
+        let mut track = serde_path_to_error::Track::new();
+        let result = RawConfig::deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
+        if result.is_err() {
+            failed_at = Some(track.path());
+        }
+        result
+    });
+    result.map_err(|e| Problem {
+        line: e.location().map(|l| l.line()).filter(|&l| l > 0),
+        field: failed_at.map(|path| field_path(&path)).unwrap_or_default(),
+        message: yaml_message(&e),
+    })
+}
+
+/// The message of a decoding error, without location (we print that ourselves).
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
+    let mut e = e.without_snippet();
+    // An error in a value reached through an alias: the original error is inside.
+    while let Error::AliasError { error, .. } = e {
+        e = error.without_snippet();
+    }
+    let message = match e {
+        Error::SerdeUnknownVariant {
+            variant, expected, ..
+        } => format!(
+            "unknown variant {:?}, expected one of {}",
+            variant,
+            expected.join(", ")
+        ),
+        Error::SerdeUnknownField {
+            field, expected, ..
+        } => format!(
+            "unknown key {:?}, expected one of {}",
+            field,
+            expected.join(", ")
+        ),
+        Error::Message { msg, .. } => msg.clone(),
+        other => UserMessageFormatter.format_message(other).into_owned(),
+    };
+    // The message may quote the file; keep it on one line whatever the file holds.
+    message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// A field path like `modules.submission.tls` from the tracked serde path.
+///
+/// `Spanned` values add a `value` key of their own after every located field; those are
+/// dropped. A user-chosen key (a module name, a label name) follows `modules` or `labels` and
+/// is kept even when it is spelled `value`.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    render_segments(path.iter())
+}
+
+/// See [`field_path`].
+fn render_segments<'a>(
+    segments: impl IntoIterator<Item = &'a serde_path_to_error::Segment>,
+) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    let mut user_key_next = false;
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => {
+                out.push_str(&format!("[{index}]"));
+                user_key_next = false;
+            }
+            Segment::Map { key } if user_key_next => {
+                out.push('.');
+                out.push_str(key);
+                user_key_next = false;
+            }
+            Segment::Map { key } if key == "value" => {}
+            Segment::Map { key } => {
+                user_key_next = (out.is_empty() && key == "modules") || key == "labels";
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// Serialises the raw configuration with every secret-bearing value replaced.
+///
+/// Only `password` fields can hold one (as a `${ENV}` reference: literal passwords are refused);
+/// `*_file` fields hold paths, which are shown. The replacement happens on the raw structs, so
+/// secrets read from files or the environment are never anywhere near this text.
+fn redact(mut raw: RawConfig) -> String {
+    fn hide(value: &mut Option<raw::At<String>>) {
+        if let Some(at) = value {
+            at.value = REDACTED.to_string();
+        }
+    }
+    for module in raw.modules.values_mut() {
+        if let Some(auth) = &mut module.value.auth {
+            hide(&mut auth.value.password);
+        }
+        if let Some(delivery) = &mut module.value.delivery {
+            hide(&mut delivery.value.password);
+        }
+    }
+    serde_saphyr::to_string(&raw)
+        .unwrap_or_else(|e| format!("# the configuration could not be shown: {e}\n"))
+}
+
+/// Parses `host[:port]` (IPv6 in brackets: `[2001:db8::1]:25`), using `default_port` when the
+/// port is omitted. Returns the host (IPv6 without brackets) and the port.
+pub fn parse_target(target: &str, default_port: u16) -> Result<(String, u16), String> {
+    let shown = || target;
+    if target.is_empty() {
+        return Err("target is empty".to_string());
+    }
+    if target.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "target {:?} contains a space, line break or control character",
+            shown()
+        ));
+    }
+    if target.contains("://") {
+        return Err(format!(
+            "target {:?} must be host[:port], not a URL",
+            shown()
+        ));
+    }
+    let port = |text: &str| -> Result<u16, String> {
+        match text.parse::<u16>() {
+            Ok(port) if port != 0 => Ok(port),
+            _ => Err(format!(
+                "target {:?}: port {:?} must be a number from 1 to 65535",
+                shown(),
+                text
+            )),
+        }
+    };
+    if let Some(rest) = target.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return Err(format!(
+                "target {:?}: missing ] after the IPv6 address",
+                shown()
+            ));
+        };
+        if inside.parse::<Ipv6Addr>().is_err() {
+            return Err(format!(
+                "target {:?}: {:?} is not an IPv6 address",
+                shown(),
+                inside
+            ));
+        }
+        let port = match after {
+            "" => default_port,
+            _ => match after.strip_prefix(':') {
+                Some(text) => port(text)?,
+                None => {
+                    return Err(format!(
+                        "target {:?}: expected :port after the IPv6 address",
+                        shown()
+                    ))
+                }
+            },
+        };
+        return Ok((inside.to_string(), port));
+    }
+    let (host, port) = match target.split_once(':') {
+        None => (target, default_port),
+        Some((host, text)) if !text.contains(':') => (host, port(text)?),
+        Some(_) => {
+            return Err(format!(
+                "target {:?}: an IPv6 address must be in brackets, like [2001:db8::1]:25",
+                shown()
+            ))
+        }
+    };
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if !valid_host {
+        return Err(format!(
+            "target {:?}: host {:?} is not a DNS name or IP address (internationalised names \
+             in their xn-- form)",
+            shown(),
+            host
+        ));
+    }
+    Ok((host.to_string(), port))
+}

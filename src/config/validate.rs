@@ -1,0 +1,971 @@
+//! Raw configuration → validated [`Config`] parts: defaults, `${ENV}` expansion, secret files,
+//! and every check of DESIGN §4. Problems are collected, not returned at the first one, so that
+//! one `check-config` run shows everything that is wrong.
+
+use super::expand::{self, Env};
+use super::raw::{
+    At, RawAuth, RawConfig, RawDelivery, RawMessage, RawMinVersion, RawModule, RawOAuth2,
+    RawScheduler, RawTarget, RawTlsConfig,
+};
+use super::{parse_target, Problem, SchedulerSettings, Target};
+use crate::probe::module::{
+    AuthSettings, Credential, DeliverySettings, Expect, ImapTls, MechanismChoice, MessageSettings,
+    Module, OAuth2Settings, TlsMode,
+};
+use crate::secret::Secret;
+use crate::smtp::command::{reject_line_breaks, ClientName, Mailbox};
+use crate::tls::{MinVersion, TlsSettings};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default `timeout` of a module.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default `interval` of a target.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// Shortest target interval.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Default `delivery.timeout`.
+const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default `delivery.sweep_older_than`.
+const DEFAULT_SWEEP_OLDER_THAN: Duration = Duration::from_secs(3600);
+/// Default `message.subject`.
+const DEFAULT_SUBJECT: &str = "smtp-prober delivery probe {token}";
+/// Default `message.body`.
+const DEFAULT_BODY: &str = "This is an smtp-prober delivery probe. Token: {token}";
+/// The token placeholder in subject and body.
+const TOKEN_PLACEHOLDER: &str = "{token}";
+/// The scope used with `oauth2.tenant` when none is given: Exchange Online SMTP and IMAP.
+const MICROSOFT_SCOPE: &str = "https://outlook.office365.com/.default";
+
+/// Label names a target may not use: the ones scheduled mode adds itself (`name`, `target`,
+/// `module`) and the ones of the metric families they are added to, which would collide.
+const RESERVED_LABELS: &[&str] = &[
+    "name",
+    "target",
+    "module",
+    "step",
+    "reason",
+    "code",
+    "enhanced_code",
+    "extension",
+    "mechanism",
+    "version",
+    "cipher",
+    "depth",
+    "subject_cn",
+    "issuer_cn",
+    "serial",
+    "fingerprint_sha256",
+    "sent",
+    "subject",
+    "issuer",
+    "subjectalternative",
+    "serialnumber",
+    "mailbox",
+    "result",
+    "le",
+    "quantile",
+];
+
+/// The line of a located value, `None` when the parser could not tell.
+fn line<T>(at: &At<T>) -> Option<u64> {
+    let line = at.referenced.line();
+    (line > 0).then_some(line)
+}
+
+/// The validated parts of a configuration.
+pub(crate) struct Validated {
+    pub modules: BTreeMap<String, Module>,
+    pub targets: Vec<Target>,
+    pub scheduler: SchedulerSettings,
+}
+
+/// Walks the raw configuration, applying defaults and collecting problems.
+pub(crate) struct Validator<'a> {
+    env: Env<'a>,
+    base_dir: Option<&'a Path>,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Validator<'a> {
+    pub(crate) fn new(env: Env<'a>, base_dir: Option<&'a Path>) -> Self {
+        Validator {
+            env,
+            base_dir,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Validates the whole file; the problems when anything is wrong.
+    pub(crate) fn config(mut self, raw: &RawConfig) -> Result<Validated, Vec<Problem>> {
+        let scheduler = self.scheduler(raw.scheduler.as_ref());
+        let mut modules = BTreeMap::new();
+        for (name, module) in &raw.modules {
+            if let Some(module) = self.module(name, module) {
+                modules.insert(name.clone(), module);
+            }
+        }
+        let targets = self.targets(raw, &scheduler);
+        if self.problems.is_empty() {
+            Ok(Validated {
+                modules,
+                targets,
+                scheduler,
+            })
+        } else {
+            Err(self.problems)
+        }
+    }
+
+    fn report(&mut self, line: Option<u64>, field: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line,
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Runs `check` and tells whether it reported nothing.
+    fn clean<T>(&mut self, check: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        let before = self.problems.len();
+        let value = check(self);
+        (self.problems.len() == before).then_some(value)
+    }
+
+    /// A required key: reports it missing at the parent's line.
+    fn required<'r, T>(
+        &mut self,
+        value: &'r Option<At<T>>,
+        parent_line: Option<u64>,
+        field: &str,
+    ) -> Option<&'r At<T>> {
+        if value.is_none() {
+            self.report(parent_line, field, "required but missing");
+        }
+        value.as_ref()
+    }
+
+    /// A duration that must be positive, or the default.
+    fn positive(
+        &mut self,
+        value: &Option<At<super::raw::HumanDuration>>,
+        field: &str,
+    ) -> Option<Duration> {
+        let at = value.as_ref()?;
+        if at.value.0.is_zero() {
+            self.report(line(at), field, "must be greater than 0");
+        }
+        Some(at.value.0)
+    }
+
+    /// A string field with `${ENV}` references expanded.
+    fn expanded(&mut self, at: &At<String>, field: &str) -> Option<String> {
+        match expand::expand(&at.value, self.env) {
+            Ok(text) => Some(text),
+            Err(why) => {
+                self.report(line(at), field, why);
+                None
+            }
+        }
+    }
+
+    /// A non-empty single-line value (user names, client ids), `${ENV}` expanded.
+    fn single_line(&mut self, at: &At<String>, field: &str, what: &'static str) -> Option<String> {
+        let text = self.expanded(at, field)?;
+        if text.is_empty() {
+            self.report(line(at), field, format!("{what} is empty"));
+            return None;
+        }
+        if let Err(e) = reject_line_breaks(what, &text) {
+            self.report(line(at), field, e.to_string());
+            return None;
+        }
+        Some(text)
+    }
+
+    /// A file path, `${ENV}` expanded and resolved against the configuration's directory.
+    fn path(&mut self, at: &At<String>, field: &str) -> Option<PathBuf> {
+        let text = self.expanded(at, field)?;
+        if text.is_empty() {
+            self.report(line(at), field, "path is empty");
+            return None;
+        }
+        Some(expand::resolve_path(&text, self.base_dir))
+    }
+
+    /// A file that must be readable now (CA files, token files).
+    fn readable_path(&mut self, at: &At<String>, field: &str) -> Option<PathBuf> {
+        let path = self.path(at, field)?;
+        if let Err(why) = expand::check_readable(&path) {
+            self.report(line(at), field, why);
+            return None;
+        }
+        Some(path)
+    }
+
+    /// A secret read from a `*_file` field.
+    fn secret_file(&mut self, at: &At<String>, field: &str) -> Option<Secret> {
+        let path = self.path(at, field)?;
+        match expand::read_secret_file(&path) {
+            Ok(secret) => Some(secret),
+            Err(why) => {
+                self.report(line(at), field, why);
+                None
+            }
+        }
+    }
+
+    /// A secret given as a `${ENV}` reference. A literal is refused without echoing it: it is
+    /// a password written into a file that is meant to be shown (`/config`) and kept in git.
+    fn secret_reference(&mut self, at: &At<String>, field: &str) -> Option<Secret> {
+        let Some(name) = expand::sole_reference(&at.value) else {
+            self.report(
+                line(at),
+                field,
+                "must be a ${ENV} reference such as \"${SMTP_PASSWORD}\" (a literal password \
+                 is not allowed; use password_file or an environment variable)",
+            );
+            return None;
+        };
+        match (self.env)(name) {
+            Some(value) if !value.is_empty() => Some(Secret::new(value)),
+            Some(_) => {
+                self.report(
+                    line(at),
+                    field,
+                    format!("environment variable {name} is empty"),
+                );
+                None
+            }
+            None => {
+                self.report(
+                    line(at),
+                    field,
+                    format!("environment variable {name} is not set"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A password from exactly one of `password_file` and `password`.
+    fn password(
+        &mut self,
+        file: &Option<At<String>>,
+        reference: &Option<At<String>>,
+        parent_line: Option<u64>,
+        prefix: &str,
+    ) -> Option<Secret> {
+        match (file, reference) {
+            (Some(file), None) => self.secret_file(file, &format!("{prefix}.password_file")),
+            (None, Some(reference)) => {
+                self.secret_reference(reference, &format!("{prefix}.password"))
+            }
+            (Some(_), Some(reference)) => {
+                self.report(
+                    line(reference),
+                    &format!("{prefix}.password"),
+                    "give password_file or password, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.report(
+                    parent_line,
+                    &format!("{prefix}.password_file"),
+                    "required but missing (or password as a ${ENV} reference)",
+                );
+                None
+            }
+        }
+    }
+
+    fn scheduler(&mut self, raw: Option<&At<RawScheduler>>) -> SchedulerSettings {
+        let mut settings = SchedulerSettings::default();
+        let Some(raw) = raw else { return settings };
+        if let Some(at) = &raw.value.max_concurrency {
+            match usize::try_from(at.value) {
+                Ok(n) if n > 0 => settings.max_concurrency = n,
+                _ => self.report(
+                    line(at),
+                    "scheduler.max_concurrency",
+                    format!("must be at least 1, got {}", at.value),
+                ),
+            }
+        }
+        if let Some(at) = &raw.value.min_send_interval {
+            settings.min_send_interval = at.value.0;
+        }
+        settings
+    }
+
+    fn module(&mut self, name: &str, raw: &At<RawModule>) -> Option<Module> {
+        let prefix = format!("modules.{name}");
+        let module_line = line(raw);
+        self.clean(|v| {
+            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                v.report(
+                    module_line,
+                    &prefix,
+                    format!("module name {:?} must be non-empty, without spaces", name),
+                );
+            }
+            let raw = &raw.value;
+            let mut module = Module {
+                ehlo: ClientName::from_hostname(),
+                ..Module::default()
+            };
+            module.timeout = v
+                .positive(&raw.timeout, &format!("{prefix}.timeout"))
+                .unwrap_or(DEFAULT_TIMEOUT);
+            module.tls = raw.tls.as_ref().map(|at| at.value).unwrap_or_default();
+            module.port = raw
+                .port
+                .as_ref()
+                .map(|at| at.value.0)
+                .unwrap_or_else(|| default_smtp_port(module.tls));
+            if let Some(at) = &raw.ehlo {
+                match ClientName::new(&at.value) {
+                    Ok(ehlo) => module.ehlo = ehlo,
+                    Err(e) => v.report(line(at), &format!("{prefix}.ehlo"), e.to_string()),
+                }
+            }
+            if let Some(at) = &raw.ip_protocol {
+                module.ip_protocol = at.value;
+            }
+            module.tls_config =
+                v.tls_config(raw.tls_config.as_ref(), &format!("{prefix}.tls_config"));
+            module.auth = raw
+                .auth
+                .as_ref()
+                .and_then(|at| v.auth(at, &format!("{prefix}.auth")));
+            let delivery_wanted = raw.delivery.is_some();
+            module.message = raw
+                .message
+                .as_ref()
+                .and_then(|at| v.message(at, &format!("{prefix}.message"), delivery_wanted));
+            if let Some(at) = &raw.delivery {
+                if raw.message.is_none() {
+                    v.report(
+                        line(at),
+                        &format!("{prefix}.delivery"),
+                        "delivery needs a message: without a token mail there is nothing to \
+                         look for",
+                    );
+                }
+                module.delivery = v.delivery(at, &format!("{prefix}.delivery"));
+            }
+            if let Some(at) = &raw.expect {
+                module.expect = Expect {
+                    cert_min_validity: at.value.cert_min_validity.as_ref().map(|d| d.value.0),
+                };
+            }
+            module
+        })
+    }
+
+    fn tls_config(&mut self, raw: Option<&At<RawTlsConfig>>, prefix: &str) -> TlsSettings {
+        let mut settings = TlsSettings::default();
+        let Some(raw) = raw else { return settings };
+        let tls_line = line(raw);
+        let raw = &raw.value;
+        if let Some(at) = &raw.server_name {
+            let field = format!("{prefix}.server_name");
+            if rustls_pki_types::ServerName::try_from(at.value.as_str()).is_err() {
+                self.report(
+                    line(at),
+                    &field,
+                    format!("{:?} is not a valid DNS name or IP address", at.value),
+                );
+            } else {
+                settings.server_name = Some(at.value.clone());
+            }
+        }
+        if let Some(at) = &raw.trust {
+            settings.trust.clear();
+            for kind in &at.value {
+                if !settings.trust.contains(kind) {
+                    settings.trust.push(*kind);
+                }
+            }
+        }
+        if let Some(files) = &raw.ca_files {
+            for (i, at) in files.iter().enumerate() {
+                if let Some(path) = self.readable_path(at, &format!("{prefix}.ca_files[{i}]")) {
+                    settings.ca_files.push(path);
+                }
+            }
+        }
+        if settings.trust.is_empty() && raw.ca_files.as_ref().is_none_or(Vec::is_empty) {
+            let at_line = raw.trust.as_ref().and_then(line).or(tls_line);
+            self.report(
+                at_line,
+                &format!("{prefix}.trust"),
+                "no trust anchors: list system and/or bundled, or give ca_files",
+            );
+        }
+        settings.min_version = match raw.min_version {
+            Some(RawMinVersion::Tls13) => MinVersion::Tls13,
+            Some(RawMinVersion::Tls12) | None => MinVersion::Tls12,
+        };
+        settings.insecure_skip_verify = raw.insecure_skip_verify.unwrap_or(false);
+        settings
+    }
+
+    fn auth(&mut self, raw: &At<RawAuth>, prefix: &str) -> Option<AuthSettings> {
+        let auth_line = line(raw);
+        self.clean(|v| {
+            let raw = &raw.value;
+            let mechanism = raw.mechanism.as_ref().map(|at| at.value).unwrap_or_default();
+            let username = v
+                .required(&raw.username, auth_line, &format!("{prefix}.username"))
+                .and_then(|at| v.single_line(at, &format!("{prefix}.username"), "username"));
+            let given: Vec<&str> = [
+                ("password_file", raw.password_file.is_some()),
+                ("password", raw.password.is_some()),
+                ("token_file", raw.token_file.is_some()),
+                ("oauth2", raw.oauth2.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(key, present)| present.then_some(key))
+            .collect();
+            let credential = match given.as_slice() {
+                [] => {
+                    v.report(
+                        auth_line,
+                        prefix,
+                        "needs one of password_file, password (a ${ENV} reference), \
+                         token_file or oauth2",
+                    );
+                    None
+                }
+                [_] => v.credential(raw, prefix, auth_line),
+                several => {
+                    v.report(
+                        auth_line,
+                        prefix,
+                        format!("give only one of password_file, password, token_file and oauth2 (found {})", several.join(", ")),
+                    );
+                    None
+                }
+            };
+            if let (Some(credential), Some(at)) = (&credential, &raw.mechanism) {
+                let password = matches!(credential, Credential::Password(_));
+                let needs = match at.value {
+                    MechanismChoice::Plain | MechanismChoice::Login if !password => {
+                        Some("a password (password_file or password)")
+                    }
+                    MechanismChoice::Xoauth2 | MechanismChoice::Oauthbearer if password => {
+                        Some("a bearer token (token_file or oauth2)")
+                    }
+                    _ => None,
+                };
+                if let Some(needs) = needs {
+                    v.report(
+                        line(at),
+                        &format!("{prefix}.mechanism"),
+                        format!("mechanism {} needs {needs}", mechanism_name(at.value)),
+                    );
+                }
+            }
+            match (username, credential) {
+                (Some(username), Some(credential)) => Some(AuthSettings {
+                    mechanism,
+                    username,
+                    credential,
+                }),
+                _ => None,
+            }
+        })
+        .flatten()
+    }
+
+    fn credential(
+        &mut self,
+        raw: &RawAuth,
+        prefix: &str,
+        auth_line: Option<u64>,
+    ) -> Option<Credential> {
+        if raw.password_file.is_some() || raw.password.is_some() {
+            return self
+                .password(&raw.password_file, &raw.password, auth_line, prefix)
+                .map(Credential::Password);
+        }
+        if let Some(at) = &raw.token_file {
+            return self
+                .readable_path(at, &format!("{prefix}.token_file"))
+                .map(Credential::BearerTokenFile);
+        }
+        let at = raw.oauth2.as_ref()?;
+        self.oauth2(at, &format!("{prefix}.oauth2"))
+            .map(Credential::OAuth2)
+    }
+
+    fn oauth2(&mut self, raw: &At<RawOAuth2>, prefix: &str) -> Option<OAuth2Settings> {
+        let oauth_line = line(raw);
+        self.clean(|v| {
+            let raw = &raw.value;
+            let token_url = match (&raw.token_url, &raw.tenant) {
+                (Some(at), None) => v.token_url(at, &format!("{prefix}.token_url")),
+                (None, Some(at)) => v.tenant_token_url(at, &format!("{prefix}.tenant")),
+                (Some(_), Some(at)) => {
+                    v.report(
+                        line(at),
+                        &format!("{prefix}.tenant"),
+                        "give token_url or tenant, not both",
+                    );
+                    None
+                }
+                (None, None) => {
+                    v.report(
+                        oauth_line,
+                        &format!("{prefix}.token_url"),
+                        "required but missing (or tenant, for Microsoft)",
+                    );
+                    None
+                }
+            };
+            let client_id = v
+                .required(&raw.client_id, oauth_line, &format!("{prefix}.client_id"))
+                .and_then(|at| v.single_line(at, &format!("{prefix}.client_id"), "client_id"));
+            let client_secret = v
+                .required(
+                    &raw.client_secret_file,
+                    oauth_line,
+                    &format!("{prefix}.client_secret_file"),
+                )
+                .and_then(|at| v.secret_file(at, &format!("{prefix}.client_secret_file")));
+            let scope = match (&raw.scope, &raw.tenant) {
+                (Some(at), _) => v.single_line(at, &format!("{prefix}.scope"), "scope"),
+                (None, Some(_)) => Some(MICROSOFT_SCOPE.to_string()),
+                (None, None) => {
+                    v.report(
+                        oauth_line,
+                        &format!("{prefix}.scope"),
+                        "required but missing",
+                    );
+                    None
+                }
+            };
+            Some(OAuth2Settings {
+                token_url: token_url?,
+                client_id: client_id?,
+                client_secret: client_secret?,
+                scope: scope?,
+            })
+        })
+        .flatten()
+    }
+
+    /// A token endpoint: HTTPS, or plain HTTP on loopback (a local test double).
+    fn token_url(&mut self, at: &At<String>, field: &str) -> Option<String> {
+        let url = at.value.trim();
+        let rest = url.strip_prefix("https://").or_else(|| {
+            url.strip_prefix("http://")
+                .filter(|rest| is_loopback_authority(rest))
+        });
+        let valid = rest.is_some_and(|rest| {
+            !rest.is_empty() && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+        if !valid {
+            self.report(
+                line(at),
+                field,
+                format!(
+                    "{:?} is not an https:// URL (plain http:// only on 127.0.0.1, [::1] or localhost)",
+                    url
+                ),
+            );
+            return None;
+        }
+        Some(url.to_string())
+    }
+
+    /// Microsoft's shorthand: the tenant (id or domain) names the token endpoint.
+    fn tenant_token_url(&mut self, at: &At<String>, field: &str) -> Option<String> {
+        let tenant = self.expanded(at, field)?;
+        let valid = !tenant.is_empty()
+            && tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !valid {
+            self.report(
+                line(at),
+                field,
+                format!(
+                    "{:?} is not a tenant id or domain (letters, digits, '-' and '.')",
+                    tenant
+                ),
+            );
+            return None;
+        }
+        Some(format!(
+            "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+        ))
+    }
+
+    fn mailbox(&mut self, at: &At<String>, field: &str) -> Option<Mailbox> {
+        let text = self.expanded(at, field)?;
+        match Mailbox::new(&text) {
+            Ok(mailbox) => Some(mailbox),
+            Err(e) => {
+                self.report(line(at), field, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn message(
+        &mut self,
+        raw: &At<RawMessage>,
+        prefix: &str,
+        delivery_wanted: bool,
+    ) -> Option<MessageSettings> {
+        let message_line = line(raw);
+        self.clean(|v| {
+            let raw = &raw.value;
+            let from = v
+                .required(&raw.from, message_line, &format!("{prefix}.from"))
+                .and_then(|at| v.mailbox(at, &format!("{prefix}.from")));
+            let mut to = Vec::new();
+            if let Some(list) = v.required(&raw.to, message_line, &format!("{prefix}.to")) {
+                if list.value.is_empty() {
+                    v.report(
+                        line(list),
+                        &format!("{prefix}.to"),
+                        "needs at least one recipient",
+                    );
+                }
+                for (i, at) in list.value.iter().enumerate() {
+                    if let Some(mailbox) = v.mailbox(at, &format!("{prefix}.to[{i}]")) {
+                        to.push(mailbox);
+                    }
+                }
+            }
+            let subject = match &raw.subject {
+                Some(at) => {
+                    // A line break in the subject would let the value add header fields.
+                    if let Err(e) = reject_line_breaks("subject", &at.value) {
+                        v.report(line(at), &format!("{prefix}.subject"), e.to_string());
+                    }
+                    at.value.clone()
+                }
+                None => DEFAULT_SUBJECT.to_string(),
+            };
+            let body = match &raw.body {
+                Some(at) => {
+                    if at.value.contains('\0') {
+                        v.report(line(at), &format!("{prefix}.body"), "body contains NUL");
+                    }
+                    at.value.clone()
+                }
+                None => DEFAULT_BODY.to_string(),
+            };
+            if delivery_wanted
+                && !subject.contains(TOKEN_PLACEHOLDER)
+                && !body.contains(TOKEN_PLACEHOLDER)
+            {
+                let at_line = raw.subject.as_ref().and_then(line).or(message_line);
+                v.report(
+                    at_line,
+                    &format!("{prefix}.subject"),
+                    "subject or body must contain {token}: the delivery check searches for it",
+                );
+            }
+            Some(MessageSettings {
+                from: from?,
+                to,
+                subject,
+                body,
+            })
+        })
+        .flatten()
+    }
+
+    fn delivery(&mut self, raw: &At<RawDelivery>, prefix: &str) -> Option<DeliverySettings> {
+        let delivery_line = line(raw);
+        self.clean(|v| {
+            let raw = &raw.value;
+            let tls = raw.tls.as_ref().map(|at| at.value).unwrap_or_default();
+            let default_port = match tls {
+                ImapTls::Implicit => 993,
+                ImapTls::Starttls => 143,
+            };
+            let server = v
+                .required(&raw.imap, delivery_line, &format!("{prefix}.imap"))
+                .and_then(|at| match parse_target(&at.value, default_port) {
+                    Ok(server) => Some(server),
+                    Err(why) => {
+                        v.report(line(at), &format!("{prefix}.imap"), why);
+                        None
+                    }
+                });
+            let tls_config = v.tls_config(raw.tls_config.as_ref(), &format!("{prefix}.tls_config"));
+            let username = v
+                .required(&raw.username, delivery_line, &format!("{prefix}.username"))
+                .and_then(|at| v.single_line(at, &format!("{prefix}.username"), "username"));
+            let password = v.password(&raw.password_file, &raw.password, delivery_line, prefix);
+            let mut mailboxes = vec!["INBOX".to_string()];
+            if let Some(list) = &raw.mailboxes {
+                mailboxes.clear();
+                if list.value.is_empty() {
+                    v.report(
+                        line(list),
+                        &format!("{prefix}.mailboxes"),
+                        "needs at least one mailbox",
+                    );
+                }
+                for (i, at) in list.value.iter().enumerate() {
+                    let field = format!("{prefix}.mailboxes[{i}]");
+                    if at.value.is_empty() {
+                        v.report(line(at), &field, "mailbox name is empty");
+                    } else if let Err(e) = reject_line_breaks("mailbox", &at.value) {
+                        // Mailbox names go into IMAP commands: a line break would inject one.
+                        v.report(line(at), &field, e.to_string());
+                    } else {
+                        mailboxes.push(at.value.clone());
+                    }
+                }
+            }
+            let timeout = v
+                .positive(&raw.timeout, &format!("{prefix}.timeout"))
+                .unwrap_or(DEFAULT_DELIVERY_TIMEOUT);
+            let sweep_older_than = v
+                .positive(&raw.sweep_older_than, &format!("{prefix}.sweep_older_than"))
+                .unwrap_or(DEFAULT_SWEEP_OLDER_THAN);
+            let (host, port) = server?;
+            Some(DeliverySettings {
+                host,
+                port,
+                tls,
+                tls_config,
+                username: username?,
+                password: password?,
+                mailboxes,
+                timeout,
+                cleanup: raw.cleanup.unwrap_or(true),
+                sweep_older_than,
+            })
+        })
+        .flatten()
+    }
+
+    fn targets(&mut self, raw: &RawConfig, scheduler: &SchedulerSettings) -> Vec<Target> {
+        let mut targets = Vec::new();
+        let mut seen: HashMap<String, Option<u64>> = HashMap::new();
+        for (i, at) in raw.targets.iter().enumerate() {
+            let prefix = format!("targets[{i}]");
+            if let Some(target) = self.target(at, &prefix, raw, scheduler, &mut seen) {
+                targets.push(target);
+            }
+        }
+        targets
+    }
+
+    fn target(
+        &mut self,
+        raw: &At<RawTarget>,
+        prefix: &str,
+        config: &RawConfig,
+        scheduler: &SchedulerSettings,
+        seen: &mut HashMap<String, Option<u64>>,
+    ) -> Option<Target> {
+        let target_line = line(raw);
+        self.clean(|v| {
+            let raw = &raw.value;
+            let name = v
+                .required(&raw.name, target_line, &format!("{prefix}.name"))
+                .and_then(|at| {
+                    let field = format!("{prefix}.name");
+                    let name = at.value.as_str();
+                    if name.trim().is_empty() {
+                        v.report(line(at), &field, "target name is empty");
+                        return None;
+                    }
+                    if name.chars().any(char::is_control) {
+                        v.report(line(at), &field, "target name contains a control character");
+                        return None;
+                    }
+                    if let Some(first) = seen.get(name) {
+                        let first = first
+                            .map(|l| format!(" (first at line {l})"))
+                            .unwrap_or_default();
+                        v.report(
+                            line(at),
+                            &field,
+                            format!("duplicate target name {name:?}{first}"),
+                        );
+                        return None;
+                    }
+                    seen.insert(name.to_string(), line(at));
+                    Some(name.to_string())
+                });
+            let shown = name.as_deref().unwrap_or("?");
+            let module = v
+                .required(&raw.module, target_line, &format!("{prefix}.module"))
+                .and_then(|at| match config.modules.get_key_value(&at.value) {
+                    Some((name, module)) => Some((name.as_str(), &module.value)),
+                    None => {
+                        let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
+                        let known = if known.is_empty() {
+                            "no modules are defined".to_string()
+                        } else {
+                            format!("defined: {}", known.join(", "))
+                        };
+                        v.report(
+                            line(at),
+                            &format!("{prefix}.module"),
+                            format!("no module named {:?} ({known})", at.value),
+                        );
+                        None
+                    }
+                });
+            let default_port = module
+                .map(|(_, m)| raw_module_port(m))
+                .unwrap_or(default_smtp_port(TlsMode::default()));
+            let address = v
+                .required(&raw.target, target_line, &format!("{prefix}.target"))
+                .and_then(|at| match parse_target(&at.value, default_port) {
+                    Ok((host, port)) => Some((at.value.clone(), host, port)),
+                    Err(why) => {
+                        v.report(line(at), &format!("{prefix}.target"), why);
+                        None
+                    }
+                });
+            let interval = match &raw.interval {
+                Some(at) => {
+                    let interval = at.value.0;
+                    let field = format!("{prefix}.interval");
+                    if interval < MIN_INTERVAL {
+                        v.report(line(at), &field, "interval must be at least 1s");
+                    } else if let Some((module_name, m)) =
+                        module.filter(|(_, m)| m.message.is_some())
+                    {
+                        if interval < scheduler.min_send_interval {
+                            v.report(
+                                line(at),
+                                &field,
+                                format!(
+                                    "target {shown:?}: interval {} is shorter than \
+                                     scheduler.min_send_interval {}; module {module_name:?} \
+                                     sends a mail on every run{}",
+                                    humantime::format_duration(interval),
+                                    humantime::format_duration(scheduler.min_send_interval),
+                                    if m.delivery.is_some() {
+                                        " and checks its delivery"
+                                    } else {
+                                        ""
+                                    },
+                                ),
+                            );
+                        }
+                    }
+                    interval
+                }
+                None => {
+                    if let Some((module_name, _)) = module.filter(|(_, m)| m.message.is_some()) {
+                        if DEFAULT_INTERVAL < scheduler.min_send_interval {
+                            v.report(
+                                target_line,
+                                &format!("{prefix}.interval"),
+                                format!(
+                                    "target {shown:?}: the default interval {} is shorter than \
+                                     scheduler.min_send_interval {}; module {module_name:?} \
+                                     sends a mail on every run: set an interval",
+                                    humantime::format_duration(DEFAULT_INTERVAL),
+                                    humantime::format_duration(scheduler.min_send_interval),
+                                ),
+                            );
+                        }
+                    }
+                    DEFAULT_INTERVAL
+                }
+            };
+            let mut labels = BTreeMap::new();
+            for (label, value) in &raw.labels {
+                let field = format!("{prefix}.labels.{label}");
+                match check_label_name(label) {
+                    Ok(()) => {
+                        labels.insert(label.clone(), value.value.clone());
+                    }
+                    Err(why) => v.report(line(value), &field, why),
+                }
+            }
+            let (target, host, port) = address?;
+            Some(Target {
+                name: name?,
+                target,
+                host,
+                port,
+                module: module?.0.to_string(),
+                interval,
+                labels,
+            })
+        })
+        .flatten()
+    }
+}
+
+/// The port a module uses when the target names none: `port`, else the TLS mode's usual port.
+fn raw_module_port(module: &RawModule) -> u16 {
+    match &module.port {
+        Some(at) => at.value.0,
+        None => default_smtp_port(module.tls.as_ref().map(|at| at.value).unwrap_or_default()),
+    }
+}
+
+/// 587 for STARTTLS submission (RFC 6409), 465 for implicit TLS (RFC 8314), 25 for plain relay.
+pub(crate) fn default_smtp_port(tls: TlsMode) -> u16 {
+    match tls {
+        TlsMode::Starttls => 587,
+        TlsMode::Implicit => 465,
+        TlsMode::None => 25,
+    }
+}
+
+fn mechanism_name(mechanism: MechanismChoice) -> &'static str {
+    match mechanism {
+        MechanismChoice::Auto => "auto",
+        MechanismChoice::Plain => "plain",
+        MechanismChoice::Login => "login",
+        MechanismChoice::Xoauth2 => "xoauth2",
+        MechanismChoice::Oauthbearer => "oauthbearer",
+    }
+}
+
+/// `127.0.0.1`, `[::1]` or `localhost`, with an optional port and path after it.
+fn is_loopback_authority(rest: &str) -> bool {
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => authority,
+    };
+    matches!(host, "127.0.0.1" | "[::1]" | "localhost")
+}
+
+/// A Prometheus label name that a target may use.
+fn check_label_name(label: &str) -> Result<(), String> {
+    let mut chars = label.chars();
+    let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "invalid label name {:?}: must match [a-zA-Z_][a-zA-Z0-9_]*",
+            label
+        ));
+    }
+    if label.starts_with("__") {
+        return Err(format!(
+            "label name {label:?} is reserved: names starting with __ are Prometheus-internal"
+        ));
+    }
+    if RESERVED_LABELS.contains(&label) {
+        return Err(format!(
+            "label name {label:?} is reserved: smtp-prober sets it on its own metrics"
+        ));
+    }
+    Ok(())
+}
