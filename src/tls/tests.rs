@@ -723,5 +723,26 @@ async fn server_without_the_leaf_key_fails_the_handshake() {
     .unwrap()
     .unwrap_err();
     assert_eq!(failure.reason, Reason::TlsHandshakeFailed);
-    assert!(failure.detail.contains("BadSignature"), "{}", failure.detail);
+    assert!(
+        failure.detail.contains("BadSignature"),
+        "{}",
+        failure.detail
+    );
+}
+
+#[test]
+fn system_store_is_optional_when_a_ca_file_gives_anchors() {
+    // Whether or not this machine has a system store, the client builds and holds the CA file.
+    let p = pki(Alg::Ecdsa);
+    let files = ca_files(&[p.root.pem()]);
+    let client = TlsClient::new(&TlsSettings {
+        trust: vec![TrustKind::System],
+        ca_files: files.paths.clone(),
+        ..TlsSettings::default()
+    })
+    .unwrap();
+    let (anchors, _) = client.trust_counts();
+    assert!(anchors >= 1);
+    let report = client.verify_chain(&[p.leaf.der.clone(), p.int.der.clone()], NAME, now());
+    assert!(report.valid(), "{:?}", report.error);
 }
