@@ -114,7 +114,7 @@ fn plain_module() -> Module {
         timeout: Duration::from_secs(5),
         ehlo: smtp_prober::smtp::command::ClientName::new("probe.test").unwrap(),
         tls_config: smtp_prober::tls::TlsSettings {
-            trust: vec![],
+            trust: vec![smtp_prober::tls::TrustKind::Bundled],
             ..Default::default()
         },
         ..Module::default()
