@@ -147,9 +147,14 @@ pub fn main() -> ExitCode {
 pub fn module_from_args(args: &ConnectionArgs) -> anyhow::Result<(String, Module)> {
     let (name, mut module) = match (&args.config_file, &args.module) {
         (Some(path), Some(name)) => {
-            let _ = path;
-            bail!("--config.file with --module is not available in this build (module {name})");
+            let config = crate::config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let Some(module) = config.module(name) else {
+                let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
+                bail!("module {name:?} is not in {} (modules: {})", path.display(), known.join(", "));
+            };
+            (name.clone(), module.clone())
         }
+        (Some(_), None) => bail!("--config.file needs --module=NAME for a one-shot probe"),
         _ => ("cli".to_string(), Module::default()),
     };
     if let Some(tls) = args.tls {
