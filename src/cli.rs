@@ -256,15 +256,13 @@ pub fn module_from_args(args: &ConnectionArgs) -> anyhow::Result<(String, Module
     let (name, mut module) = match (&args.config_file, &args.module) {
         (Some(path), Some(name)) => {
             let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let module = config.module(name).cloned().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: no module {name:?} (modules: {})",
-                    path.display(),
-                    config.modules.keys().cloned().collect::<Vec<_>>().join(", ")
-                )
-            })?;
-            (name.clone(), module)
+            let Some(module) = config.module(name) else {
+                let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
+                bail!("module {name:?} is not in {} (modules: {})", path.display(), known.join(", "));
+            };
+            (name.clone(), module.clone())
         }
+        (Some(_), None) => bail!("--config.file needs --module=NAME for a one-shot probe"),
         _ => ("cli".to_string(), Module::default()),
     };
     if let Some(tls) = args.tls {

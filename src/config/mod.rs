@@ -33,7 +33,6 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
-use std::net::Ipv6Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -354,85 +353,7 @@ fn redact(mut raw: RawConfig) -> String {
         .unwrap_or_else(|e| format!("# the configuration could not be shown: {e}\n"))
 }
 
-/// Parses `host[:port]` (IPv6 in brackets: `[2001:db8::1]:25`), using `default_port` when the
-/// port is omitted. Returns the host (IPv6 without brackets) and the port.
+/// Splits `host[:port]` (IPv6 in brackets); see [`crate::probe::target::parse_target`].
 pub fn parse_target(target: &str, default_port: u16) -> Result<(String, u16), String> {
-    let shown = || target;
-    if target.is_empty() {
-        return Err("target is empty".to_string());
-    }
-    if target.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "target {:?} contains a space, line break or control character",
-            shown()
-        ));
-    }
-    if target.contains("://") {
-        return Err(format!(
-            "target {:?} must be host[:port], not a URL",
-            shown()
-        ));
-    }
-    let port = |text: &str| -> Result<u16, String> {
-        match text.parse::<u16>() {
-            Ok(port) if port != 0 => Ok(port),
-            _ => Err(format!(
-                "target {:?}: port {:?} must be a number from 1 to 65535",
-                shown(),
-                text
-            )),
-        }
-    };
-    if let Some(rest) = target.strip_prefix('[') {
-        let Some((inside, after)) = rest.split_once(']') else {
-            return Err(format!(
-                "target {:?}: missing ] after the IPv6 address",
-                shown()
-            ));
-        };
-        if inside.parse::<Ipv6Addr>().is_err() {
-            return Err(format!(
-                "target {:?}: {:?} is not an IPv6 address",
-                shown(),
-                inside
-            ));
-        }
-        let port = match after {
-            "" => default_port,
-            _ => match after.strip_prefix(':') {
-                Some(text) => port(text)?,
-                None => {
-                    return Err(format!(
-                        "target {:?}: expected :port after the IPv6 address",
-                        shown()
-                    ))
-                }
-            },
-        };
-        return Ok((inside.to_string(), port));
-    }
-    let (host, port) = match target.split_once(':') {
-        None => (target, default_port),
-        Some((host, text)) if !text.contains(':') => (host, port(text)?),
-        Some(_) => {
-            return Err(format!(
-                "target {:?}: an IPv6 address must be in brackets, like [2001:db8::1]:25",
-                shown()
-            ))
-        }
-    };
-    let valid_host = !host.is_empty()
-        && host.len() <= 253
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
-    if !valid_host {
-        return Err(format!(
-            "target {:?}: host {:?} is not a DNS name or IP address (internationalised names \
-             in their xn-- form)",
-            shown(),
-            host
-        ));
-    }
-    Ok((host.to_string(), port))
+    crate::probe::target::parse_target(target, default_port).map(|t| (t.host, t.port))
 }

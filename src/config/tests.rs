@@ -100,7 +100,7 @@ fn invalid_files_name_file_line_and_field() {
             "CRLF in an address",
             "modules:\n  m:\n    message:\n      from: \"probe@example.com\\r\\nRCPT TO:<x@evil.example>\"\n      to: [inbox@example.com]\n"
                 .into(),
-            "config.yml:4: modules.m.message.from: address \"probe@example.com\\\\r\\\\nRCPT TO:<x@evil.example>\" \
+            "config.yml:4: modules.m.message.from: address \"probe@example.com\\r\\nRCPT TO:<x@evil.example>\" \
              contains a line break or NUL"
                 .into(),
         ),

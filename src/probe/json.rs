@@ -18,6 +18,7 @@ pub struct ProbeJson<'a> {
     reason: Option<&'static str>,
     detail: Option<&'a str>,
     hint: Option<&'static str>,
+    provider_hint: Option<ProviderHintJson>,
     peer: Option<String>,
     steps: Vec<StepJson<'a>>,
     extensions: Vec<String>,
@@ -26,6 +27,12 @@ pub struct ProbeJson<'a> {
     probe_id: Option<&'a str>,
     tls: Option<TlsJson<'a>>,
     delivery: Option<DeliveryJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct ProviderHintJson {
+    id: &'static str,
+    fix: &'static str,
 }
 
 #[derive(Serialize)]
@@ -128,6 +135,10 @@ impl<'a> ProbeJson<'a> {
             reason: o.failure.as_ref().map(|f| f.reason.as_str()),
             detail: o.failure.as_ref().map(|f| f.detail.as_str()),
             hint: o.failure.as_ref().map(|f| f.reason.hint()),
+            provider_hint: o.provider_hint().map(|h| ProviderHintJson {
+                id: h.id,
+                fix: h.fix,
+            }),
             peer: s.peer.map(|p| p.to_string()),
             steps: s
                 .transcript

@@ -1,9 +1,11 @@
 //! The probe: runs one module against one target and turns the outcome into metrics, JSON and a
 //! human transcript. The only layer below HTTP that knows about Prometheus.
 
+pub mod delivery;
 pub mod json;
 pub mod metrics;
 pub mod module;
+pub mod oauth;
 pub mod target;
 pub mod text;
 pub mod token;
@@ -18,6 +20,7 @@ use crate::smtp::session::{self, AuthPlan, SessionPlan, SessionReport};
 use crate::smtp::transcript::Failure;
 use crate::tls::{TlsClient, TlsSetupError};
 use crate::vocab::{Reason, StepName};
+pub use delivery::DeliveryReport;
 use module::{Credential, Module};
 use target::Target;
 use token::TokenMail;
@@ -32,6 +35,10 @@ pub struct PreparedModule {
     pub module: Module,
     /// TLS client for the SMTP connection.
     pub tls: TlsClient,
+    /// TLS client for the IMAP delivery check, when configured.
+    pub imap_tls: Option<TlsClient>,
+    /// The OAuth 2.0 token cache, when the module authenticates with client credentials.
+    pub token_source: Option<Arc<oauth::TokenSource>>,
 }
 
 impl PreparedModule {
@@ -41,23 +48,25 @@ impl PreparedModule {
         module: Module,
     ) -> Result<Arc<PreparedModule>, TlsSetupError> {
         let tls = TlsClient::new(&module.tls_config)?;
+        let imap_tls = match &module.delivery {
+            Some(d) => Some(TlsClient::new(&d.tls_config)?),
+            None => None,
+        };
+        let token_source = match module.auth.as_ref().map(|a| &a.credential) {
+            Some(Credential::OAuth2(o)) => Some(Arc::new(oauth::TokenSource::new(
+                o.clone(),
+                &module.tls_config,
+            )?)),
+            _ => None,
+        };
         Ok(Arc::new(PreparedModule {
             name: name.into(),
             module,
             tls,
+            imap_tls,
+            token_source,
         }))
     }
-}
-
-/// What the IMAP delivery check found.
-#[derive(Clone, Debug)]
-pub struct DeliveryReport {
-    /// Whether the token mail was found in time.
-    pub success: bool,
-    /// From the end of DATA to the mail being visible.
-    pub duration: Option<Duration>,
-    /// The mailbox it was found in.
-    pub mailbox: Option<String>,
 }
 
 /// Everything one probe found out: plain data, read by every output format.
@@ -88,10 +97,34 @@ impl ProbeOutcome {
     pub fn success(&self) -> bool {
         self.failure.is_none()
     }
+
+    /// A provider-specific hint for the reply that failed the probe, when the table knows it.
+    pub fn provider_hint(&self) -> Option<&'static crate::smtp::hints::ProviderHint> {
+        let failure = self.failure.as_ref()?;
+        let step = self
+            .session
+            .transcript
+            .steps()
+            .iter()
+            .find(|s| s.failure.is_some() && s.name == failure.step)?;
+        crate::smtp::hints::lookup(step.reply.as_ref()?)
+    }
 }
 
-/// Runs one probe of `prepared` against `target` within `timeout`.
+/// Runs one probe of `prepared` against `target`: the SMTP session within `timeout`, then the
+/// delivery check (if configured) within the module's delivery timeout.
 pub async fn run(prepared: &PreparedModule, target: &Target, timeout: Duration) -> ProbeOutcome {
+    run_capped(prepared, target, timeout, None).await
+}
+
+/// Like [`run`], with the whole probe, delivery check included, ending by `cap` at the latest
+/// (a `/probe` request cannot wait minutes for a mail).
+pub async fn run_capped(
+    prepared: &PreparedModule,
+    target: &Target,
+    timeout: Duration,
+    cap: Option<Instant>,
+) -> ProbeOutcome {
     let started = Instant::now();
     let started_at = SystemTime::now();
     let deadline = started + timeout;
@@ -114,23 +147,49 @@ pub async fn run(prepared: &PreparedModule, target: &Target, timeout: Duration) 
         },
         None => None,
     };
+    let mut token_fetch = None;
+    let mut token_was_cached = false;
     let auth = match &module.auth {
         None => None,
-        Some(a) => match resolve_secret(&a.credential) {
-            Ok((secret, kind)) => Some(AuthPlan {
-                mechanism: a.mechanism,
-                username: a.username.clone(),
-                secret,
-                kind,
-            }),
-            Err(failure) => {
-                early_failure.get_or_insert(failure);
-                None
+        Some(a) => {
+            let secret = match (&a.credential, &prepared.token_source) {
+                (Credential::OAuth2(_), Some(source)) => {
+                    let (token, fetch) = source.token(deadline).await;
+                    token_was_cached = fetch.is_none();
+                    let failure = fetch.as_ref().and_then(|f| f.failure.clone());
+                    token_fetch = fetch;
+                    match (token, failure) {
+                        (Some(t), _) => Ok((t, SecretKind::BearerToken)),
+                        (None, Some(f)) => Err(f),
+                        (None, None) => Err(Failure::new(
+                            StepName::OauthToken,
+                            Reason::OauthTokenFailed,
+                            "no token",
+                        )),
+                    }
+                }
+                (credential, _) => resolve_secret(credential),
+            };
+            match secret {
+                Ok((secret, kind)) => Some(AuthPlan {
+                    mechanism: a.mechanism,
+                    username: a.username.clone(),
+                    secret,
+                    kind,
+                }),
+                Err(failure) => {
+                    if token_fetch.is_none() {
+                        early_failure.get_or_insert(failure);
+                    }
+                    None
+                }
             }
-        },
+        }
     };
+    let token_failed = token_fetch.as_ref().is_some_and(|f| f.failure.is_some());
 
-    let plan = SessionPlan {
+    let envelope = mail.as_ref().map(|m| &m.envelope);
+    let plan = |auth: Option<AuthPlan>| SessionPlan {
         host: &target.host,
         port: target.port,
         ip_protocol: module.ip_protocol,
@@ -138,16 +197,57 @@ pub async fn run(prepared: &PreparedModule, target: &Target, timeout: Duration) 
         tls: &prepared.tls,
         ehlo: &module.ehlo,
         auth,
-        envelope: mail.as_ref().map(|m| &m.envelope),
+        envelope,
         deadline,
         started,
         limits: ReplyLimits::default(),
     };
-    let mut session = if early_failure.is_some() {
+    let mut session = if early_failure.is_some() || token_failed {
         session::SessionReport::empty(started)
     } else {
-        session::run(plan).await
+        let first = session::run(plan(auth.clone())).await;
+        let rejected = first
+            .failure()
+            .is_some_and(|f| f.reason == Reason::AuthFailed);
+        match (&prepared.token_source, auth) {
+            // A cached token the server rejects may have been revoked early: fetch a fresh one
+            // and try once more.
+            (Some(source), Some(mut retry)) if rejected && token_was_cached => {
+                source.invalidate().await;
+                let (token, fetch) = source.token(deadline).await;
+                token_fetch = fetch;
+                match token {
+                    Some(t) => {
+                        retry.secret = t;
+                        session::run(plan(Some(retry))).await
+                    }
+                    None => session::SessionReport::empty(started),
+                }
+            }
+            _ => first,
+        }
     };
+    if let Some(fetch) = &token_fetch {
+        let shown = format!(
+            "POST {}",
+            module
+                .auth
+                .as_ref()
+                .map(|a| match &a.credential {
+                    Credential::OAuth2(o) => o.token_url.as_str(),
+                    _ => "",
+                })
+                .unwrap_or_default()
+        );
+        session.transcript.insert(
+            StepName::OauthToken,
+            fetch.began,
+            fetch.duration,
+            Some(shown),
+            fetch.as_reply(),
+            fetch.failure.clone(),
+        );
+    }
     if let Some(f) = &early_failure {
         session
             .transcript
@@ -156,6 +256,28 @@ pub async fn run(prepared: &PreparedModule, target: &Target, timeout: Duration) 
     let mut failure = session.failure().cloned();
     if failure.is_none() {
         failure = check_expectations(module, &session, SystemTime::now());
+    }
+    let mut delivery = None;
+    if let (Some(settings), Some(imap_tls), Some(mail), Some(accepted_at)) = (
+        &module.delivery,
+        &prepared.imap_tls,
+        &mail,
+        session.message_accepted_at,
+    ) {
+        let began = Instant::now();
+        let (report, delivery_failure) =
+            delivery::check(settings, imap_tls, &mail.probe_id, accepted_at, cap).await;
+        session.transcript.record(
+            StepName::Delivery,
+            began,
+            None,
+            None,
+            delivery_failure.clone(),
+        );
+        if failure.is_none() {
+            failure = delivery_failure;
+        }
+        delivery = Some(report);
     }
     ProbeOutcome {
         target: target.to_string(),
@@ -166,7 +288,7 @@ pub async fn run(prepared: &PreparedModule, target: &Target, timeout: Duration) 
         session,
         failure,
         probe_id: mail.map(|m| m.probe_id),
-        delivery: None,
+        delivery,
     }
 }
 

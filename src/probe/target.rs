@@ -1,6 +1,6 @@
 //! Probe targets: `host`, `host:port`, `[v6]:port` or a bare IPv6 address.
 
-use crate::smtp::command::reject_line_breaks;
+use std::net::Ipv6Addr;
 
 /// A target split into host and port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,51 +22,87 @@ impl std::fmt::Display for Target {
 }
 
 /// Parses a target, using `default_port` when it names none. Refuses line breaks, NUL,
-/// whitespace and anything that is not a plausible host, so that a target string cannot smuggle
-/// anything into logs, SNI or the EHLO conversation.
-pub fn parse_target(s: &str, default_port: u16) -> Result<Target, String> {
-    reject_line_breaks("target", s).map_err(|e| e.to_string())?;
-    if s.is_empty() {
-        return Err("target is empty".into());
+/// whitespace, URLs, unbracketed IPv6 and anything that is not a plausible host, so that a
+/// target string cannot smuggle anything into logs, SNI or the conversation.
+pub fn parse_target(target: &str, default_port: u16) -> Result<Target, String> {
+    let shown = || target;
+    if target.is_empty() {
+        return Err("target is empty".to_string());
     }
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if target.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
-            "target {s:?} contains whitespace or a control character"
+            "target {:?} contains a space, line break or control character",
+            shown()
         ));
     }
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("target {s:?}: missing ']' after an IPv6 address"))?;
-        match after {
-            "" => (host, None),
-            p if p.starts_with(':') => (host, Some(&p[1..])),
-            _ => return Err(format!("target {s:?}: unexpected text after ']'")),
-        }
-    } else if s.matches(':').count() > 1 {
-        (s, None) // a bare IPv6 address
-    } else {
-        match s.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (s, None),
+    if target.contains("://") {
+        return Err(format!(
+            "target {:?} must be host[:port], not a URL",
+            shown()
+        ));
+    }
+    let port = |text: &str| -> Result<u16, String> {
+        match text.parse::<u16>() {
+            Ok(port) if port != 0 => Ok(port),
+            _ => Err(format!(
+                "target {:?}: port {:?} must be a number from 1 to 65535",
+                shown(),
+                text
+            )),
         }
     };
-    let port =
-        match port {
-            None => default_port,
-            Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
-                format!("target {s:?}: port {p:?} is not a number from 1 to 65535")
-            })?,
+    if let Some(rest) = target.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return Err(format!(
+                "target {:?}: missing ] after the IPv6 address",
+                shown()
+            ));
         };
-    let ip_literal = host.parse::<std::net::IpAddr>().is_ok();
-    let hostname_ok = !host.is_empty()
+        if inside.parse::<Ipv6Addr>().is_err() {
+            return Err(format!(
+                "target {:?}: {:?} is not an IPv6 address",
+                shown(),
+                inside
+            ));
+        }
+        let port = match after {
+            "" => default_port,
+            _ => match after.strip_prefix(':') {
+                Some(text) => port(text)?,
+                None => {
+                    return Err(format!(
+                        "target {:?}: expected :port after the IPv6 address",
+                        shown()
+                    ))
+                }
+            },
+        };
+        return Ok(Target {
+            host: inside.to_string(),
+            port,
+        });
+    }
+    let (host, port) = match target.split_once(':') {
+        None => (target, default_port),
+        Some((host, text)) if !text.contains(':') => (host, port(text)?),
+        Some(_) => {
+            return Err(format!(
+                "target {:?}: an IPv6 address must be in brackets, like [2001:db8::1]:25",
+                shown()
+            ))
+        }
+    };
+    let valid_host = !host.is_empty()
         && host.len() <= 253
         && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-    if !(ip_literal || hostname_ok) {
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if !valid_host {
         return Err(format!(
-            "target {s:?}: {host:?} is not a host name or IP address"
+            "target {:?}: host {:?} is not a DNS name or IP address (internationalised names \
+             in their xn-- form)",
+            shown(),
+            host
         ));
     }
     Ok(Target {
@@ -90,7 +126,6 @@ mod tests {
         assert_eq!(t("127.0.0.1:2525"), Ok(("127.0.0.1".into(), 2525)));
         assert_eq!(t("[::1]:465"), Ok(("::1".into(), 465)));
         assert_eq!(t("[::1]"), Ok(("::1".into(), 587)));
-        assert_eq!(t("::1"), Ok(("::1".into(), 587)));
         assert_eq!(
             parse_target("[::1]:465", 1).unwrap().to_string(),
             "[::1]:465"

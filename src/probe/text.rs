@@ -175,7 +175,14 @@ pub fn render(o: &ProbeOutcome) -> String {
                 "\nverdict: FAILED in step {}: {} ({})",
                 f.step, f.reason, f.detail
             );
-            let _ = writeln!(out, "hint: {}", f.reason.hint());
+            match o.provider_hint() {
+                Some(h) => {
+                    let _ = writeln!(out, "hint ({}): {}", h.id, h.fix);
+                }
+                None => {
+                    let _ = writeln!(out, "hint: {}", f.reason.hint());
+                }
+            }
         }
     }
     out

@@ -30,7 +30,7 @@ pub fn reject_line_breaks(what: &'static str, value: &str) -> Result<(), Invalid
     if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
         return Err(InvalidValue::LineBreak {
             what,
-            value: value.escape_debug().to_string(),
+            value: value.to_string(),
         });
     }
     Ok(())

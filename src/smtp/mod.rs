@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod command;
 pub mod extension;
+pub mod hints;
 pub mod reply;
 pub mod session;
 pub mod transcript;

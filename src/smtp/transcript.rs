@@ -86,6 +86,36 @@ impl Transcript {
         self.steps.last().expect("just pushed")
     }
 
+    /// Adds a step that ran at another time (a token fetch before the connection), keeping
+    /// the steps in order of their start.
+    pub fn insert(
+        &mut self,
+        name: StepName,
+        began: Instant,
+        duration: Duration,
+        sent: Option<String>,
+        reply: Option<Reply>,
+        failure: Option<Failure>,
+    ) {
+        let offset = began.saturating_duration_since(self.started);
+        let at = self
+            .steps
+            .iter()
+            .position(|s| s.offset > offset)
+            .unwrap_or(self.steps.len());
+        self.steps.insert(
+            at,
+            Step {
+                name,
+                offset,
+                duration,
+                sent,
+                reply,
+                failure,
+            },
+        );
+    }
+
     /// The steps so far.
     pub fn steps(&self) -> &[Step] {
         &self.steps

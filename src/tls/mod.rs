@@ -8,11 +8,26 @@
 //! the handshake and reported in [`ChainReport`], so that the probe always learns the certificates
 //! and the verdict, and the session decides whether an invalid chain ends the probe.
 
+mod cert;
+mod chain;
+pub mod export;
+mod trust;
+mod verifier;
+
+#[cfg(test)]
+mod tests;
+
 use crate::vocab::Reason;
-use rustls_pki_types::CertificateDer;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio_rustls::TlsConnector;
+use trust::TrustStore;
+use verifier::ChainDeferringVerifier;
+
+pub use export::{export_missing, missing_issuer, MissingIssuer};
 
 /// Where trust anchors come from (`tls_config.trust`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -20,7 +35,8 @@ use std::time::SystemTime;
 pub enum TrustKind {
     /// The operating system's store (rustls-native-certs).
     System,
-    /// Mozilla's roots compiled into the binary (webpki-roots).
+    /// Mozilla's roots compiled into the binary (webpki-root-certs: the webpki-roots set as
+    /// whole certificates, so their dates and fingerprints can be shown and exported).
     Bundled,
 }
 
@@ -91,9 +107,9 @@ pub struct CertFacts {
     pub serial: String,
     /// SHA-256 of the DER, lower-case hex.
     pub fingerprint_sha256: String,
-    /// Start of validity, Unix seconds.
+    /// Start of validity, Unix seconds (0 only for a certificate that does not parse).
     pub not_before: i64,
-    /// End of validity, Unix seconds.
+    /// End of validity, Unix seconds (0 only for a certificate that does not parse).
     pub not_after: i64,
     /// DNS and IP subject alternative names.
     pub sans: Vec<String>,
@@ -109,7 +125,8 @@ pub struct CertFacts {
     pub sent: bool,
     /// Where it came from.
     pub source: CertSource,
-    /// The certificate itself, for export.
+    /// The certificate itself, for export. Anchors from every source (the bundled roots
+    /// included, see `trust.rs`) keep their whole certificate.
     pub der: CertificateDer<'static>,
 }
 
@@ -118,7 +135,9 @@ pub struct CertFacts {
 pub struct ChainError {
     /// A `cert_*` reason.
     pub reason: Reason,
-    /// The depth of the certificate at fault, when one is.
+    /// The depth of the certificate at fault, when one is (expired, not yet valid, bad
+    /// signature, self-signed, hostname); `None` when a certificate is missing
+    /// (incomplete chain, unknown issuer).
     pub depth: Option<usize>,
     /// What is wrong, in words.
     pub detail: String,
@@ -133,7 +152,9 @@ pub struct ChainReport {
     pub built: Vec<CertFacts>,
     /// `None` when the chain verified.
     pub error: Option<ChainError>,
-    /// Whether the sent certificates alone reach a trust anchor.
+    /// Whether the sent certificates alone reach a trust anchor: the chain verifies without any
+    /// intermediate from `ca_files`. Independent of the hostname check; false when the chain
+    /// does not verify.
     pub sent_complete: bool,
     /// The name the leaf was checked against.
     pub server_name: String,
@@ -178,19 +199,31 @@ pub enum TlsSetupError {
     /// The server name is not a DNS name or IP address.
     #[error("invalid server name {0:?}")]
     ServerName(String),
+    /// rustls refused the configuration (protocol versions the provider cannot serve).
+    #[error("TLS configuration: {0}")]
+    Config(String),
 }
 
 /// A TLS client for one module: rustls configuration and trust store, built once and shared.
 #[derive(Clone)]
 pub struct TlsClient {
     settings: TlsSettings,
-    _inner: Arc<()>,
+    inner: Arc<Inner>,
+}
+
+/// What a module's handshakes share.
+struct Inner {
+    connector: TlsConnector,
+    store: TrustStore,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl std::fmt::Debug for TlsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsClient")
             .field("settings", &self.settings)
+            .field("anchors", &self.inner.store.anchors.len())
+            .field("intermediates", &self.inner.store.intermediates.len())
             .finish()
     }
 }
@@ -198,9 +231,33 @@ impl std::fmt::Debug for TlsClient {
 impl TlsClient {
     /// Loads the trust sources and builds the rustls configuration.
     pub fn new(settings: &TlsSettings) -> Result<TlsClient, TlsSetupError> {
+        if let Some(name) = &settings.server_name {
+            parse_server_name(name).map_err(|_| TlsSetupError::ServerName(name.clone()))?;
+        }
+        let store = TrustStore::load(&settings.trust, &settings.ca_files)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let algorithms = provider.signature_verification_algorithms;
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match settings.min_version {
+            MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            MinVersion::Tls13 => &[&rustls::version::TLS13],
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            // Only fails when the provider lacks every suite of the versions, a build mistake.
+            .map_err(|e| TlsSetupError::Config(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainDeferringVerifier::new(algorithms)))
+            .with_no_client_auth();
+        // Every probe must see a full handshake: a resumed session presents no certificates and
+        // would hide the chain, and its timing is not what a new client experiences.
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(TlsClient {
             settings: settings.clone(),
-            _inner: Arc::new(()),
+            inner: Arc::new(Inner {
+                connector: TlsConnector::from(Arc::new(config)),
+                store,
+                algorithms,
+            }),
         })
     }
 
@@ -214,20 +271,125 @@ impl TlsClient {
         self.settings.server_name.as_deref().unwrap_or(target_host)
     }
 
+    /// How many trust anchors and local intermediates the store holds.
+    pub fn trust_counts(&self) -> (usize, usize) {
+        (
+            self.inner.store.anchors.len(),
+            self.inner.store.intermediates.len(),
+        )
+    }
+
+    /// Why the system trust store could not be read, when it was asked for and could not (not
+    /// fatal while other sources give anchors).
+    pub fn system_store_problems(&self) -> &[String] {
+        &self.inner.store.system_problems
+    }
+
+    /// Verifies a chain (leaf first, as a server sends it) against this client's trust store at
+    /// `now` and checks it covers `server_name`. [`TlsClient::handshake`] does this with the
+    /// certificates of the handshake.
+    pub fn verify_chain(
+        &self,
+        sent: &[CertificateDer<'static>],
+        server_name: &str,
+        now: SystemTime,
+    ) -> ChainReport {
+        chain::analyze(
+            &self.inner.store,
+            self.inner.algorithms.all,
+            sent,
+            server_name,
+            unix_time(now),
+        )
+    }
+
     /// Runs the TLS handshake over `stream` and reports version, cipher and chain.
     /// The chain is verified against the trust store at `now`; an invalid chain is *not* an error.
+    /// SNI is `server_name` when it is a DNS name; an IP literal (IPv6 with or without brackets)
+    /// sends no SNI and is checked against the certificate's IP addresses.
     pub async fn handshake<S>(
         &self,
-        _stream: S,
-        _server_name: &str,
-        _now: SystemTime,
+        stream: S,
+        server_name: &str,
+        now: SystemTime,
     ) -> Result<(tokio_rustls::client::TlsStream<S>, TlsReport), HandshakeFailure>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        Err(HandshakeFailure {
+        let name = parse_server_name(server_name).map_err(|detail| HandshakeFailure {
             reason: Reason::TlsHandshakeFailed,
-            detail: "TLS not built yet".into(),
-        })
+            detail,
+        })?;
+        let checked_name = match &name {
+            ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+            _ => server_name.to_owned(),
+        };
+        let tls = self
+            .inner
+            .connector
+            .connect(name, stream)
+            .await
+            .map_err(handshake_failure)?;
+        let (_, connection) = tls.get_ref();
+        let version = match connection.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_owned(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_owned(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        let cipher = connection
+            .negotiated_cipher_suite()
+            .map(|suite| {
+                let id = suite.suite();
+                id.as_str().map_or_else(|| format!("{id:?}"), str::to_owned)
+            })
+            .unwrap_or_default();
+        let sent = connection.peer_certificates().unwrap_or(&[]);
+        let chain = chain::analyze(
+            &self.inner.store,
+            self.inner.algorithms.all,
+            sent,
+            &checked_name,
+            unix_time(now),
+        );
+        Ok((
+            tls,
+            TlsReport {
+                version,
+                cipher,
+                chain,
+            },
+        ))
     }
+}
+
+/// A server name for rustls: an IP literal (brackets around IPv6 allowed) or a DNS name.
+fn parse_server_name(name: &str) -> Result<ServerName<'static>, String> {
+    let bare = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    ServerName::try_from(bare.to_owned()).map_err(|e| format!("invalid server name {name:?}: {e}"))
+}
+
+/// The handshake error as a failure: an EOF or reset before the handshake completed means the
+/// server closed the connection; anything else (an alert, a protocol error) is a TLS failure.
+fn handshake_failure(error: std::io::Error) -> HandshakeFailure {
+    use std::io::ErrorKind;
+    let reason = match error.kind() {
+        ErrorKind::UnexpectedEof
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe => Reason::ConnectionClosed,
+        _ => Reason::TlsHandshakeFailed,
+    };
+    HandshakeFailure {
+        reason,
+        detail: error.to_string(),
+    }
+}
+
+/// `now` for webpki; a clock before 1970 counts as 1970.
+fn unix_time(now: SystemTime) -> UnixTime {
+    UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default())
 }

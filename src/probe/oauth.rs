@@ -1,0 +1,263 @@
+//! OAuth 2.0 bearer tokens for SASL XOAUTH2 / OAUTHBEARER: the client-credentials grant
+//! (RFC 6749 §4.4) against a token endpoint such as Microsoft's
+//! `https://login.microsoftonline.com/TENANT/oauth2/v2.0/token`.
+//!
+//! One [`TokenSource`] per module, shared by all its probes: a token is fetched over HTTPS with
+//! the module's trust settings (through our own TLS client, so a broken chain on the token
+//! endpoint is reported like any other), cached until a minute before it expires, and dropped
+//! when the mail server rejects it so the next attempt fetches a fresh one. Tokens and the client
+//! secret are secrets: never logged, never in a transcript.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Bytes;
+use tokio::net::TcpStream;
+use tokio::time::timeout_at;
+
+use super::module::OAuth2Settings;
+use crate::secret::Secret;
+use crate::smtp::reply::Reply;
+use crate::smtp::transcript::Failure;
+use crate::tls::{TlsClient, TlsSettings, TlsSetupError};
+use crate::vocab::{Reason, StepName};
+
+/// Tokens are refreshed this long before the endpoint says they expire.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+/// The largest token response we read.
+const MAX_RESPONSE: usize = 64 * 1024;
+
+/// A record of one token fetch, for the transcript's `oauth_token` step.
+#[derive(Clone, Debug)]
+pub struct TokenFetch {
+    /// When it began.
+    pub began: Instant,
+    /// How long it took.
+    pub duration: Duration,
+    /// The HTTP status, when a response came (kept as the step's reply code).
+    pub status: Option<u16>,
+    /// Why it failed.
+    pub failure: Option<Failure>,
+}
+
+impl TokenFetch {
+    /// The HTTP status as a reply, so the step shows its code like the SMTP steps do.
+    pub fn as_reply(&self) -> Option<Reply> {
+        self.status
+            .filter(|s| (200..600).contains(s))
+            .map(|code| Reply {
+                code,
+                enhanced: None,
+                lines: vec![format!("HTTP {code}")],
+            })
+    }
+}
+
+struct Cached {
+    token: Secret,
+    refresh_at: Instant,
+}
+
+/// The token cache and fetcher of one module.
+pub struct TokenSource {
+    settings: OAuth2Settings,
+    tls: TlsClient,
+    cache: tokio::sync::Mutex<Option<Cached>>,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("token_url", &self.settings.token_url)
+            .finish()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+impl TokenSource {
+    /// Builds the source; its TLS client is built once, here.
+    pub fn new(settings: OAuth2Settings, tls: &TlsSettings) -> Result<TokenSource, TlsSetupError> {
+        Ok(TokenSource {
+            settings,
+            tls: TlsClient::new(tls)?,
+            cache: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// A valid token: the cached one, or a fresh one fetched now (then `TokenFetch` says how
+    /// that went). Probes that need a token at the same moment wait for one fetch.
+    pub async fn token(&self, deadline: Instant) -> (Option<Secret>, Option<TokenFetch>) {
+        let mut cache = self.cache.lock().await;
+        if let Some(c) = cache.as_ref() {
+            if Instant::now() < c.refresh_at {
+                return (Some(c.token.clone()), None);
+            }
+        }
+        let began = Instant::now();
+        match self.fetch(deadline).await {
+            Ok((status, token, lifetime)) => {
+                let refresh_at = began + lifetime.saturating_sub(EXPIRY_MARGIN);
+                *cache = Some(Cached {
+                    token: token.clone(),
+                    refresh_at,
+                });
+                let fetch = TokenFetch {
+                    began,
+                    duration: began.elapsed(),
+                    status: Some(status),
+                    failure: None,
+                };
+                (Some(token), Some(fetch))
+            }
+            Err((status, detail)) => {
+                *cache = None;
+                let failure = Failure::new(StepName::OauthToken, Reason::OauthTokenFailed, detail);
+                let fetch = TokenFetch {
+                    began,
+                    duration: began.elapsed(),
+                    status,
+                    failure: Some(failure),
+                };
+                (None, Some(fetch))
+            }
+        }
+    }
+
+    /// Forgets the cached token (the server rejected it).
+    pub async fn invalidate(&self) {
+        *self.cache.lock().await = None;
+    }
+
+    async fn fetch(
+        &self,
+        deadline: Instant,
+    ) -> Result<(u16, Secret, Duration), (Option<u16>, String)> {
+        let url: hyper::Uri = self
+            .settings
+            .token_url
+            .parse()
+            .map_err(|e| (None, format!("token_url: {e}")))?;
+        if url.scheme_str() != Some("https") {
+            return Err((None, "token_url must be an https:// URL".into()));
+        }
+        let host = url
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = url.port_u16().unwrap_or(443);
+        let work = async {
+            let tcp = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| {
+                    (
+                        None,
+                        format!("connecting to the token endpoint {host}:{port}: {e}"),
+                    )
+                })?;
+            let name = self.tls.server_name_for(&host).to_string();
+            let (tls, report) = self
+                .tls
+                .handshake(tcp, &name, SystemTime::now())
+                .await
+                .map_err(|f| (None, format!("TLS to the token endpoint: {}", f.detail)))?;
+            if let Some(e) = &report.chain.error {
+                if !self.tls.settings().insecure_skip_verify {
+                    return Err((
+                        None,
+                        format!("token endpoint certificate: {} ({})", e.reason, e.detail),
+                    ));
+                }
+            }
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .map_err(|e| (None, format!("HTTP to the token endpoint: {e}")))?;
+            tokio::spawn(conn);
+            let form = serde_urlencoded::to_string([
+                ("grant_type", "client_credentials"),
+                ("client_id", self.settings.client_id.as_str()),
+                ("client_secret", self.settings.client_secret.expose()),
+                ("scope", self.settings.scope.as_str()),
+            ])
+            .map_err(|e| (None, format!("encoding the token request: {e}")))?;
+            let authority = url
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .unwrap_or(host.clone());
+            let request =
+                hyper::Request::post(url.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+                    .header(hyper::header::HOST, authority)
+                    .header(
+                        hyper::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .header(hyper::header::ACCEPT, "application/json")
+                    .body(Full::new(Bytes::from(form)))
+                    .map_err(|e| (None, format!("building the token request: {e}")))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| (None, format!("token request: {e}")))?;
+            let status = response.status().as_u16();
+            let body = Limited::new(response.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| (Some(status), format!("reading the token response: {e}")))?
+                .to_bytes();
+            let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+                (
+                    Some(status),
+                    format!(
+                        "token endpoint answered HTTP {status} with no JSON token response: {e}"
+                    ),
+                )
+            })?;
+            match parsed {
+                TokenResponse {
+                    access_token: Some(token),
+                    expires_in,
+                    ..
+                } if (200..300).contains(&status) && !token.is_empty() => Ok((
+                    status,
+                    Secret::new(token),
+                    Duration::from_secs(expires_in.unwrap_or(3600)),
+                )),
+                TokenResponse {
+                    error,
+                    error_description,
+                    ..
+                } => {
+                    // error and error_description are the endpoint's words about our request,
+                    // never the secret itself.
+                    let mut detail = format!("token endpoint answered HTTP {status}");
+                    if let Some(e) = error {
+                        detail.push_str(&format!(": {e}"));
+                    }
+                    if let Some(d) = error_description {
+                        let first_line = d.lines().next().unwrap_or_default();
+                        detail.push_str(&format!(
+                            " ({})",
+                            first_line.chars().take(200).collect::<String>()
+                        ));
+                    }
+                    Err((Some(status), detail))
+                }
+            }
+        };
+        timeout_at(deadline.into(), work).await.unwrap_or_else(|_| {
+            Err((
+                None,
+                "the token endpoint did not answer before the deadline".into(),
+            ))
+        })
+    }
+}

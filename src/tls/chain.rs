@@ -1,0 +1,474 @@
+//! Chain building and verdicts (RFC 5280 §6, RFC 8446 §4.4.2, RFC 6125 for the name check).
+//!
+//! webpki decides whether a chain is valid: it verifies the leaf for server authentication
+//! against the anchors, using the intermediates the server sent plus the ones held locally
+//! (`ca_files`). When it succeeds, its verified path is the built chain. When it fails, its error
+//! alone is too coarse for an admin ("unknown issuer" covers a missing intermediate, an untrusted
+//! root and a self-signed certificate), so a second, simple builder walks from the leaf towards
+//! an anchor by issuer name and signature, and the verdict is read from where that walk stopped
+//! and from the validity dates of the certificates it found.
+
+use super::cert::{is_self_signed, parse, signed_by};
+use super::trust::TrustStore;
+use super::{CertFacts, CertSource, ChainError, ChainReport};
+use crate::vocab::Reason;
+use rustls_pki_types::{CertificateDer, ServerName, SignatureVerificationAlgorithm, UnixTime};
+use webpki::{EndEntityCert, KeyUsage};
+use x509_parser::certificate::X509Certificate;
+
+/// Longest chain the fallback builder follows (webpki's own limit is six intermediates).
+const MAX_CHAIN_LEN: usize = 8;
+
+/// Verifies `sent` (leaf first, as received) against `store` at `now` and names `server_name`.
+pub(crate) fn analyze(
+    store: &TrustStore,
+    algorithms: &[&dyn SignatureVerificationAlgorithm],
+    sent: &[CertificateDer<'static>],
+    server_name: &str,
+    now: UnixTime,
+) -> ChainReport {
+    let sent_facts: Vec<CertFacts> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, der)| CertFacts::from_der(der, i, true, CertSource::Server))
+        .collect();
+    let mut report = ChainReport {
+        sent: sent_facts,
+        built: Vec::new(),
+        error: None,
+        sent_complete: false,
+        server_name: server_name.to_owned(),
+    };
+    let Some(leaf_der) = sent.first() else {
+        report.error = Some(ChainError {
+            reason: Reason::CertIncompleteChain,
+            depth: None,
+            detail: "the server sent no certificate".into(),
+        });
+        return report;
+    };
+    let Ok(leaf) = EndEntityCert::try_from(leaf_der) else {
+        report.built = vec![report.sent[0].clone()];
+        report.error = Some(ChainError {
+            reason: Reason::CertBadSignature,
+            depth: Some(0),
+            detail: "the leaf certificate is not valid X.509 DER".into(),
+        });
+        return report;
+    };
+
+    // Sent intermediates first: webpki tries candidates in order, and a path through what the
+    // server sent is the one its other clients see.
+    let with_local: Vec<CertificateDer<'_>> = sent[1..]
+        .iter()
+        .chain(store.intermediates.iter().map(|s| &s.der))
+        .map(|d| CertificateDer::from(d.as_ref()))
+        .collect();
+    let sent_only = &with_local[..sent.len() - 1];
+    let verified = leaf.verify_for_usage(
+        algorithms,
+        &store.webpki_anchors,
+        &with_local,
+        now,
+        KeyUsage::server_auth(),
+        None,
+        None,
+    );
+
+    match verified {
+        Ok(path) => {
+            let mut used_local = false;
+            report.built.push(report.sent[0].clone());
+            for cert in path.intermediate_certificates() {
+                let der = cert.der();
+                let depth = report.built.len();
+                let facts = match sent.iter().position(|s| s.as_ref() == der.as_ref()) {
+                    Some(i) => CertFacts {
+                        depth,
+                        ..report.sent[i].clone()
+                    },
+                    None => {
+                        used_local = true;
+                        let stored = store
+                            .intermediates
+                            .iter()
+                            .find(|s| s.der.as_ref() == der.as_ref());
+                        let source = stored.map_or(CertSource::Server, |s| s.source.clone());
+                        CertFacts::from_der(&der.into_owned(), depth, false, source)
+                    }
+                };
+                report.built.push(facts);
+            }
+            let anchor = path.anchor();
+            if let Some(i) = store
+                .webpki_anchors
+                .iter()
+                .position(|a| std::ptr::eq(a, anchor))
+            {
+                let stored = &store.anchors[i];
+                // A pinned self-signed leaf is its own anchor: list it once.
+                if stored.der.as_ref() != leaf_der.as_ref() {
+                    let sent_too = sent.iter().any(|s| s.as_ref() == stored.der.as_ref());
+                    let depth = report.built.len();
+                    report.built.push(CertFacts::from_der(
+                        &stored.der,
+                        depth,
+                        sent_too,
+                        stored.source.clone(),
+                    ));
+                }
+            }
+            report.error = check_name(&leaf, &report.sent[0], server_name);
+            // Whether the path needs what only we hold; the name check is not part of it.
+            report.sent_complete = !used_local
+                || leaf
+                    .verify_for_usage(
+                        algorithms,
+                        &store.webpki_anchors,
+                        sent_only,
+                        now,
+                        KeyUsage::server_auth(),
+                        None,
+                        None,
+                    )
+                    .is_ok();
+        }
+        Err(webpki_error) => {
+            let walk = walk(store, sent, now);
+            report.built = walk.built;
+            report.error = Some(diagnose(&report.built, walk.end, &webpki_error, now));
+        }
+    }
+    report
+}
+
+/// The hostname check (RFC 6125 via webpki: SAN DNS names and IP addresses; the CN is ignored).
+fn check_name(
+    leaf: &EndEntityCert<'_>,
+    facts: &CertFacts,
+    server_name: &str,
+) -> Option<ChainError> {
+    let covered = ServerName::try_from(server_name)
+        .ok()
+        .is_some_and(|name| leaf.verify_is_valid_for_subject_name(&name).is_ok());
+    if covered {
+        return None;
+    }
+    Some(ChainError {
+        reason: Reason::CertHostnameMismatch,
+        depth: Some(0),
+        detail: format!(
+            "the certificate names [{}] and does not cover {server_name:?}",
+            facts.sans.join(", ")
+        ),
+    })
+}
+
+/// Where the fallback builder stopped.
+#[derive(Debug)]
+enum WalkEnd {
+    /// The last certificate in `built` is a trust anchor.
+    Anchor,
+    /// The head is self-signed and no trust source holds it.
+    SelfSigned,
+    /// No certificate anywhere is named as the head's issuer.
+    IssuerNotFound,
+    /// Certificates are named as the head's issuer, but none of their keys verifies its signature.
+    BadSignature,
+    /// The chain grew past [`MAX_CHAIN_LEN`].
+    TooLong,
+}
+
+/// The result of the fallback builder.
+struct Walk {
+    built: Vec<CertFacts>,
+    end: WalkEnd,
+}
+
+/// A certificate that may issue the head of the walk.
+struct Candidate<'a> {
+    der: &'a CertificateDer<'static>,
+    sent: bool,
+    source: CertSource,
+    anchor: bool,
+}
+
+/// Walks from the leaf towards an anchor: at each step the issuer is looked up by name, among
+/// anchors first, then the sent certificates, then local intermediates; a candidate counts only
+/// if its key verifies the head's signature, and among several a currently valid one is
+/// preferred. Greedy, without backtracking: it explains a failure that webpki (which does
+/// backtrack) already established, it does not decide validity.
+fn walk(store: &TrustStore, sent: &[CertificateDer<'static>], now: UnixTime) -> Walk {
+    let mut built = vec![CertFacts::from_der(&sent[0], 0, true, CertSource::Server)];
+    let mut head_der = sent[0].clone();
+    loop {
+        let Some(head) = parse(&head_der) else {
+            return Walk {
+                built,
+                end: WalkEnd::BadSignature,
+            };
+        };
+        if built.len() > MAX_CHAIN_LEN {
+            return Walk {
+                built,
+                end: WalkEnd::TooLong,
+            };
+        }
+        let issuer_name = head.issuer().as_raw();
+        let in_chain = |der: &[u8]| built.iter().any(|f| f.der.as_ref() == der);
+
+        let anchors = store.anchors_named(issuer_name).iter().map(|&i| {
+            let stored = &store.anchors[i];
+            Candidate {
+                der: &stored.der,
+                sent: sent.iter().any(|s| s.as_ref() == stored.der.as_ref()),
+                source: stored.source.clone(),
+                anchor: true,
+            }
+        });
+        let sent_candidates = sent.iter().skip(1).map(|der| Candidate {
+            der,
+            sent: true,
+            source: CertSource::Server,
+            anchor: false,
+        });
+        let local = store
+            .intermediates
+            .iter()
+            .filter(|s| s.subject == issuer_name)
+            .map(|s| Candidate {
+                der: &s.der,
+                sent: sent.iter().any(|d| d.as_ref() == s.der.as_ref()),
+                source: s.source.clone(),
+                anchor: false,
+            });
+
+        let mut named = false;
+        let mut chosen: Option<(Candidate<'_>, bool)> = None;
+        for candidate in anchors.chain(sent_candidates).chain(local) {
+            let Some(issuer) = parse(candidate.der) else {
+                continue;
+            };
+            if issuer.subject().as_raw() != issuer_name {
+                continue;
+            }
+            // The head itself, sent again or found in a store: the question is who issued it.
+            if candidate.der.as_ref() == head_der.as_ref() && !candidate.anchor {
+                continue;
+            }
+            if !candidate.anchor && in_chain(candidate.der.as_ref()) {
+                continue;
+            }
+            named = true;
+            if !signed_by(&head, issuer.public_key()) {
+                continue;
+            }
+            let valid_now = is_valid_at(&issuer, now);
+            let better = match &chosen {
+                None => true,
+                Some((current, current_valid)) => {
+                    (candidate.anchor && !current.anchor)
+                        || (candidate.anchor == current.anchor && valid_now && !current_valid)
+                }
+            };
+            if better {
+                chosen = Some((candidate, valid_now));
+            }
+        }
+
+        match chosen {
+            Some((issuer, _)) if issuer.anchor => {
+                // A self-signed leaf that is itself an anchor (pinned): nothing more to list.
+                if issuer.der.as_ref() != head_der.as_ref() {
+                    let depth = built.len();
+                    built.push(CertFacts::from_der(
+                        issuer.der,
+                        depth,
+                        issuer.sent,
+                        issuer.source,
+                    ));
+                }
+                return Walk {
+                    built,
+                    end: WalkEnd::Anchor,
+                };
+            }
+            Some((issuer, _)) => {
+                let depth = built.len();
+                let next = issuer.der.clone();
+                built.push(CertFacts::from_der(
+                    issuer.der,
+                    depth,
+                    issuer.sent,
+                    issuer.source,
+                ));
+                head_der = next;
+            }
+            None if is_self_signed(&head) => {
+                return Walk {
+                    built,
+                    end: WalkEnd::SelfSigned,
+                }
+            }
+            None if named => {
+                return Walk {
+                    built,
+                    end: WalkEnd::BadSignature,
+                }
+            }
+            None => {
+                return Walk {
+                    built,
+                    end: WalkEnd::IssuerNotFound,
+                }
+            }
+        }
+    }
+}
+
+/// Whether `cert` is within its validity period at `now`.
+fn is_valid_at(cert: &X509Certificate<'_>, now: UnixTime) -> bool {
+    let now = now.as_secs() as i64;
+    cert.validity().not_before.timestamp() <= now && now <= cert.validity().not_after.timestamp()
+}
+
+/// The verdict for a chain webpki rejected, from the fallback walk.
+///
+/// Incomplete chain or unknown issuer — the heuristic: RFC 8446 §4.4.2 (and RFC 5246 §7.4.2)
+/// make the server send its leaf followed by the certificates that certify it, and let it omit
+/// only the root, which the client must already hold. So when building stops at the **leaf**
+/// (its issuer is neither sent, nor an anchor, nor a local intermediate), the missing piece is an
+/// intermediate the server should have sent: `cert_incomplete_chain`. When it stops at a **CA
+/// certificate** (a sent or local intermediate whose issuer is nowhere, or a sent root no trust
+/// source holds), the server did its part and the missing piece is a root: `cert_unknown_issuer`.
+/// Two cases are misnamed by this rule and cannot be told apart without fetching certificates:
+/// a leaf issued directly by an untrusted root (reported incomplete), and a chain missing a
+/// second intermediate above a sent one (reported unknown issuer). A lone self-signed leaf is
+/// `cert_self_signed`.
+///
+/// When the walk reached an anchor, the first certificate (from the leaf up, anchors excluded,
+/// as webpki does not check an anchor's dates) outside its validity period names the depth;
+/// otherwise webpki's own error is mapped.
+fn diagnose(
+    built: &[CertFacts],
+    end: WalkEnd,
+    webpki_error: &webpki::Error,
+    now: UnixTime,
+) -> ChainError {
+    let last = built.len() - 1;
+    let head = &built[last];
+    match end {
+        WalkEnd::Anchor => {
+            let now = now.as_secs() as i64;
+            let checked = if built.len() > 1 { last } else { built.len() };
+            for facts in &built[..checked] {
+                if now < facts.not_before {
+                    return ChainError {
+                        reason: Reason::CertNotYetValid,
+                        depth: Some(facts.depth),
+                        detail: format!(
+                            "certificate {:?} at depth {} is valid from {} only",
+                            facts.subject,
+                            facts.depth,
+                            timestamp(facts.not_before)
+                        ),
+                    };
+                }
+                if now > facts.not_after {
+                    return ChainError {
+                        reason: Reason::CertExpired,
+                        depth: Some(facts.depth),
+                        detail: format!(
+                            "certificate {:?} at depth {} expired at {}",
+                            facts.subject,
+                            facts.depth,
+                            timestamp(facts.not_after)
+                        ),
+                    };
+                }
+            }
+            map_webpki_error(webpki_error)
+        }
+        WalkEnd::SelfSigned if last == 0 => ChainError {
+            reason: Reason::CertSelfSigned,
+            depth: Some(0),
+            detail: format!(
+                "the server sent the self-signed certificate {:?}, which no trust source holds",
+                head.subject
+            ),
+        },
+        WalkEnd::SelfSigned => ChainError {
+            reason: Reason::CertUnknownIssuer,
+            depth: None,
+            detail: format!(
+                "the chain ends at the root {:?} (depth {last}), which no trust source holds",
+                head.subject
+            ),
+        },
+        WalkEnd::IssuerNotFound if last == 0 => ChainError {
+            reason: Reason::CertIncompleteChain,
+            depth: None,
+            detail: format!(
+                "the leaf's issuer {:?} was not sent by the server and no trust source holds it",
+                head.issuer
+            ),
+        },
+        WalkEnd::IssuerNotFound => ChainError {
+            reason: Reason::CertUnknownIssuer,
+            depth: None,
+            detail: format!(
+                "the chain ends at {:?} (depth {last}), whose issuer {:?} no trust source holds",
+                head.subject, head.issuer
+            ),
+        },
+        WalkEnd::BadSignature => ChainError {
+            reason: Reason::CertBadSignature,
+            depth: Some(last),
+            detail: format!(
+                "the signature of {:?} (depth {last}) does not verify with the key of any \
+                 certificate named {:?}",
+                head.subject, head.issuer
+            ),
+        },
+        WalkEnd::TooLong => ChainError {
+            reason: Reason::CertUnknownIssuer,
+            depth: None,
+            detail: format!("no trust anchor within {MAX_CHAIN_LEN} certificates"),
+        },
+    }
+}
+
+/// The closest `cert_*` reason for a webpki error the walk did not explain. Errors about a
+/// certificate's use (missing serverAuth EKU, a CA without the CA flag, name or path length
+/// constraints) have no reason of their own: they mean no usable path to an anchor exists, so
+/// they become `cert_unknown_issuer` with webpki's words in the detail.
+fn map_webpki_error(error: &webpki::Error) -> ChainError {
+    use webpki::Error as E;
+    let reason = match error {
+        E::CertExpired { .. } => Reason::CertExpired,
+        E::CertNotValidYet { .. } => Reason::CertNotYetValid,
+        E::BadDer
+        | E::BadDerTime
+        | E::InvalidSignatureForPublicKey
+        | E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+        | E::SignatureAlgorithmMismatch => Reason::CertBadSignature,
+        _ => Reason::CertUnknownIssuer,
+    };
+    ChainError {
+        reason,
+        depth: None,
+        detail: format!("the chain does not verify: {error}"),
+    }
+}
+
+/// Unix seconds as RFC 3339, for details.
+fn timestamp(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
