@@ -233,7 +233,9 @@ async fn probe_handler(
     };
     let outcome = {
         let _flight = InFlight::enter(app.exporter.in_flight());
-        probe::run(&prepared, &target, timeout).await
+        // The delivery check, too, must end before Prometheus gives up on the scrape.
+        let cap = std::time::Instant::now() + timeout;
+        probe::run_capped(&prepared, &target, timeout, Some(cap)).await
     };
     tracing::debug!(
         target = %outcome.target,
