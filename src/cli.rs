@@ -258,7 +258,11 @@ pub fn module_from_args(args: &ConnectionArgs) -> anyhow::Result<(String, Module
             let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
             let Some(module) = config.module(name) else {
                 let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
-                bail!("module {name:?} is not in {} (modules: {})", path.display(), known.join(", "));
+                bail!(
+                    "module {name:?} is not in {} (modules: {})",
+                    path.display(),
+                    known.join(", ")
+                );
             };
             (name.clone(), module.clone())
         }
@@ -452,7 +456,8 @@ async fn serve_until_signal(
         .with_context(|| format!("listening on {}", args.listen_address))?;
     let address = listener.local_addr().context("listening address")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     tracing::info!(address = %address, version = env!("CARGO_PKG_VERSION"), "listening");
     started(address);

@@ -37,9 +37,7 @@ const STEP_BUCKETS: &[f64] = &[
 ];
 
 /// Buckets of `smtp_prober_delivery_duration_seconds`: seconds to minutes.
-const DELIVERY_BUCKETS: &[f64] = &[
-    1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-];
+const DELIVERY_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
 /// One scheduled target, as the scheduler runs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,8 +97,11 @@ impl History {
             .buckets(DELIVERY_BUCKETS.to_vec()),
         )?;
         let probes = IntCounterVec::new(
-            Opts::new("smtp_prober_probes_total", "Scheduled probes run, by result.")
-                .const_label("name", name),
+            Opts::new(
+                "smtp_prober_probes_total",
+                "Scheduled probes run, by result.",
+            )
+            .const_label("name", name),
             &["result"],
         )?;
         // Both results exist from the start, so that rate() sees the first failure.
@@ -344,13 +345,12 @@ impl Scheduler {
         // Check everything before changing anything: a failed apply leaves the old set running.
         let mut resolved = Vec::with_capacity(targets.len());
         for spec in targets {
-            let module =
-                modules
-                    .get(&spec.module)
-                    .ok_or_else(|| ScheduleError::UnknownModule {
-                        target: spec.name.clone(),
-                        module: spec.module.clone(),
-                    })?;
+            let module = modules
+                .get(&spec.module)
+                .ok_or_else(|| ScheduleError::UnknownModule {
+                    target: spec.name.clone(),
+                    module: spec.module.clone(),
+                })?;
             resolved.push((spec, module));
         }
         let mut running = lock(&self.running);
@@ -619,7 +619,11 @@ mod tests {
             hist.contains("smtp_prober_step_duration_seconds_count{name=\"a\",step=\"connect\"}"),
             "{hist}"
         );
-        assert!(state.logs()[0].contains("connect_refused"), "{:?}", state.logs());
+        assert!(
+            state.logs()[0].contains("connect_refused"),
+            "{:?}",
+            state.logs()
+        );
     }
 
     #[tokio::test]

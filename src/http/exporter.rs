@@ -147,7 +147,9 @@ impl SelfMetrics {
         registry.register(Box::new(reload_successful.clone()))?;
         registry.register(Box::new(reload_timestamp.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(SelfMetrics {
             registry,
             reload_successful,

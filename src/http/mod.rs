@@ -80,7 +80,10 @@ pub fn router(exporter: Arc<Exporter>, probe: ProbeSettings) -> Router {
         .route("/metrics", get(metrics))
         .route("/logs", get(logs))
         .route("/config", get(config))
-        .route("/-/healthy", get(|| async { text_response(StatusCode::OK, "Healthy\n") }))
+        .route(
+            "/-/healthy",
+            get(|| async { text_response(StatusCode::OK, "Healthy\n") }),
+        )
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload))
         .with_state(app)
@@ -180,7 +183,10 @@ fn probe_timeout(
         .ok_or_else(|| {
             format!("{SCRAPE_TIMEOUT_HEADER}: {text:?} is not a positive number of seconds")
         })?;
-    let budget = scrape.checked_sub(offset).filter(|d| !d.is_zero()).unwrap_or(scrape);
+    let budget = scrape
+        .checked_sub(offset)
+        .filter(|d| !d.is_zero())
+        .unwrap_or(scrape);
     Ok(budget.min(module_timeout))
 }
 
@@ -226,8 +232,7 @@ async fn probe_handler(
         Ok(t) => t,
         Err(why) => return text_response(StatusCode::BAD_REQUEST, format!("{why}\n")),
     };
-    let timeout = match probe_timeout(&headers, app.probe.timeout_offset, prepared.module.timeout)
-    {
+    let timeout = match probe_timeout(&headers, app.probe.timeout_offset, prepared.module.timeout) {
         Ok(t) => t,
         Err(why) => return text_response(StatusCode::BAD_REQUEST, format!("{why}\n")),
     };
@@ -282,7 +287,10 @@ async fn metrics(State(app): State<App>) -> Response {
             .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "rendering /metrics");
-            text_response(StatusCode::INTERNAL_SERVER_ERROR, "rendering metrics failed\n")
+            text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering metrics failed\n",
+            )
         }
     }
 }
@@ -382,10 +390,7 @@ mod tests {
             probe_timeout(&headers("10"), half, module),
             Ok(Duration::from_millis(9500))
         );
-        assert_eq!(
-            probe_timeout(&headers("60"), half, module),
-            Ok(module)
-        );
+        assert_eq!(probe_timeout(&headers("60"), half, module), Ok(module));
         assert_eq!(
             probe_timeout(&headers("0.3"), half, module),
             Ok(Duration::from_millis(300))

@@ -152,7 +152,11 @@ fn waterfall(out: &mut String, o: &ProbeOutcome) {
         let _ = write!(
             out,
             "<span{} style=\"left:{left:.2}%;width:{width:.2}%\" title=\"{} {}\"></span>",
-            if step.failure.is_some() { " class=\"f\"" } else { "" },
+            if step.failure.is_some() {
+                " class=\"f\""
+            } else {
+                ""
+            },
             step.name,
             ms(step.duration)
         );
@@ -176,8 +180,17 @@ fn chain(out: &mut String, o: &ProbeOutcome, now: i64) {
                 );
             }
         }
-        let _ = write!(out, " <small>{} sent, {}</small>", c.sent.len(), esc(&tls.version));
-        let certs = if c.built.is_empty() { &c.sent } else { &c.built };
+        let _ = write!(
+            out,
+            " <small>{} sent, {}</small>",
+            c.sent.len(),
+            esc(&tls.version)
+        );
+        let certs = if c.built.is_empty() {
+            &c.sent
+        } else {
+            &c.built
+        };
         for cert in certs {
             let days = (cert.not_after - now) / 86_400;
             let _ = write!(

@@ -1,0 +1,805 @@
+//! The exporter through the real binary over HTTP on loopback: `/probe` against the embedded
+//! demo server, the scheduled `/metrics`, the status page and logs, reload (HTTP and SIGHUP),
+//! shutdown on SIGTERM, `check-config` and `demo`.
+//!
+//! Each test starts its own `smtp-prober` on `127.0.0.1:0` and reads the bound address from the
+//! `listening` log line, so tests never race for ports. Demo servers run in-process on a small
+//! Tokio runtime; the HTTP client is a few lines of HTTP/1.0 over a blocking socket.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use smtp_prober::demo::{DemoPki, DemoServer, Sent, ServerConfig, Verb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_smtp-prober");
+
+/// A running `smtp-prober`; killed when dropped (if still running).
+struct Exporter {
+    child: Child,
+    addr: SocketAddr,
+    /// Log lines after the `listening` line.
+    log: mpsc::Receiver<String>,
+}
+
+impl Exporter {
+    /// Starts the binary with `args` plus `--web.listen-address=127.0.0.1:0`.
+    fn start(args: &[&str]) -> Exporter {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("--web.listen-address=127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting smtp-prober");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Drain stdout so that a chatty command never blocks on a full pipe.
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut BufReader::new(stdout), &mut std::io::sink());
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = listening_address(&line) {
+                        break addr;
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "smtp-prober did not start listening; stderr:\n{}",
+                        seen.join("\n")
+                    );
+                }
+            }
+        };
+        Exporter {
+            child,
+            addr,
+            log: rx,
+        }
+    }
+
+    fn get(&self, path: &str) -> Response {
+        http(self.addr, "GET", path, &[])
+    }
+
+    fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        http(self.addr, "GET", path, headers)
+    }
+
+    fn post(&self, path: &str) -> Response {
+        http(self.addr, "POST", path, &[])
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to end.
+    fn wait(mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "smtp-prober still running after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls `/metrics` until `check` holds, returning that page.
+    fn metrics_until(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let page = self.get("/metrics").body;
+            if check(&page) {
+                return page;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; /metrics:\n{page}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Log lines written so far.
+    fn log_lines(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The address of a `listening` log line, logfmt (`address=…`) or JSON (`"address":"…"`).
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let rest = line
+        .split_once("address=")
+        .or_else(|| line.split_once("\"address\":\""))?
+        .1;
+    let end = rest
+        .find([' ', '"'])
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+struct Response {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// One HTTP/1.0 request: the server answers without chunking and closes the connection.
+fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connecting to the exporter");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        request.push_str("Content-Length: 0\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("sending");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("reading the response");
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    Response {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+/// Demo SMTP servers on their own small runtime, so the test thread can block on HTTP.
+struct Servers {
+    runtime: tokio::runtime::Runtime,
+    servers: Vec<DemoServer>,
+}
+
+impl Servers {
+    fn new() -> Servers {
+        Servers {
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            servers: Vec::new(),
+        }
+    }
+
+    /// Starts a server and returns its `host:port`.
+    fn start(&mut self, config: ServerConfig) -> String {
+        let server = self
+            .runtime
+            .block_on(DemoServer::start(config))
+            .expect("starting a demo server");
+        let addr = server.addr().to_string();
+        self.servers.push(server);
+        addr
+    }
+
+    fn healthy(&mut self) -> String {
+        self.start(ServerConfig::default())
+    }
+
+    fn leaf_only(&mut self) -> String {
+        self.start(ServerConfig {
+            sent: Sent::LeafOnly,
+            ..ServerConfig::default()
+        })
+    }
+}
+
+/// A directory with the demo root, the AUTH password and the configuration file.
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Files {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("root.pem"), DemoPki::localhost().root_pem()).expect("root");
+        std::fs::write(dir.path().join("password"), "secret\n").expect("password");
+        Files { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("smtp-prober.yml")
+    }
+
+    fn config_arg(&self) -> String {
+        format!("--config.file={}", self.config().display())
+    }
+
+    fn write(&self, yaml: &str) {
+        // Write then rename, as deployment tools do: a reload never reads half a file.
+        let tmp = self.dir.path().join("next.yml");
+        std::fs::write(&tmp, yaml).expect("writing the configuration");
+        std::fs::rename(&tmp, self.config()).expect("renaming the configuration");
+    }
+}
+
+/// Modules every test uses: `starttls` trusts only the demo root; `send` also logs in and sends
+/// a token mail; `slow` has a long timeout for the scrape-timeout test.
+fn modules(dir: &Path) -> String {
+    format!(
+        r#"scheduler:
+  max_concurrency: 4
+  min_send_interval: 0s
+modules:
+  starttls:
+    timeout: 5s
+    tls: starttls
+    ehlo: prober.test
+    tls_config: {{server_name: localhost, trust: [], ca_files: [{root}]}}
+  slow:
+    timeout: 10s
+    tls: starttls
+    ehlo: prober.test
+    tls_config: {{server_name: localhost, trust: [], ca_files: [{root}]}}
+  send:
+    timeout: 5s
+    tls: starttls
+    ehlo: prober.test
+    tls_config: {{server_name: localhost, trust: [], ca_files: [{root}]}}
+    auth: {{username: probe, password_file: {password}}}
+    message: {{from: probe@prober.test, to: [inbox@prober.test]}}
+"#,
+        root = dir.join("root.pem").display(),
+        password = dir.join("password").display(),
+    )
+}
+
+/// A `targets:` section; each entry is (name, target, module).
+fn targets(list: &[(&str, &str, &str)]) -> String {
+    let mut out = String::from("targets:\n");
+    for (name, target, module) in list {
+        out.push_str(&format!(
+            "  - {{name: {name}, target: \"{target}\", module: {module}, interval: 1s, \
+             labels: {{site: hq}}}}\n"
+        ));
+    }
+    out
+}
+
+/// The value of the one sample whose line starts with `series` (name and labels).
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn probe_success_against_the_demo_server() {
+    let mut servers = Servers::new();
+    let ok = servers.healthy();
+    let files = Files::new();
+    files.write(&modules(files.dir.path()));
+    let exporter = Exporter::start(&[&files.config_arg()]);
+
+    let r = exporter.get(&format!("/probe?module=starttls&target={ok}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.headers
+            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{}",
+        r.headers
+    );
+    assert_eq!(sample(&r.body, "probe_success"), Some(1.0), "{}", r.body);
+    assert_eq!(sample(&r.body, "probe_tls_chain_valid"), Some(1.0));
+    for step in [
+        "connect",
+        "greeting",
+        "ehlo",
+        "starttls",
+        "tls_handshake",
+        "ehlo_tls",
+    ] {
+        let series = format!("probe_smtp_step_duration_seconds{{step=\"{step}\"}}");
+        let d = sample(&r.body, &series).unwrap_or_else(|| panic!("no {series}:\n{}", r.body));
+        assert!(d > 0.0 && d < 5.0, "{series} = {d}");
+    }
+    assert!(
+        !r.body.contains("probe_smtp_failed_step_info"),
+        "{}",
+        r.body
+    );
+    // Fresh families per request: no scheduled labels, one probe_success.
+    assert_eq!(r.body.matches("# TYPE probe_success gauge").count(), 1);
+    assert_eq!(r.body.matches("\nprobe_success ").count(), 1);
+}
+
+#[test]
+fn probe_failure_names_the_step_and_reason() {
+    let mut servers = Servers::new();
+    let broken = servers.leaf_only();
+    let rejecting =
+        servers.start(ServerConfig::default().reply_to(Verb::Ehlo, "554 5.7.1 No EHLO for you"));
+    let files = Files::new();
+    files.write(&modules(files.dir.path()));
+    let exporter = Exporter::start(&[&files.config_arg()]);
+
+    let r = exporter.get(&format!("/probe?module=starttls&target={broken}"));
+    assert_eq!(r.status, 200);
+    assert_eq!(sample(&r.body, "probe_success"), Some(0.0), "{}", r.body);
+    assert_eq!(
+        sample(
+            &r.body,
+            "probe_smtp_failed_step_info{step=\"tls_handshake\",reason=\"cert_incomplete_chain\"}"
+        ),
+        Some(1.0),
+        "{}",
+        r.body
+    );
+    assert_eq!(sample(&r.body, "probe_tls_chain_sent_complete"), Some(0.0));
+    // The certificates are still reported.
+    assert!(r
+        .body
+        .contains("probe_tls_cert_not_after_timestamp_seconds{depth=\"0\""));
+
+    let r = exporter.get(&format!("/probe?module=starttls&target={rejecting}"));
+    assert_eq!(
+        sample(
+            &r.body,
+            "probe_smtp_failed_step_info{step=\"ehlo\",reason=\"ehlo_rejected\"}"
+        ),
+        Some(1.0),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        sample(&r.body, "probe_smtp_step_reply_code{step=\"ehlo\"}"),
+        Some(554.0)
+    );
+}
+
+#[test]
+fn probe_refuses_bad_requests() {
+    let mut servers = Servers::new();
+    let ok = servers.healthy();
+    let files = Files::new();
+    files.write(&modules(files.dir.path()));
+    let exporter = Exporter::start(&[
+        &files.config_arg(),
+        r"--probe.allowed-targets=127\.0\.0\.1:\d+",
+    ]);
+
+    let send = format!("/probe?module=send&target={ok}");
+    let cases: &[(&str, u16, &str)] = &[
+        (
+            "/probe?target=127.0.0.1:25",
+            400,
+            "module parameter is missing",
+        ),
+        ("/probe?module=starttls", 400, "target parameter is missing"),
+        (
+            "/probe?module=starttls&target=",
+            400,
+            "target parameter is missing",
+        ),
+        (
+            "/probe?module=nope&target=127.0.0.1:25",
+            400,
+            "unknown module \"nope\"",
+        ),
+        (
+            "/probe?module=starttls&target=127.0.0.1:99999",
+            400,
+            "must be a number from 1 to 65535",
+        ),
+        (
+            "/probe?module=starttls&target=localhost:25",
+            403,
+            "is not allowed by --probe.allowed-targets",
+        ),
+        // The allow-list matches the whole target, not a part of it.
+        (
+            "/probe?module=starttls&target=127.0.0.1:25.evil.example",
+            403,
+            "is not allowed",
+        ),
+        (&send, 403, "--probe.allow-send"),
+    ];
+    for (path, status, message) in cases {
+        let r = exporter.get(path);
+        assert_eq!(r.status, *status, "{path}: {}", r.body);
+        assert!(r.body.contains(message), "{path}: {}", r.body);
+    }
+    let r = exporter.get_with(
+        &format!("/probe?module=starttls&target={ok}"),
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "soon")],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    // The send refusal sent nothing.
+    assert!(servers.servers[0].received().is_empty());
+}
+
+#[test]
+fn probe_sends_with_allow_send_and_debug_shows_log_metrics_and_redacted_module() {
+    let mut servers = Servers::new();
+    let ok = servers.healthy();
+    let files = Files::new();
+    files.write(&modules(files.dir.path()));
+    let exporter = Exporter::start(&[&files.config_arg(), "--probe.allow-send"]);
+
+    let r = exporter.get(&format!("/probe?module=send&target={ok}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(sample(&r.body, "probe_success"), Some(1.0), "{}", r.body);
+    assert_eq!(sample(&r.body, "probe_smtp_message_accepted"), Some(1.0));
+    let received = servers.servers[0].received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].auth_user.as_deref(), Some("probe"));
+
+    let r = exporter.get(&format!("/probe?module=send&target={ok}&debug=true"));
+    assert_eq!(r.status, 200);
+    assert!(r
+        .headers
+        .contains("content-type: text/plain; charset=utf-8"));
+    for part in [
+        "Logs for the probe:",
+        "verdict: SUCCESS",
+        "Metrics that would have been returned:",
+        "probe_success 1",
+        "Module configuration:",
+        "<redacted>",
+    ] {
+        assert!(r.body.contains(part), "no {part:?} in:\n{}", r.body);
+    }
+    assert!(!r.body.contains("secret"), "password leaked:\n{}", r.body);
+}
+
+#[test]
+fn probe_honours_the_scrape_timeout_header() {
+    let mut servers = Servers::new();
+    let stalling = servers.start(ServerConfig::default().stall_at(Verb::Ehlo));
+    let files = Files::new();
+    files.write(&modules(files.dir.path()));
+    let exporter = Exporter::start(&[&files.config_arg(), "--timeout-offset=0.5s"]);
+
+    let started = Instant::now();
+    let r = exporter.get_with(
+        &format!("/probe?module=slow&target={stalling}"),
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "1.5")],
+    );
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Deadline 1.5 s - 0.5 s = 1 s, not the module's 10 s.
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    assert_eq!(
+        sample(&r.body, "probe_timeout_seconds"),
+        Some(1.0),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        sample(
+            &r.body,
+            "probe_smtp_failed_step_info{step=\"ehlo\",reason=\"timeout\"}"
+        ),
+        Some(1.0),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn scheduled_results_histograms_status_page_and_logs() {
+    let mut servers = Servers::new();
+    let ok = servers.healthy();
+    let broken = servers.leaf_only();
+    let files = Files::new();
+    files.write(&format!(
+        "{}{}",
+        modules(files.dir.path()),
+        targets(&[("ok", &ok, "starttls"), ("chain", &broken, "starttls")])
+    ));
+    let exporter = Exporter::start(&[&files.config_arg()]);
+    let ok_success =
+        format!("probe_success{{name=\"ok\",target=\"{ok}\",module=\"starttls\",site=\"hq\"}}");
+    let chain_failed = format!(
+        "probe_smtp_failed_step_info{{name=\"chain\",target=\"{broken}\",module=\"starttls\",\
+         site=\"hq\",step=\"tls_handshake\",reason=\"cert_incomplete_chain\"}}"
+    );
+    let page = exporter.metrics_until("both targets' results", |p| {
+        p.contains(&ok_success) && p.contains(&chain_failed)
+    });
+    assert_eq!(sample(&page, &ok_success), Some(1.0), "{page}");
+    assert_eq!(sample(&page, &chain_failed), Some(1.0));
+    // One header per family, however many targets.
+    for family in ["probe_success", "probe_smtp_step_duration_seconds"] {
+        assert_eq!(
+            page.matches(&format!("# TYPE {family} gauge\n")).count(),
+            1,
+            "{family}"
+        );
+    }
+    assert!(page.contains(&format!(
+        "probe_smtp_step_duration_seconds{{name=\"ok\",target=\"{ok}\",module=\"starttls\",\
+         site=\"hq\",step=\"tls_handshake\"}}"
+    )));
+    let count = sample(
+        &page,
+        "smtp_prober_step_duration_seconds_count{name=\"ok\",step=\"tls_handshake\"}",
+    )
+    .expect("a step histogram");
+    assert!(count >= 1.0);
+    assert!(page.contains(
+        "smtp_prober_step_duration_seconds_bucket{name=\"ok\",step=\"tls_handshake\",le=\"+Inf\"}"
+    ));
+    assert!(sample(
+        &page,
+        "smtp_prober_probes_total{name=\"ok\",result=\"success\"}"
+    )
+    .is_some_and(|v| v >= 1.0));
+    assert!(sample(
+        &page,
+        "smtp_prober_probes_total{name=\"chain\",result=\"failure\"}"
+    )
+    .is_some_and(|v| v >= 1.0));
+    assert_eq!(
+        sample(
+            &page,
+            "smtp_prober_probes_total{name=\"chain\",result=\"success\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &page,
+            &format!(
+                "smtp_prober_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&page, "smtp_prober_config_last_reload_successful"),
+        Some(1.0)
+    );
+    assert!(sample(
+        &page,
+        "smtp_prober_config_last_reload_success_timestamp_seconds"
+    )
+    .is_some_and(|t| t > 1.6e9));
+    assert!(sample(&page, "smtp_prober_probes_in_flight").is_some());
+    assert!(sample(&page, "process_resident_memory_bytes").is_some_and(|v| v > 0.0));
+
+    let status = exporter.get("/");
+    assert_eq!(status.status, 200);
+    assert!(status.headers.contains("content-type: text/html"));
+    for part in [
+        "<td>ok</td>",
+        "<td>chain</td>",
+        "cert_incomplete_chain",
+        "href=\"/logs?target=chain\"",
+        "class=\"ok\">success",
+    ] {
+        assert!(
+            status.body.contains(part),
+            "no {part:?} in:\n{}",
+            status.body
+        );
+    }
+
+    let logs = exporter.get("/logs?target=chain");
+    assert_eq!(logs.status, 200);
+    assert!(logs
+        .body
+        .contains("verdict: FAILED in step tls_handshake: cert_incomplete_chain"));
+    assert!(exporter
+        .get("/logs?target=ok")
+        .body
+        .contains("verdict: SUCCESS"));
+    assert_eq!(exporter.get("/logs?target=nope").status, 404);
+    assert_eq!(exporter.get("/logs").status, 400);
+
+    let config = exporter.get("/config");
+    assert_eq!(config.status, 200);
+    assert!(config.body.contains("starttls:"), "{}", config.body);
+    assert!(!config.body.contains("secret"));
+    assert_eq!(exporter.get("/-/healthy").status, 200);
+    assert_eq!(exporter.get("/-/ready").status, 200);
+    assert_eq!(exporter.get("/-/reload").status, 405);
+    assert_eq!(exporter.get("/nowhere").status, 404);
+}
+
+#[test]
+fn reload_applies_good_keeps_running_on_bad_and_ignores_unchanged() {
+    let mut servers = Servers::new();
+    let ok = servers.healthy();
+    let files = Files::new();
+    let base = modules(files.dir.path());
+    files.write(&format!("{base}{}", targets(&[("a", &ok, "starttls")])));
+    let exporter = Exporter::start(&[&files.config_arg()]);
+    let a_success = "smtp_prober_probes_total{name=\"a\",result=\"success\"}";
+    exporter.metrics_until("a's first result", |p| {
+        sample(p, a_success).is_some_and(|v| v >= 1.0)
+    });
+
+    let r = exporter.post("/-/reload");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "configuration unchanged\n")
+    );
+
+    files.write(&format!(
+        "{base}{}bogus: 1\n",
+        targets(&[("a", &ok, "starttls")])
+    ));
+    let r = exporter.post("/-/reload");
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(
+        r.body.contains("smtp-prober.yml:") && r.body.contains("bogus"),
+        "{}",
+        r.body
+    );
+    let page = exporter.get("/metrics").body;
+    assert_eq!(
+        sample(&page, "smtp_prober_config_last_reload_successful"),
+        Some(0.0)
+    );
+    let before = sample(&page, a_success).expect("a still scheduled");
+    assert!(!exporter.get("/config").body.contains("bogus"));
+
+    // a unchanged (keeps its timer and counters), b added.
+    files.write(&format!(
+        "{base}{}",
+        targets(&[("a", &ok, "starttls"), ("b", &ok, "starttls")])
+    ));
+    let r = exporter.post("/-/reload");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            200,
+            "configuration reloaded: 1 targets added, 0 changed, 0 removed, 1 unchanged\n"
+        )
+    );
+    let page = exporter.metrics_until("b's first result", |p| {
+        p.contains("smtp_prober_probes_total{name=\"b\",result=\"success\"} 1")
+    });
+    assert_eq!(
+        sample(&page, "smtp_prober_config_last_reload_successful"),
+        Some(1.0)
+    );
+    assert!(sample(&page, a_success).is_some_and(|v| v >= before));
+
+    // SIGHUP: a removed.
+    files.write(&format!("{base}{}", targets(&[("b", &ok, "starttls")])));
+    exporter.signal("HUP");
+    exporter.metrics_until("a to disappear", |p| {
+        !p.contains("name=\"a\"") && p.contains("name=\"b\"")
+    });
+    assert!(exporter
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("configuration reloaded") && l.contains("removed=1")));
+}
+
+#[test]
+fn sigterm_and_sigint_exit_zero() {
+    let files = Files::new();
+    files.write(&modules(files.dir.path()));
+    for (signal, format) in [("TERM", "logfmt"), ("INT", "json")] {
+        let exporter = Exporter::start(&[&files.config_arg(), &format!("--log.format={format}")]);
+        assert_eq!(exporter.get("/-/healthy").status, 200);
+        exporter.signal(signal);
+        let status = exporter.wait(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "SIG{signal}");
+    }
+}
+
+#[test]
+fn check_config_exit_codes() {
+    let files = Files::new();
+    files.write(&modules(files.dir.path()));
+    let out = Command::new(BIN)
+        .args(["check-config", &files.config_arg()])
+        .output()
+        .expect("check-config");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK, 3 modules, 0 targets"));
+
+    files.write("modules:\n  m:\n    tls: startls\n");
+    let out = Command::new(BIN)
+        .args(["check-config", &files.config_arg()])
+        .output()
+        .expect("check-config");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("smtp-prober.yml:3: modules.m.tls:"),
+        "{stderr}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["check-config", "--config.file=/nonexistent/smtp-prober.yml"])
+        .output()
+        .expect("check-config");
+    assert_eq!(out.status.code(), Some(2));
+
+    // serve refuses to start on a broken file, with the same exit code.
+    let out = Command::new(BIN)
+        .args([&files.config_arg(), "--web.listen-address=127.0.0.1:0"])
+        .output()
+        .expect("serve");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn demo_command_probes_a_healthy_and_a_broken_server() {
+    let exporter = Exporter::start(&["demo", "--interval=1s"]);
+    let page = exporter.metrics_until("both demo targets", |p| {
+        p.contains("probe_success{name=\"demo-healthy\"")
+            && p.contains("probe_success{name=\"demo-incomplete-chain\"")
+    });
+    let line = |prefix: &str| {
+        page.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("probe_success{name=\"demo-healthy\"").ends_with(" 1"),
+        "{page}"
+    );
+    assert!(line("probe_success{name=\"demo-incomplete-chain\"").ends_with(" 0"));
+    assert!(
+        line("probe_smtp_failed_step_info{name=\"demo-incomplete-chain\"")
+            .contains("reason=\"cert_incomplete_chain\"")
+    );
+    assert!(line("probe_smtp_message_accepted{name=\"demo-healthy\"").ends_with(" 1"));
+    exporter.signal("TERM");
+    assert_eq!(exporter.wait(Duration::from_secs(10)).code(), Some(0));
+}
