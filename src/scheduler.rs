@@ -16,28 +16,213 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use prometheus::core::Collector as _;
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
+use prometheus::IntGauge;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::http::exposition::Chunk;
+use crate::http::exposition::{self, Chunk, Kind, Sink};
 use crate::probe::metrics::outcome_families;
 use crate::probe::target::Target;
 use crate::probe::{self, PreparedModule, ProbeOutcome};
+use crate::vocab::StepName;
 
 /// Transcripts kept per target for `/logs`.
 pub const LOGS_PER_TARGET: usize = 5;
 
-/// Buckets of `smtp_prober_step_duration_seconds`: loopback steps take well under a
-/// millisecond, a slow submission server's DATA several seconds.
-const STEP_BUCKETS: &[f64] = &[
+/// Bounds of `smtp_prober_step_duration_seconds`: loopback steps take well under a millisecond,
+/// a slow submission server's DATA several seconds.
+const STEP_BOUNDS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// [`STEP_BOUNDS`] as `le` label values.
+const STEP_LE: [&str; 13] = [
+    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
+    "10",
+];
+/// Bounds of `smtp_prober_delivery_duration_seconds`: seconds to minutes.
+const DELIVERY_BOUNDS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+/// [`DELIVERY_BOUNDS`] as `le` label values.
+const DELIVERY_LE: [&str; 10] = ["1", "2", "5", "10", "20", "30", "60", "120", "300", "600"];
 
-/// Buckets of `smtp_prober_delivery_duration_seconds`: seconds to minutes.
-const DELIVERY_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+/// A histogram as numbers: observations per bucket (not cumulative), the last slot for those
+/// above every bound, and their sum. About a hundred bytes, where the client library's
+/// histogram with its labels and descriptors takes kilobytes: it matters at 10,000 targets.
+#[derive(Clone, Debug)]
+struct Buckets<const N: usize> {
+    counts: [u64; N],
+    above: u64,
+    sum: f64,
+}
+
+impl<const N: usize> Buckets<N> {
+    fn new() -> Self {
+        Buckets {
+            counts: [0; N],
+            above: 0,
+            sum: 0.0,
+        }
+    }
+
+    fn observe(&mut self, bounds: &[f64; N], value: f64) {
+        match bounds.iter().position(|&b| value <= b) {
+            Some(i) => self.counts[i] += 1,
+            None => self.above += 1,
+        }
+        self.sum += value;
+    }
+
+    fn write(&self, out: &mut String, name: &str, labels: &str, le: &[&str; N]) {
+        exposition::write_histogram(out, name, labels, le, &self.counts, self.above, self.sum);
+    }
+}
+
+/// What a target's name has accumulated: `smtp_prober_step_duration_seconds`,
+/// `smtp_prober_delivery_duration_seconds` and `smtp_prober_probes_total`.
+#[derive(Debug, Default)]
+struct Totals {
+    /// In the order steps first ran.
+    steps: Vec<(StepName, Buckets<13>)>,
+    delivery: Option<Buckets<10>>,
+    success: u64,
+    failure: u64,
+}
+
+/// What outlives a change of a target's settings: keyed by its name.
+struct History {
+    /// `name="…"`, escaped once.
+    name_label: String,
+    totals: Mutex<Totals>,
+    /// Newest last.
+    logs: Mutex<VecDeque<Arc<str>>>,
+    /// Held while probing, so that a restarted target's new task never overlaps the old one's
+    /// last probe.
+    probing: tokio::sync::Mutex<()>,
+}
+
+impl History {
+    fn new(name: &str) -> History {
+        History {
+            name_label: format!("name=\"{}\"", exposition::escape_label_value(name)),
+            totals: Mutex::default(),
+            logs: Mutex::new(VecDeque::with_capacity(LOGS_PER_TARGET)),
+            probing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn observe(&self, outcome: &ProbeOutcome, delivery_configured: bool) {
+        let mut totals = lock(&self.totals);
+        // One observation per step and probe: a step that ran twice (one RCPT per recipient)
+        // counts with its summed time, as in `probe_smtp_step_duration_seconds`.
+        let mut per_step: Vec<(StepName, Duration)> = Vec::with_capacity(16);
+        for step in outcome.session.transcript.steps() {
+            match per_step.iter_mut().find(|(n, _)| *n == step.name) {
+                Some(entry) => entry.1 += step.duration,
+                None => per_step.push((step.name, step.duration)),
+            }
+        }
+        for (name, duration) in per_step {
+            let at = match totals.steps.iter().position(|(n, _)| *n == name) {
+                Some(i) => i,
+                None => {
+                    totals.steps.push((name, Buckets::new()));
+                    totals.steps.len() - 1
+                }
+            };
+            totals.steps[at]
+                .1
+                .observe(&STEP_BOUNDS, duration.as_secs_f64());
+        }
+        if delivery_configured && totals.delivery.is_none() {
+            totals.delivery = Some(Buckets::new());
+        }
+        if let Some(d) = outcome.delivery.as_ref().and_then(|d| d.duration) {
+            totals
+                .delivery
+                .get_or_insert_with(Buckets::new)
+                .observe(&DELIVERY_BOUNDS, d.as_secs_f64());
+        }
+        if outcome.success() {
+            totals.success += 1;
+        } else {
+            totals.failure += 1;
+        }
+    }
+
+    fn push_log(&self, entry: Arc<str>) {
+        let mut logs = lock(&self.logs);
+        if logs.len() >= LOGS_PER_TARGET {
+            logs.pop_front();
+        }
+        logs.push_back(entry);
+    }
+}
+
+/// Family names and help texts of the scheduled histograms and counters.
+const STEP_FAMILY: (&str, &str) = (
+    "smtp_prober_step_duration_seconds",
+    "Duration of each step of scheduled probes.",
+);
+const DELIVERY_FAMILY: (&str, &str) = (
+    "smtp_prober_delivery_duration_seconds",
+    "From the end of DATA to the token mail being visible, of scheduled probes.",
+);
+const PROBES_FAMILY: (&str, &str) = (
+    "smtp_prober_probes_total",
+    "Scheduled probes run, by result.",
+);
+
+/// Writes the scheduled histograms and counters of `targets`: one family after the other, each
+/// with every target's series. Each target's numbers are read under its own lock, briefly.
+pub fn write_totals(targets: &[Arc<TargetState>], out: &mut impl Sink) {
+    // Per target, its text is built in a small buffer, then handed on.
+    let mut buf = String::with_capacity(8 * 1024);
+    let families = [STEP_FAMILY, DELIVERY_FAMILY, PROBES_FAMILY];
+    for (i, (name, help)) in families.into_iter().enumerate() {
+        let kind = if i == 2 {
+            Kind::Counter
+        } else {
+            Kind::Histogram
+        };
+        let mut header = false;
+        for t in targets {
+            buf.clear();
+            let history = &t.history;
+            {
+                let totals = lock(&history.totals);
+                match i {
+                    0 => {
+                        for (step, buckets) in &totals.steps {
+                            let labels = format!("{},step=\"{}\"", history.name_label, step);
+                            buckets.write(&mut buf, name, &labels, &STEP_LE);
+                        }
+                    }
+                    1 => {
+                        if let Some(d) = &totals.delivery {
+                            d.write(&mut buf, name, &history.name_label, &DELIVERY_LE);
+                        }
+                    }
+                    _ => {
+                        for (result, n) in
+                            [("success", totals.success), ("failure", totals.failure)]
+                        {
+                            let labels = format!("{},result=\"{result}\"", history.name_label);
+                            exposition::write_sample(&mut buf, name, &labels, n);
+                        }
+                    }
+                }
+            }
+            if buf.is_empty() {
+                continue;
+            }
+            if !header {
+                exposition::write_header(out, name, help, kind);
+                header = true;
+            }
+            out.put(&buf);
+        }
+    }
+}
 
 /// One scheduled target, as the scheduler runs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,127 +246,6 @@ pub struct Latest {
     pub outcome: ProbeOutcome,
     /// The per-probe families with the target's labels, rendered.
     pub metrics: Chunk,
-}
-
-/// What outlives a change of a target's settings: keyed by its name.
-struct History {
-    step_duration: HistogramVec,
-    delivery_duration: Histogram,
-    probes: IntCounterVec,
-    /// The three families above, rendered after each result.
-    metrics: Mutex<Arc<Chunk>>,
-    /// Newest last.
-    logs: Mutex<VecDeque<Arc<str>>>,
-    /// Held while probing, so that a restarted target's new task never overlaps the old one's
-    /// last probe.
-    probing: tokio::sync::Mutex<()>,
-}
-
-impl History {
-    fn new(name: &str) -> Result<History, prometheus::Error> {
-        let step_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "smtp_prober_step_duration_seconds",
-                "Duration of each step of scheduled probes.",
-            )
-            .const_label("name", name)
-            .buckets(STEP_BUCKETS.to_vec()),
-            &["step"],
-        )?;
-        let delivery_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "smtp_prober_delivery_duration_seconds",
-                "From the end of DATA to the token mail being visible, of scheduled probes.",
-            )
-            .const_label("name", name)
-            .buckets(DELIVERY_BUCKETS.to_vec()),
-        )?;
-        let probes = IntCounterVec::new(
-            Opts::new(
-                "smtp_prober_probes_total",
-                "Scheduled probes run, by result.",
-            )
-            .const_label("name", name),
-            &["result"],
-        )?;
-        // Both results exist from the start, so that rate() sees the first failure.
-        for result in ["success", "failure"] {
-            probes.with_label_values(&[result]);
-        }
-        let history = History {
-            step_duration,
-            delivery_duration,
-            probes,
-            metrics: Mutex::default(),
-            logs: Mutex::new(VecDeque::with_capacity(LOGS_PER_TARGET)),
-            probing: tokio::sync::Mutex::new(()),
-        };
-        history.render(false);
-        Ok(history)
-    }
-
-    fn observe(&self, outcome: &ProbeOutcome, delivery_configured: bool) {
-        // One observation per step and probe: a step that ran twice (one RCPT per recipient)
-        // counts with its summed time, as in `probe_smtp_step_duration_seconds`.
-        let mut per_step: Vec<(crate::vocab::StepName, Duration)> = Vec::with_capacity(16);
-        for step in outcome.session.transcript.steps() {
-            match per_step.iter_mut().find(|(n, _)| *n == step.name) {
-                Some(entry) => entry.1 += step.duration,
-                None => per_step.push((step.name, step.duration)),
-            }
-        }
-        for (name, duration) in per_step {
-            self.step_duration
-                .with_label_values(&[name.as_str()])
-                .observe(duration.as_secs_f64());
-        }
-        if let Some(d) = outcome.delivery.as_ref().and_then(|d| d.duration) {
-            self.delivery_duration.observe(d.as_secs_f64());
-        }
-        let result = if outcome.success() {
-            "success"
-        } else {
-            "failure"
-        };
-        self.probes.with_label_values(&[result]).inc();
-        self.render(delivery_configured);
-    }
-
-    fn render(&self, delivery_configured: bool) {
-        let mut families = self.step_duration.collect();
-        if delivery_configured || self.delivery_duration.get_sample_count() > 0 {
-            families.extend(self.delivery_duration.collect());
-        }
-        families.extend(self.probes.collect());
-        // A family without samples (no step observed yet) is invalid in the text format. The
-        // client library keeps children in a hash map: order them (steps in probe order) for a
-        // stable, readable page.
-        families.retain(|f| !f.get_metric().is_empty());
-        for f in &mut families {
-            f.mut_metric().sort_by_cached_key(|m| {
-                m.get_label()
-                    .iter()
-                    .map(|l| {
-                        let rank = crate::vocab::StepName::ALL
-                            .iter()
-                            .position(|s| s.as_str() == l.value())
-                            .unwrap_or(usize::MAX);
-                        (rank, l.value().to_string())
-                    })
-                    .collect::<Vec<_>>()
-            });
-        }
-        let chunk = Arc::new(Chunk::from_families(&families));
-        *lock(&self.metrics) = chunk;
-    }
-
-    fn push_log(&self, entry: Arc<str>) {
-        let mut logs = lock(&self.logs);
-        if logs.len() >= LOGS_PER_TARGET {
-            logs.pop_front();
-        }
-        logs.push_back(entry);
-    }
 }
 
 /// A configured target with its results.
@@ -215,11 +279,6 @@ impl TargetState {
     /// The last few transcripts, newest first.
     pub fn logs(&self) -> Vec<Arc<str>> {
         lock(&self.history.logs).iter().rev().cloned().collect()
-    }
-
-    /// Histograms and counters of this target's name, rendered.
-    pub fn history_metrics(&self) -> Arc<Chunk> {
-        lock(&self.history.metrics).clone()
     }
 
     /// Keeps a finished probe's outcome: renders its metrics, feeds the histograms and the log.
@@ -290,14 +349,6 @@ pub enum ScheduleError {
         /// The module it names.
         module: String,
     },
-    /// A metric could not be created (a label value the client library refuses).
-    #[error("target {target:?}: {error}")]
-    Metrics {
-        /// The target's name.
-        target: String,
-        /// What the metrics library said.
-        error: prometheus::Error,
-    },
 }
 
 /// State shared by every target task.
@@ -354,17 +405,11 @@ impl Scheduler {
             resolved.push((spec, module));
         }
         let mut running = lock(&self.running);
-        let mut fresh: Vec<(String, Arc<History>)> = Vec::new();
-        for (spec, _) in &resolved {
-            if !running.contains_key(&spec.name) {
-                let history = History::new(&spec.name).map_err(|error| ScheduleError::Metrics {
-                    target: spec.name.clone(),
-                    error,
-                })?;
-                fresh.push((spec.name.clone(), Arc::new(history)));
-            }
-        }
-        let mut fresh: HashMap<String, Arc<History>> = fresh.into_iter().collect();
+        let mut fresh: HashMap<String, Arc<History>> = resolved
+            .iter()
+            .filter(|(spec, _)| !running.contains_key(&spec.name))
+            .map(|(spec, _)| (spec.name.clone(), Arc::new(History::new(&spec.name))))
+            .collect();
 
         self.set_max_concurrency(max_concurrency);
         let mut report = ApplyReport::default();
@@ -603,13 +648,13 @@ mod tests {
         let latest = wait_for_result(&state).await;
         assert!(!latest.outcome.success());
         let mut text = String::new();
-        crate::http::exposition::merge([&latest.metrics], &mut text);
+        crate::http::exposition::merge(&[&latest.metrics], &mut text);
         let want = format!(
             "probe_success{{name=\"a\",target=\"127.0.0.1:{port}\",module=\"plain\",site=\"hq\"}} 0"
         );
         assert!(text.contains(&want), "{text}");
         let mut hist = String::new();
-        crate::http::exposition::merge([&*state.history_metrics()], &mut hist);
+        write_totals(&s.targets(), &mut hist);
         assert!(
             hist.contains("smtp_prober_probes_total{name=\"a\",result=\"failure\"} 1")
                 || hist.contains("smtp_prober_probes_total{name=\"a\",result=\"failure\"} 2"),
@@ -675,6 +720,113 @@ mod tests {
         let err = s.apply(&[bad], &modules(), 1).expect_err("unknown module");
         assert_eq!(err.to_string(), "target \"x\": unknown module \"nope\"");
         assert!(s.targets().is_empty());
+    }
+
+    fn outcome(steps: &[(StepName, u64)], success: bool) -> ProbeOutcome {
+        use crate::smtp::session::SessionReport;
+        use crate::smtp::transcript::Failure;
+        let now = std::time::Instant::now();
+        let mut session = SessionReport::empty(now);
+        for (name, ms) in steps {
+            let began = now - Duration::from_millis(*ms);
+            session.transcript.record(*name, began, None, None, None);
+        }
+        ProbeOutcome {
+            target: "127.0.0.1:25".into(),
+            module: "plain".into(),
+            started_at: SystemTime::now(),
+            duration: Duration::from_millis(10),
+            timeout: Duration::from_secs(5),
+            session,
+            failure: (!success)
+                .then(|| Failure::new(StepName::Ehlo, crate::vocab::Reason::Timeout, "slow")),
+            probe_id: None,
+            delivery: Some(probe::DeliveryReport {
+                success: true,
+                duration: Some(Duration::from_secs(7)),
+                mailbox: Some("INBOX".into()),
+                received: Vec::new(),
+                polls: 1,
+                cleaned_up: true,
+            }),
+        }
+    }
+
+    #[test]
+    fn totals_are_written_as_histograms_and_counters() {
+        let history = History::new("x\"y");
+        history.observe(&outcome(&[(StepName::Ehlo, 3)], true), true);
+        history.observe(
+            &outcome(&[(StepName::Ehlo, 700), (StepName::Quit, 20_000)], false),
+            true,
+        );
+        let state = Arc::new(TargetState {
+            spec: spec("x\"y", 25, 1000),
+            target_label: "127.0.0.1:25".into(),
+            sends: false,
+            delivery: true,
+            latest: Mutex::default(),
+            history: Arc::new(history),
+        });
+        let mut out = String::new();
+        write_totals(&[state], &mut out);
+        let lines: Vec<&str> = out.lines().collect();
+        let n = r#"name="x\"y""#;
+        for want in [
+            "# TYPE smtp_prober_step_duration_seconds histogram".to_string(),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="0.0025"}} 0"#),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="0.005"}} 1"#),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="0.5"}} 1"#),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="1"}} 2"#),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="+Inf"}} 2"#),
+            format!(r#"smtp_prober_step_duration_seconds_count{{{n},step="ehlo"}} 2"#),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="quit",le="10"}} 0"#),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="quit",le="+Inf"}} 1"#),
+            "# TYPE smtp_prober_delivery_duration_seconds histogram".to_string(),
+            format!(r#"smtp_prober_delivery_duration_seconds_bucket{{{n},le="5"}} 0"#),
+            format!(r#"smtp_prober_delivery_duration_seconds_bucket{{{n},le="10"}} 2"#),
+            format!(r#"smtp_prober_delivery_duration_seconds_sum{{{n}}} 14"#),
+            "# TYPE smtp_prober_probes_total counter".to_string(),
+            format!(r#"smtp_prober_probes_total{{{n},result="success"}} 1"#),
+            format!(r#"smtp_prober_probes_total{{{n},result="failure"}} 1"#),
+        ] {
+            assert!(lines.contains(&want.as_str()), "no {want:?} in\n{out}");
+        }
+        // Each family's header once, the families in a fixed order.
+        assert_eq!(out.matches("# TYPE ").count(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrency_cap_holds() {
+        use crate::demo::{DemoServer, ServerConfig, Verb};
+        let server = DemoServer::start(
+            ServerConfig::default().delay(Verb::Greeting, Duration::from_millis(150)),
+        )
+        .await
+        .expect("demo server");
+        let gauge = IntGauge::new("t_in_flight4", "t").expect("gauge");
+        let s = Scheduler::new(2, gauge.clone());
+        let port = server.addr().port();
+        // Intervals far shorter than a probe: without the cap and the per-target lock, probes
+        // would pile up.
+        let targets: Vec<TargetSpec> = (0..4).map(|i| spec(&format!("t{i}"), port, 20)).collect();
+        s.apply(&targets, &modules(), 2).expect("apply");
+        let mut most = 0;
+        let mut most_sessions = 0;
+        let until = std::time::Instant::now() + Duration::from_millis(900);
+        while std::time::Instant::now() < until {
+            most = most.max(gauge.get());
+            most_sessions = most_sessions.max(server.active_sessions());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        s.shutdown();
+        assert_eq!(most, 2, "probes in flight peaked at {most}");
+        assert!(most_sessions <= 2, "{most_sessions} sessions at once");
+        assert!(
+            server.sessions() >= 4,
+            "only {} probes ran",
+            server.sessions()
+        );
     }
 
     #[test]

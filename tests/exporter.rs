@@ -154,9 +154,7 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
         .split_once("address=")
         .or_else(|| line.split_once("\"address\":\""))?
         .1;
-    let end = rest
-        .find([' ', '"'])
-        .unwrap_or(rest.len());
+    let end = rest.find([' ', '"']).unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 

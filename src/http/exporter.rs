@@ -14,12 +14,12 @@ use std::time::SystemTime;
 
 use prometheus::{Gauge, IntGauge, Opts, Registry};
 
-use super::exposition::{merge, Chunk};
+use super::exposition::{merge, Chunk, Sink};
 use crate::config::{Config, ConfigError};
 use crate::probe::metrics::render_text;
 use crate::probe::target::Target;
 use crate::probe::PreparedModule;
-use crate::scheduler::{ApplyReport, ScheduleError, Scheduler, TargetSpec};
+use crate::scheduler::{write_totals, ApplyReport, ScheduleError, Scheduler, TargetSpec};
 use crate::tls::TlsSetupError;
 
 /// Where the configuration comes from.
@@ -48,6 +48,9 @@ pub enum LoadError {
     /// The targets could not be scheduled.
     #[error("{0}")]
     Schedule(#[from] ScheduleError),
+    /// The exporter's own metrics could not be registered (a bug).
+    #[error("registering the exporter's metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// Reading the file on a blocking thread failed.
     #[error("loading the configuration was interrupted")]
     Interrupted,
@@ -191,12 +194,7 @@ impl Exporter {
     /// Loads the configuration and starts its targets. Must be called within a Tokio runtime.
     pub async fn start(source: ConfigSource) -> Result<Arc<Exporter>, LoadError> {
         let loaded = load(&source).await?;
-        let metrics = SelfMetrics::new().map_err(|error| {
-            LoadError::Schedule(ScheduleError::Metrics {
-                target: String::new(),
-                error,
-            })
-        })?;
+        let metrics = SelfMetrics::new()?;
         let scheduler = Scheduler::new(
             loaded.config.scheduler.max_concurrency,
             metrics.in_flight.clone(),
@@ -293,20 +291,13 @@ impl Exporter {
 
     /// The `/metrics` page: the latest results of every target, the scheduled histograms and
     /// counters, and the exporter's own and process metrics.
-    pub fn render_metrics(&self) -> String {
+    pub fn render_metrics(&self, out: &mut impl Sink) {
         let targets = self.scheduler.targets();
         let latest: Vec<_> = targets.iter().filter_map(|t| t.latest()).collect();
-        let history: Vec<Arc<Chunk>> = targets.iter().map(|t| t.history_metrics()).collect();
-        let mut out = String::new();
-        merge(
-            latest
-                .iter()
-                .map(|l| &l.metrics)
-                .chain(history.iter().map(|c| &**c)),
-            &mut out,
-        );
-        out.push_str(&render_text(&self.metrics.registry.gather()));
-        out
+        let chunks: Vec<&Chunk> = latest.iter().map(|l| &l.metrics).collect();
+        merge(&chunks, out);
+        write_totals(&targets, out);
+        out.put(&render_text(&self.metrics.registry.gather()));
     }
 
     /// Stops scheduling and cancels scheduled probes in flight.

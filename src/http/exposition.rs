@@ -8,6 +8,11 @@
 //! The text format wants every family's samples together under one `# HELP`/`# TYPE` header,
 //! while each target holds samples of many families: [`merge`] regroups the chunks by family,
 //! and the header of each family is kept once, in a process-wide table, not once per target.
+//!
+//! Histograms and counters of scheduled mode change with every result and would cost more
+//! memory as text than as numbers, so they are written on the fly by [`write_histogram`] and
+//! [`write_sample`], which do no more than a formatted copy. Everything is written into a
+//! [`Sink`], which may be a `String` or the pieces of a streamed response.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -89,6 +94,8 @@ impl Chunk {
             }
         }
         chunk.close(current);
+        // Merge walks every chunk in family-id order.
+        chunk.parts.sort_unstable_by_key(|&(id, _, _)| id);
         chunk
     }
 
@@ -113,33 +120,115 @@ impl Chunk {
     }
 }
 
+/// Where exposition text goes.
+pub trait Sink {
+    /// Appends text.
+    fn put(&mut self, text: &str);
+}
+
+impl Sink for String {
+    fn put(&mut self, text: &str) {
+        self.push_str(text);
+    }
+}
+
 /// Writes the chunks as one exposition: every family once, its samples from all chunks in
 /// chunk order.
-pub fn merge<'a>(chunks: impl IntoIterator<Item = &'a Chunk>, out: &mut String) {
-    let mut per_family: Vec<String> = Vec::new();
-    for chunk in chunks {
-        for &(id, start, end) in &chunk.parts {
-            let id = usize::from(id);
-            if per_family.len() <= id {
-                per_family.resize_with(id + 1, String::new);
-            }
-            per_family[id].push_str(&chunk.text[start as usize..end as usize]);
-        }
-    }
-    let table = match headers().lock() {
-        Ok(table) => table,
-        Err(poisoned) => poisoned.into_inner(),
+pub fn merge<'a>(chunks: &[&'a Chunk], out: &mut impl Sink) {
+    let headers: Vec<String> = match headers().lock() {
+        Ok(table) => table.text.clone(),
+        Err(poisoned) => poisoned.into_inner().text.clone(),
     };
-    out.reserve(per_family.iter().map(String::len).sum::<usize>() + 128 * per_family.len());
-    for (id, samples) in per_family.iter().enumerate() {
-        if samples.is_empty() {
-            continue;
-        }
-        if let Some(header) = table.text.get(id) {
-            out.push_str(header);
-            out.push_str(samples);
+    // Each chunk's parts are sorted by family id: one cursor per chunk, one pass per family.
+    let mut cursors = vec![0usize; chunks.len()];
+    for (id, header) in headers.iter().enumerate() {
+        let id = u16::try_from(id).unwrap_or(u16::MAX);
+        let mut wrote_header = false;
+        for (chunk, cursor) in chunks.iter().zip(cursors.iter_mut()) {
+            while let Some(&(part_id, start, end)) = chunk.parts.get(*cursor) {
+                if part_id > id {
+                    break;
+                }
+                *cursor += 1;
+                if part_id < id {
+                    continue;
+                }
+                if !wrote_header {
+                    out.put(header);
+                    wrote_header = true;
+                }
+                out.put(&chunk.text[start as usize..end as usize]);
+            }
         }
     }
+}
+
+/// The metric types written by hand.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A counter.
+    Counter,
+    /// A gauge.
+    Gauge,
+    /// A histogram.
+    Histogram,
+}
+
+/// Writes a family's `# HELP` and `# TYPE` lines. `help` must be a single line.
+pub fn write_header(out: &mut impl Sink, name: &str, help: &str, kind: Kind) {
+    let kind = match kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+        Kind::Histogram => "histogram",
+    };
+    out.put(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+}
+
+/// Escapes a label value for the text format: backslash, double quote and line feed.
+pub fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Writes one sample. `labels` are rendered pairs without braces (`a="1",b="2"`), may be empty.
+pub fn write_sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
+    use std::fmt::Write as _;
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// Writes one histogram series: `le` holds each bound's label value, `counts` the observations
+/// per bucket (not cumulative), `above` those above the last bound.
+pub fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    le: &[&str],
+    counts: &[u64],
+    above: u64,
+    sum: f64,
+) {
+    use std::fmt::Write as _;
+    let mut cumulative = 0u64;
+    for (bound, count) in le.iter().zip(counts) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+    }
+    let total = cumulative + above;
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
 }
 
 #[cfg(test)]
@@ -164,7 +253,7 @@ mod tests {
         let a = chunk("a", 1.0);
         let b = chunk("b\"q", 0.0);
         let mut out = String::new();
-        merge([&a, &b], &mut out);
+        merge(&[&a, &b], &mut out);
         assert_eq!(
             out,
             "# HELP test_exposition_success Success.\n\
@@ -179,9 +268,51 @@ mod tests {
     }
 
     #[test]
+    fn merge_regroups_families_first_seen_out_of_order() {
+        // `late` gets its id after `test_exposition_mid`, but comes first in `b`.
+        let mut f = Families::default();
+        f.gauge("test_exposition_mid", "Mid.", &[("t", "a")], 1.0);
+        let a = Chunk::from_families(&f.finish());
+        let mut f = Families::default();
+        f.gauge("test_exposition_late", "Late.", &[("t", "b")], 2.0);
+        f.gauge("test_exposition_mid", "Mid.", &[("t", "b")], 3.0);
+        let b = Chunk::from_families(&f.finish());
+        let mut out = String::new();
+        merge(&[&a, &b], &mut out);
+        assert_eq!(
+            out,
+            "# HELP test_exposition_mid Mid.\n# TYPE test_exposition_mid gauge\n\
+             test_exposition_mid{t=\"a\"} 1\ntest_exposition_mid{t=\"b\"} 3\n\
+             # HELP test_exposition_late Late.\n# TYPE test_exposition_late gauge\n\
+             test_exposition_late{t=\"b\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn histogram_lines() {
+        let mut out = String::new();
+        let labels = format!(
+            "name=\"{}\",step=\"ehlo\"",
+            escape_label_value("a\"b\\c\nd")
+        );
+        write_histogram(&mut out, "h", &labels, &["0.1", "1"], &[2, 0], 1, 2.5);
+        assert_eq!(
+            out,
+            "h_bucket{name=\"a\\\"b\\\\c\\nd\",step=\"ehlo\",le=\"0.1\"} 2\n\
+             h_bucket{name=\"a\\\"b\\\\c\\nd\",step=\"ehlo\",le=\"1\"} 2\n\
+             h_bucket{name=\"a\\\"b\\\\c\\nd\",step=\"ehlo\",le=\"+Inf\"} 3\n\
+             h_sum{name=\"a\\\"b\\\\c\\nd\",step=\"ehlo\"} 2.5\n\
+             h_count{name=\"a\\\"b\\\\c\\nd\",step=\"ehlo\"} 3\n"
+        );
+        let mut out = String::new();
+        write_sample(&mut out, "c_total", "", 3);
+        assert_eq!(out, "c_total 3\n");
+    }
+
+    #[test]
     fn empty_merge_writes_nothing() {
         let mut out = String::new();
-        merge(std::iter::empty(), &mut out);
+        merge(&[], &mut out);
         assert_eq!(out, "");
         assert!(Chunk::default().is_empty());
     }

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +27,7 @@ use crate::probe::target::parse_target;
 use crate::probe::{self, text};
 use crate::scheduler::InFlight;
 use exporter::{Exporter, Reloaded};
+use exposition::Sink;
 
 /// The header Prometheus sends with its scrape timeout.
 pub const SCRAPE_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
@@ -272,27 +274,67 @@ async fn probe_handler(
         .into_response()
 }
 
-async fn metrics(State(app): State<App>) -> Response {
-    // For thousands of targets this copies megabytes: keep it off the async worker threads.
-    let exporter = app.exporter.clone();
-    match tokio::task::spawn_blocking(move || exporter.render_metrics()).await {
-        Ok(body) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(METRICS_CONTENT_TYPE),
-            )],
-            body,
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "rendering /metrics");
-            text_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "rendering metrics failed\n",
-            )
+/// Size of the pieces `/metrics` is sent in.
+const METRICS_PIECE: usize = 256 * 1024;
+
+/// `/metrics` text on its way to the client: handed on in pieces as it is written, so that a
+/// page of many megabytes (10,000 targets) is never held whole in memory.
+struct Streamed {
+    piece: String,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    closed: bool,
+}
+
+impl Streamed {
+    fn flush(&mut self) {
+        if self.closed || self.piece.is_empty() {
+            return;
+        }
+        let piece = std::mem::replace(&mut self.piece, String::with_capacity(METRICS_PIECE));
+        // Fails only when the client went away: stop sending.
+        self.closed = self.tx.blocking_send(Bytes::from(piece)).is_err();
+    }
+}
+
+impl Sink for Streamed {
+    fn put(&mut self, text: &str) {
+        if self.closed {
+            return;
+        }
+        self.piece.push_str(text);
+        if self.piece.len() >= METRICS_PIECE {
+            self.flush();
         }
     }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let exporter = app.exporter.clone();
+    // Writing copies megabytes for thousands of targets: keep it off the async worker threads.
+    tokio::task::spawn_blocking(move || {
+        let mut out = Streamed {
+            piece: String::with_capacity(METRICS_PIECE),
+            tx,
+            closed: false,
+        };
+        exporter.render_metrics(&mut out);
+        out.flush();
+    });
+    let pieces = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|piece| (Ok::<_, std::convert::Infallible>(piece), rx))
+    });
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(METRICS_CONTENT_TYPE),
+        )],
+        Body::from_stream(pieces),
+    )
+        .into_response()
 }
 
 async fn logs(State(app): State<App>, Query(params): Query<HashMap<String, String>>) -> Response {
