@@ -134,7 +134,7 @@ impl Sink for String {
 
 /// Writes the chunks as one exposition: every family once, its samples from all chunks in
 /// chunk order.
-pub fn merge<'a>(chunks: &[&'a Chunk], out: &mut impl Sink) {
+pub fn merge(chunks: &[&Chunk], out: &mut impl Sink) {
     let headers: Vec<String> = match headers().lock() {
         Ok(table) => table.text.clone(),
         Err(poisoned) => poisoned.into_inner().text.clone(),
