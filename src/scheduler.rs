@@ -308,7 +308,9 @@ impl TargetState {
         );
         self.history.push_log(log.into());
         // The DER of every certificate is the bulk of an outcome and nothing downstream of the
-        // scheduler reads it; dropping it keeps 10,000 targets at a few KiB each.
+        // scheduler reads it; dropping it keeps 10,000 targets at a few KiB each. For the same
+        // reason the transcript is cloned: a clone's step list has no spare capacity.
+        outcome.session.transcript = outcome.session.transcript.clone();
         if let Some(tls) = outcome.session.tls.as_mut() {
             for cert in tls.chain.sent.iter_mut().chain(tls.chain.built.iter_mut()) {
                 cert.der = rustls_pki_types::CertificateDer::from(Vec::new());
@@ -555,7 +557,14 @@ async fn run_target(state: Arc<TargetState>, module: Arc<PreparedModule>, shared
         let _probing = state.history.probing.lock().await;
         let outcome = {
             let _flight = InFlight::enter(&shared.in_flight);
-            probe::run(&module, &state.spec.target, module.module.timeout).await
+            // A probe's future is kilobytes; boxed, it is allocated while the probe runs instead
+            // of living inline in every idle target's task (10,000 of them).
+            Box::pin(probe::run(
+                &module,
+                &state.spec.target,
+                module.module.timeout,
+            ))
+            .await
         };
         tracing::debug!(
             target_name = %state.spec.name,

@@ -210,6 +210,9 @@ pub fn write_sample(out: &mut String, name: &str, labels: &str, value: impl std:
 
 /// Writes one histogram series: `le` holds each bound's label value, `counts` the observations
 /// per bucket (not cumulative), `above` those above the last bound.
+///
+/// At 10,000 targets this writes most of the `/metrics` lines, so it appends pieces instead of
+/// going through the formatting machinery.
 pub fn write_histogram(
     out: &mut String,
     name: &str,
@@ -219,16 +222,43 @@ pub fn write_histogram(
     above: u64,
     sum: f64,
 ) {
-    use std::fmt::Write as _;
     let mut cumulative = 0u64;
+    let bucket = |out: &mut String, bound: &str, value: u64| {
+        out.push_str(name);
+        out.push_str("_bucket{");
+        out.push_str(labels);
+        out.push_str(",le=\"");
+        out.push_str(bound);
+        out.push_str("\"} ");
+        push_u64(out, value);
+        out.push('\n');
+    };
     for (bound, count) in le.iter().zip(counts) {
         cumulative += count;
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        bucket(out, bound, cumulative);
     }
     let total = cumulative + above;
-    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+    bucket(out, "+Inf", total);
+    use std::fmt::Write as _;
     let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
     let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+}
+
+/// Appends the decimal digits of `n`.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +337,11 @@ mod tests {
         let mut out = String::new();
         write_sample(&mut out, "c_total", "", 3);
         assert_eq!(out, "c_total 3\n");
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
     }
 
     #[test]
