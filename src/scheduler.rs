@@ -258,6 +258,8 @@ pub struct TargetState {
     sends: bool,
     /// Whether its module checks delivery.
     delivery: bool,
+    /// Its module, replaced by an equal one built by a reload.
+    module: Mutex<Arc<PreparedModule>>,
     latest: Mutex<Option<Arc<Latest>>>,
     history: Arc<History>,
 }
@@ -274,6 +276,11 @@ impl TargetState {
     /// The latest result, `None` before the first probe ended.
     pub fn latest(&self) -> Option<Arc<Latest>> {
         lock(&self.latest).clone()
+    }
+
+    /// The module it runs.
+    pub fn module(&self) -> Arc<PreparedModule> {
+        lock(&self.module).clone()
     }
 
     /// The last few transcripts, newest first.
@@ -320,10 +327,9 @@ impl TargetState {
     }
 }
 
-/// A target's task and what it was started with.
+/// A target's task.
 struct Running {
     state: Arc<TargetState>,
-    module: Arc<PreparedModule>,
     task: JoinHandle<()>,
 }
 
@@ -420,7 +426,11 @@ impl Scheduler {
         for (spec, module) in resolved {
             let old = running.remove(&spec.name);
             let history = match old {
-                Some(old) if old.state.spec == *spec && old.module.module == module.module => {
+                Some(old)
+                    if old.state.spec == *spec && old.state.module().module == module.module =>
+                {
+                    // Same settings; the freshly built module brings re-read CA files.
+                    *lock(&old.state.module) = module.clone();
                     report.unchanged += 1;
                     view.push(old.state.clone());
                     next.insert(spec.name.clone(), old);
@@ -449,19 +459,13 @@ impl Scheduler {
                 target_label: spec.target.to_string(),
                 sends: module.module.message.is_some(),
                 delivery: module.module.delivery.is_some(),
+                module: Mutex::new(module.clone()),
                 latest: Mutex::default(),
                 history,
             });
-            let task = self.start(state.clone(), module.clone());
+            let task = self.start(state.clone());
             view.push(state.clone());
-            next.insert(
-                spec.name.clone(),
-                Running {
-                    state,
-                    module: module.clone(),
-                    task,
-                },
-            );
+            next.insert(spec.name.clone(), Running { state, task });
         }
         for (_, old) in running.drain() {
             report.removed += 1;
@@ -482,11 +486,11 @@ impl Scheduler {
         }
     }
 
-    fn start(&self, state: Arc<TargetState>, module: Arc<PreparedModule>) -> JoinHandle<()> {
+    fn start(&self, state: Arc<TargetState>) -> JoinHandle<()> {
         if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
             return tokio::spawn(async {});
         }
-        tokio::spawn(run_target(state, module, self.shared.clone()))
+        tokio::spawn(run_target(state, self.shared.clone()))
     }
 
     /// The targets, in configuration order.
@@ -543,7 +547,7 @@ fn jitter(interval: Duration) -> Duration {
     Duration::from_millis(rand::random_range(0..ms))
 }
 
-async fn run_target(state: Arc<TargetState>, module: Arc<PreparedModule>, shared: Arc<Shared>) {
+async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>) {
     let interval = state.spec.interval.max(Duration::from_millis(1));
     let mut ticker = tokio::time::interval_at(Instant::now() + jitter(interval), interval);
     // A probe longer than the interval delays the next one instead of causing a burst.
@@ -555,6 +559,7 @@ async fn run_target(state: Arc<TargetState>, module: Arc<PreparedModule>, shared
             return;
         };
         let _probing = state.history.probing.lock().await;
+        let module = state.module();
         let outcome = {
             let _flight = InFlight::enter(&shared.in_flight);
             // A probe's future is kilobytes; boxed, it is allocated while the probe runs instead
@@ -774,6 +779,7 @@ mod tests {
             target_label: "127.0.0.1:25".into(),
             sends: false,
             delivery: true,
+            module: Mutex::new(modules()["plain"].clone()),
             latest: Mutex::default(),
             history: Arc::new(history),
         });

@@ -723,6 +723,22 @@ fn reload_applies_good_keeps_running_on_bad_and_ignores_unchanged() {
         .log_lines()
         .iter()
         .any(|l| l.contains("configuration reloaded") && l.contains("removed=1")));
+
+    // The file is unchanged, but a secret file it names was rotated: that is a change.
+    std::fs::write(files.dir.path().join("password"), "rotated\n").expect("password");
+    let r = exporter.post("/-/reload");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            200,
+            "configuration reloaded: 0 targets added, 0 changed, 0 removed, 1 unchanged\n"
+        )
+    );
+    let r = exporter.post("/-/reload");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "configuration unchanged\n")
+    );
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! self metrics, and reload (SIGHUP, `POST /-/reload`).
 //!
 //! Reload follows blackbox_exporter and Prometheus: the file's checksum decides whether anything
-//! changed (an unchanged file is a no-op); a file that does not load, or whose modules cannot be
-//! prepared, keeps the running configuration and sets
+//! changed (an unchanged file is a no-op, unless a secret file it names changed); a file that
+//! does not load, or whose modules cannot be prepared, keeps the running configuration and sets
 //! `smtp_prober_config_last_reload_successful` to 0.
 
 use std::collections::BTreeMap;
@@ -276,7 +276,11 @@ impl Exporter {
         }
         let running = self.loaded();
         let loaded = load(&self.source).await?;
-        if loaded.config.checksum == running.config.checksum {
+        // The file decides, and so do the secrets it names: a rotated password file is read
+        // into the modules and makes them differ.
+        if loaded.config.checksum == running.config.checksum
+            && loaded.config.modules == running.config.modules
+        {
             return Ok(Reloaded::Unchanged);
         }
         let report = self.scheduler.apply(
