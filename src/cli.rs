@@ -150,7 +150,11 @@ pub fn module_from_args(args: &ConnectionArgs) -> anyhow::Result<(String, Module
             let config = crate::config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
             let Some(module) = config.module(name) else {
                 let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
-                bail!("module {name:?} is not in {} (modules: {})", path.display(), known.join(", "));
+                bail!(
+                    "module {name:?} is not in {} (modules: {})",
+                    path.display(),
+                    known.join(", ")
+                );
             };
             (name.clone(), module.clone())
         }
