@@ -64,7 +64,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Smtp<S> {
             let (Some(code), Some(sep)) = (line.get(..3), line.as_bytes().get(3).copied()) else {
                 bail!("malformed reply line {line:?}");
             };
-            let code: u16 = code.parse().with_context(|| format!("bad code in {line:?}"))?;
+            let code: u16 = code
+                .parse()
+                .with_context(|| format!("bad code in {line:?}"))?;
             lines.push(line.get(4..).unwrap_or("").to_owned());
             if sep == b' ' {
                 return Ok(Reply { code, lines });
@@ -157,11 +159,7 @@ fn unique_subject(what: &str) -> String {
 
 type ImapSession = async_imap::Session<TlsStream<TcpStream>>;
 
-async fn imaps_login(
-    stack: &MailStack,
-    user: &str,
-    password: &str,
-) -> anyhow::Result<ImapSession> {
+async fn imaps_login(stack: &MailStack, user: &str, password: &str) -> anyhow::Result<ImapSession> {
     let tcp = TcpStream::connect(stack.imaps_addr()).await?;
     let tls = tls_connect(stack, tcp).await?;
     let mut client = async_imap::Client::new(tls);
@@ -251,7 +249,9 @@ async fn submission_requires_starttls_and_sends_a_chain_to_the_root() -> anyhow:
         !ehlo.lines.iter().any(|l| l.starts_with("AUTH")),
         "AUTH must not be offered before STARTTLS: {ehlo:?}"
     );
-    let mail = smtp.command(&format!("MAIL FROM:<{}>", PROBE.address)).await?;
+    let mail = smtp
+        .command(&format!("MAIL FROM:<{}>", PROBE.address))
+        .await?;
     assert_eq!(mail.code, 530, "{mail:?}");
     assert_eq!(mail.text(), "5.7.0 Must issue a STARTTLS command first");
 
@@ -279,11 +279,23 @@ async fn submission_requires_starttls_and_sends_a_chain_to_the_root() -> anyhow:
 async fn auth_plain_accepts_the_right_password_and_rejects_a_wrong_one() -> anyhow::Result<()> {
     let stack = MailStack::shared();
     let (mut smtp, _) = submission_after_starttls(stack).await?;
-    let wrong = smtp.command(&auth_plain(PROBE.address, "not-the-password")).await?;
+    let wrong = smtp
+        .command(&auth_plain(PROBE.address, "not-the-password"))
+        .await?;
     assert_eq!(wrong.code, 535, "{wrong:?}");
-    assert!(wrong.text().starts_with("5.7.8 Error: authentication failed"), "{wrong:?}");
-    let right = smtp.command(&auth_plain(PROBE.address, PROBE.password)).await?;
-    assert_eq!((right.code, right.text()), (235, "2.7.0 Authentication successful".into()));
+    assert!(
+        wrong
+            .text()
+            .starts_with("5.7.8 Error: authentication failed"),
+        "{wrong:?}"
+    );
+    let right = smtp
+        .command(&auth_plain(PROBE.address, PROBE.password))
+        .await?;
+    assert_eq!(
+        (right.code, right.text()),
+        (235, "2.7.0 Authentication successful".into())
+    );
     assert_eq!(smtp.command("QUIT").await?.code, 221);
     Ok(())
 }
@@ -292,8 +304,15 @@ async fn auth_plain_accepts_the_right_password_and_rejects_a_wrong_one() -> anyh
 async fn submission_refuses_to_relay_without_auth() -> anyhow::Result<()> {
     let stack = MailStack::shared();
     let (mut smtp, _) = submission_after_starttls(stack).await?;
-    assert_eq!(smtp.command(&format!("MAIL FROM:<{}>", PROBE.address)).await?.code, 250);
-    let rcpt = smtp.command(&format!("RCPT TO:<{}>", INBOX.address)).await?;
+    assert_eq!(
+        smtp.command(&format!("MAIL FROM:<{}>", PROBE.address))
+            .await?
+            .code,
+        250
+    );
+    let rcpt = smtp
+        .command(&format!("RCPT TO:<{}>", INBOX.address))
+        .await?;
     assert_eq!(rcpt.code, 554, "{rcpt:?}");
     assert!(rcpt.text().starts_with("5.7.1 "), "{rcpt:?}");
     Ok(())
@@ -304,11 +323,16 @@ async fn submitted_mail_arrives_in_the_inbox_over_imaps() -> anyhow::Result<()> 
     let stack = MailStack::shared();
     let subject = unique_subject("submission delivery");
     let (mut smtp, _) = submission_after_starttls(stack).await?;
-    let auth = smtp.command(&auth_plain(PROBE.address, PROBE.password)).await?;
+    let auth = smtp
+        .command(&auth_plain(PROBE.address, PROBE.password))
+        .await?;
     assert_eq!(auth.code, 235);
     let accepted = send_mail(&mut smtp, PROBE.address, INBOX.address, &subject).await?;
     assert_eq!(accepted.code, 250, "{accepted:?}");
-    assert!(accepted.text().starts_with("2.0.0 Ok: queued as "), "{accepted:?}");
+    assert!(
+        accepted.text().starts_with("2.0.0 Ok: queued as "),
+        "{accepted:?}"
+    );
     let accepted_at = Instant::now();
     let _ = smtp.command("QUIT").await;
 
@@ -332,8 +356,13 @@ async fn smtps_accepts_auth_and_mail() -> anyhow::Result<()> {
     let mut smtp = Smtp::new(tls_connect(stack, tcp).await?);
     assert_eq!(smtp.reply().await?.code, 220);
     let ehlo = smtp.command("EHLO probe.test").await?;
-    assert!(ehlo.lines.iter().any(|l| l == "AUTH PLAIN LOGIN"), "{ehlo:?}");
-    let auth = smtp.command(&auth_plain(PROBE.address, PROBE.password)).await?;
+    assert!(
+        ehlo.lines.iter().any(|l| l == "AUTH PLAIN LOGIN"),
+        "{ehlo:?}"
+    );
+    let auth = smtp
+        .command(&auth_plain(PROBE.address, PROBE.password))
+        .await?;
     assert_eq!(auth.code, 235);
     let subject = unique_subject("smtps");
     let accepted = send_mail(&mut smtp, PROBE.address, INBOX.address, &subject).await?;
@@ -348,15 +377,28 @@ async fn plain_port_takes_mail_for_the_test_domain_only() -> anyhow::Result<()> 
     assert_eq!(smtp.reply().await?.code, 220);
     let ehlo = smtp.command("EHLO probe.test").await?;
     assert!(!ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
-    assert!(!ehlo.lines.iter().any(|l| l.starts_with("AUTH")), "{ehlo:?}");
-    assert_eq!(smtp.command("MAIL FROM:<sender@elsewhere.test>").await?.code, 250);
+    assert!(
+        !ehlo.lines.iter().any(|l| l.starts_with("AUTH")),
+        "{ehlo:?}"
+    );
+    assert_eq!(
+        smtp.command("MAIL FROM:<sender@elsewhere.test>")
+            .await?
+            .code,
+        250
+    );
     let unknown = smtp.command(&format!("RCPT TO:<nobody@{DOMAIN}>")).await?;
     assert_eq!(unknown.code, 550, "{unknown:?}");
     assert!(unknown.text().starts_with("5.1.1 "), "{unknown:?}");
     let foreign = smtp.command("RCPT TO:<someone@elsewhere.test>").await?;
     assert_eq!(foreign.code, 554, "{foreign:?}");
-    assert!(foreign.text().contains("Relay access denied"), "{foreign:?}");
-    let known = smtp.command(&format!("RCPT TO:<{}>", INBOX.address)).await?;
+    assert!(
+        foreign.text().contains("Relay access denied"),
+        "{foreign:?}"
+    );
+    let known = smtp
+        .command(&format!("RCPT TO:<{}>", INBOX.address))
+        .await?;
     assert_eq!(known.code, 250, "{known:?}");
     Ok(())
 }
@@ -410,7 +452,10 @@ async fn imap_starttls_then_login() -> anyhow::Result<()> {
     let Err((error, client)) = refused else {
         bail!("login with a wrong password succeeded");
     };
-    assert!(error.to_string().contains("AUTHENTICATIONFAILED"), "{error}");
+    assert!(
+        error.to_string().contains("AUTHENTICATIONFAILED"),
+        "{error}"
+    );
     let mut session = client
         .login(INBOX.address, INBOX.password)
         .await
@@ -429,17 +474,23 @@ async fn imap_starttls_then_login() -> anyhow::Result<()> {
 
 /// The master pids of a stack, from its pid files.
 fn master_pids(dir: &Path) -> Vec<u32> {
-    ["postfix/spool/queue/pid/master.pid", "dovecot/run/master.pid"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
+    [
+        "postfix/spool/queue/pid/master.pid",
+        "dovecot/run/master.pid",
+    ]
+    .iter()
+    .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+    .filter_map(|s| s.trim().parse().ok())
+    .collect()
 }
 
 /// Alive and not a zombie (PID 1 of a container may reap late).
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+        .map(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -485,11 +536,20 @@ fn shared_stack_child_process() {
 #[test]
 fn shared_stack_is_stopped_after_the_test_process_exits() -> anyhow::Result<()> {
     let output = std::process::Command::new(std::env::current_exe()?)
-        .args(["--exact", "shared_stack_child_process", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "shared_stack_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("MAILSTACK_SHARED_CHILD", "1")
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let dir = stdout
         .lines()
         .find_map(|l| l.split_once("MAILSTACK_DIR=").map(|(_, dir)| dir))

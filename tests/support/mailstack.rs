@@ -57,7 +57,14 @@
 //! Rust never drops statics, but the watchdog still stops the stack right after the test binary
 //! exits. The watchdog ignores SIGINT/SIGTERM/SIGHUP so a Ctrl-C of `cargo test` still cleans
 //! up. `scripts/test.sh` then waits for all stack directories of its run to disappear and stops
-//! and reports any leftover as a failure.
+//! and reports any leftover as a failure. The stop script sends SIGTERM to Postfix's master (gone
+//! in ~20 ms) and SIGKILL to Dovecot's process group (a graceful Dovecot stop waits ~1 s for its
+//! log process; the stack is disposable), waits for both, then removes the directory.
+//!
+//! Measured on the 2-core development VM under load: start 0.4-1.0 s, stop 20-170 ms, a mail
+//! accepted on submission is visible over IMAPS 20-140 ms later (including the IMAPS login).
+//! A failed AUTH or IMAP LOGIN answers after ~0.5 s (Dovecot's failure flush interval; the 2 s
+//! failure delay and the per-IP auth penalty are switched off).
 //!
 //! Requires root (Postfix and Dovecot start as root and drop privileges; mail is stored as the
 //! system user `mail`), and the packages `postfix`, `dovecot-imapd`, `dovecot-lmtpd`
@@ -201,7 +208,9 @@ impl MailStack {
         }
         Err(last_error
             .unwrap_or_else(|| anyhow!("no start attempt made"))
-            .context(format!("mail stack: ports kept colliding in {START_ATTEMPTS} attempts")))
+            .context(format!(
+                "mail stack: ports kept colliding in {START_ATTEMPTS} attempts"
+            )))
     }
 
     /// The stack shared by all tests of this test binary, started on first use. It is stopped
@@ -290,8 +299,15 @@ impl MailStack {
 
     /// The Maildir of `user` (`cur/`, `new/`, `.Junk/`).
     pub fn maildir(&self, user: TestUser) -> PathBuf {
-        let (local, domain) = user.address.split_once('@').unwrap_or((user.address, DOMAIN));
-        self.dir.join("mail").join(domain).join(local).join("Maildir")
+        let (local, domain) = user
+            .address
+            .split_once('@')
+            .unwrap_or((user.address, DOMAIN));
+        self.dir
+            .join("mail")
+            .join(domain)
+            .join(local)
+            .join("Maildir")
     }
 
     /// Postfix's log file.
@@ -485,7 +501,8 @@ fn pick_ports() -> anyhow::Result<Ports> {
         if listeners.len() > 50 {
             bail!("could not find 5 unused loopback ports");
         }
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         listeners.push(listener);
         if handed_out.insert(port) {
@@ -874,11 +891,36 @@ fn wait_ready(
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<(), StartFailure> {
     let expectations = [
-        Expect { what: "submission", port: ports.submission, implicit_tls: false, prefix: "220 " },
-        Expect { what: "smtps", port: ports.smtps, implicit_tls: true, prefix: "220 " },
-        Expect { what: "smtp", port: ports.smtp, implicit_tls: false, prefix: "220 " },
-        Expect { what: "imap", port: ports.imap, implicit_tls: false, prefix: "* OK " },
-        Expect { what: "imaps", port: ports.imaps, implicit_tls: true, prefix: "* OK " },
+        Expect {
+            what: "submission",
+            port: ports.submission,
+            implicit_tls: false,
+            prefix: "220 ",
+        },
+        Expect {
+            what: "smtps",
+            port: ports.smtps,
+            implicit_tls: true,
+            prefix: "220 ",
+        },
+        Expect {
+            what: "smtp",
+            port: ports.smtp,
+            implicit_tls: false,
+            prefix: "220 ",
+        },
+        Expect {
+            what: "imap",
+            port: ports.imap,
+            implicit_tls: false,
+            prefix: "* OK ",
+        },
+        Expect {
+            what: "imaps",
+            port: ports.imaps,
+            implicit_tls: true,
+            prefix: "* OK ",
+        },
     ];
     let deadline = Instant::now() + READY_TIMEOUT;
     for expect in &expectations {
