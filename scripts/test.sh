@@ -6,7 +6,7 @@
 #    is preseeded to "No configuration" and no service of these packages is left running: the
 #    tests start their own private Postfix/Dovecot instances on free loopback ports
 #    (tests/support/mailstack.rs).
-# 2. Installs a Rust toolchain with rustup when there is no cargo (fresh CI machines).
+# 2. Finds cargo (also in ~/.cargo/bin).
 # 3. cargo build --all-targets; cargo test --all-targets.
 # 4. Checks that no test mail stack outlived the test processes: every stack of this run lives in
 #    one directory; stacks still there after their watchdogs had time to finish are stopped and
@@ -101,20 +101,7 @@ ensure_rust() {
   if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
-  command -v cargo >/dev/null && return 0
-  command -v apt-get >/dev/null || die "no cargo, and no apt-get to install a toolchain"
-  log "installing a Rust toolchain (rustup, stable, minimal profile)"
-  quietly as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    --no-install-recommends ca-certificates curl gcc libc6-dev ||
-    die "installing curl and a C compiler failed"
-  local installer
-  installer=$(mktemp)
-  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs -o "$installer" ||
-    die "downloading rustup failed"
-  quietly sh "$installer" -y --profile minimal --default-toolchain stable ||
-    die "rustup failed"
-  rm -f "$installer"
-  export PATH="$HOME/.cargo/bin:$PATH"
+  command -v cargo >/dev/null || die "no cargo on PATH: install a Rust toolchain (1.85 or newer) first"
 }
 
 # Stops whatever test mail stacks remain in $1; prints how many there were.
