@@ -38,6 +38,19 @@
 //! (`localhost`) with IP SAN 127.0.0.1. Every TLS port sends leaf + intermediate (a complete
 //! chain without the root), so a client trusting only the root verifies.
 //!
+//! # OAuth 2.0 (optional)
+//!
+//! [`MailStack::start_with`] with [`Options::oauth2_introspection_url`] adds a sixth port,
+//! [`MailStack::oauth_submission_addr`]: Postfix submission like the first (STARTTLS required,
+//! relay only when authenticated) whose `smtpd_sasl_mechanism_filter` makes it advertise
+//! `AUTH LOGIN XOAUTH2 OAUTHBEARER`, the way Office 365 offers `AUTH LOGIN XOAUTH2`. Dovecot
+//! then has `auth_mechanisms = plain login xoauth2 oauthbearer` and a second passdb
+//! `driver = oauth2` (`mechanisms = xoauth2 oauthbearer`) that checks each bearer token with a
+//! `POST token=…` to the introspection URL (RFC 7662, `introspection_mode = post`), which the test
+//! serves; an active token must name the user in `username` (and say `"active": true`). The
+//! other ports keep offering `AUTH PLAIN LOGIN` only (`smtpd_sasl_mechanism_filter = plain,
+//! login` in main.cf). A refused token gets Dovecot's JSON error challenge, then `535 5.7.8`.
+//!
 //! Logs: Postfix via postlogd to `postfix.log` (`maillog_file`), Dovecot to `dovecot.log`; their
 //! tails are attached to every start error ([`MailStack::log_tail`]).
 //!
@@ -134,7 +147,15 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 /// The process-wide stack behind [`MailStack::shared`] (or why it could not start).
 static SHARED: OnceLock<Result<MailStack, String>> = OnceLock::new();
 
-/// The five listening ports of one stack.
+/// What a stack offers beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Adds the OAuth 2.0 submission port, whose tokens Dovecot checks against this RFC 7662
+    /// introspection endpoint (plain `http://` on loopback; Dovecot trusts no test CA).
+    pub oauth2_introspection_url: Option<String>,
+}
+
+/// The listening ports of one stack.
 #[derive(Clone, Copy, Debug)]
 struct Ports {
     submission: u16,
@@ -142,6 +163,8 @@ struct Ports {
     smtp: u16,
     imap: u16,
     imaps: u16,
+    /// Present with [`Options::oauth2_introspection_url`].
+    oauth_submission: Option<u16>,
 }
 
 /// Paths of the generated PKI files.
@@ -196,11 +219,16 @@ impl MailStack {
     /// Starts a private stack on free ports; blocks until every port greets (or fails with the
     /// logs' tails).
     pub fn start() -> anyhow::Result<MailStack> {
+        MailStack::start_with(&Options::default())
+    }
+
+    /// Like [`MailStack::start`], with the extras `options` ask for.
+    pub fn start_with(options: &Options) -> anyhow::Result<MailStack> {
         let programs = Programs::find()?;
         require_root()?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match start_once(&programs) {
+            match start_once(&programs, options) {
                 Ok(stack) => return Ok(stack),
                 Err(failure) if failure.port_collision => last_error = Some(failure.error),
                 Err(failure) => return Err(failure.error),
@@ -260,6 +288,12 @@ impl MailStack {
     /// IMAP over implicit TLS.
     pub fn imaps_addr(&self) -> SocketAddr {
         loopback(self.ports.imaps)
+    }
+
+    /// Submission advertising `AUTH LOGIN XOAUTH2 OAUTHBEARER` after STARTTLS, when started
+    /// with [`Options::oauth2_introspection_url`].
+    pub fn oauth_submission_addr(&self) -> Option<SocketAddr> {
+        self.ports.oauth_submission.map(loopback)
     }
 
     /// The root CA certificate (PEM) that every TLS port's chain leads to.
@@ -351,7 +385,7 @@ impl From<anyhow::Error> for StartFailure {
     }
 }
 
-fn start_once(programs: &Programs) -> Result<MailStack, StartFailure> {
+fn start_once(programs: &Programs, options: &Options) -> Result<MailStack, StartFailure> {
     let began = Instant::now();
     let dir = create_stack_dir()?;
     let id = dir
@@ -362,13 +396,13 @@ fn start_once(programs: &Programs) -> Result<MailStack, StartFailure> {
     // From here on the watchdog owns cleanup: every early return drops it, which stops whatever
     // was started and removes the directory.
     let watchdog = spawn_watchdog(&dir)?;
-    let ports = pick_ports()?;
+    let ports = pick_ports(options.oauth2_introspection_url.is_some())?;
     let (pki, tls) = write_pki(&dir)?;
     let mail_user = system_user("mail")
         .or_else(|_| system_user("nobody"))
         .context("no system user to own the maildirs")?;
     write_users(&dir, mail_user)?;
-    write_dovecot_conf(&dir, &id, &ports, &pki, mail_user)?;
+    write_dovecot_conf(&dir, &id, &ports, &pki, mail_user, options)?;
     write_postfix_conf(&dir, &id, &ports, &pki)?;
 
     let dovecot_conf = dir.join("dovecot").join("dovecot.conf");
@@ -488,18 +522,20 @@ fn spawn_watchdog(dir: &Path) -> anyhow::Result<Watchdog> {
     Ok(Watchdog { child, stdin })
 }
 
-/// Picks five distinct free loopback ports, never one handed out before in this process.
-fn pick_ports() -> anyhow::Result<Ports> {
+/// Picks five (six with `oauth`) distinct free loopback ports, never one handed out before in
+/// this process.
+fn pick_ports(oauth: bool) -> anyhow::Result<Ports> {
+    let wanted = if oauth { 6 } else { 5 };
     let mut guard = HANDED_OUT
         .lock()
         .map_err(|_| anyhow!("port registry poisoned by a panicking test"))?;
     let handed_out = guard.get_or_insert_with(HashSet::new);
-    // All listeners stay bound until five are found, so the kernel gives distinct ports.
+    // All listeners stay bound until all are found, so the kernel gives distinct ports.
     let mut listeners = Vec::new();
     let mut ports = Vec::new();
-    while ports.len() < 5 {
+    while ports.len() < wanted {
         if listeners.len() > 50 {
-            bail!("could not find 5 unused loopback ports");
+            bail!("could not find {wanted} unused loopback ports");
         }
         let listener =
             TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
@@ -515,6 +551,7 @@ fn pick_ports() -> anyhow::Result<Ports> {
         smtp: ports[2],
         imap: ports[3],
         imaps: ports[4],
+        oauth_submission: ports.get(5).copied(),
     })
 }
 
@@ -631,8 +668,36 @@ fn write_dovecot_conf(
     ports: &Ports,
     pki: &Pki,
     (uid, _gid): (u32, u32),
+    options: &Options,
 ) -> anyhow::Result<()> {
     let d = dir.display();
+    let (mechanisms, oauth2_passdb) = match &options.oauth2_introspection_url {
+        None => ("plain login", String::new()),
+        Some(url) => {
+            // RFC 7662 introspection by POST of `token=...`; the username in the answer must be
+            // the one logging in, and the token must be active.
+            let oauth2_conf = format!(
+                "introspection_mode = post\n\
+                 introspection_url = {url}\n\
+                 username_attribute = username\n\
+                 active_attribute = active\n\
+                 active_value = true\n\
+                 force_introspection = yes\n"
+            );
+            fs::write(dir.join("dovecot/oauth2.conf.ext"), oauth2_conf)?;
+            // The passwd-file passdb stays unrestricted: the static userdb's user lookups
+            // (LMTP delivery) come without a mechanism and would skip a `mechanisms =` passdb.
+            // For a bearer token it simply finds no matching password, and the oauth2 passdb
+            // decides.
+            (
+                "plain login xoauth2 oauthbearer",
+                format!(
+                    "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  \
+                     args = {d}/dovecot/oauth2.conf.ext\n}}\n"
+                ),
+            )
+        }
+    };
     let conf = format!(
         r#"# Generated by tests/support/mailstack.rs for one test stack.
 instance_name = {id}
@@ -648,7 +713,7 @@ ssl_cert = <{chain}
 ssl_key = <{key}
 ssl_min_protocol = TLSv1.2
 
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 # Tests provoke 535/NO replies on purpose: no 2 s failure delay (what remains is Dovecot's 0.5 s
 # failure flush interval), and no auth penalty (anvil doubles a delay per failure from an IP, up
 # to 15 s, and every test connects from 127.0.0.1); Dovecot skips the penalty when it cannot
@@ -663,7 +728,7 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN {d}/dovecot/users
 }}
-userdb {{
+{oauth2_passdb}userdb {{
   driver = static
   args = uid={uid} gid={uid} home={d}/mail/%d/%n
 }}
@@ -726,6 +791,22 @@ service auth {{
 
 fn write_postfix_conf(dir: &Path, id: &str, ports: &Ports, pki: &Pki) -> anyhow::Result<()> {
     let d = dir.display();
+    // With OAuth, Dovecot offers xoauth2 and oauthbearer too: only the OAuth port shows them.
+    let (mechanism_filter, oauth_service) = match ports.oauth_submission {
+        None => (String::new(), String::new()),
+        Some(port) => (
+            "smtpd_sasl_mechanism_filter = plain, login\n".to_string(),
+            format!(
+                "# (d) OAuth submission: like (a), advertising AUTH LOGIN XOAUTH2 OAUTHBEARER.\n\
+                 127.0.0.1:{port} inet n - n - - smtpd\n  \
+                 -o syslog_name={id}/oauth\n  \
+                 -o smtpd_tls_security_level=encrypt\n  \
+                 -o smtpd_sasl_auth_enable=yes\n  \
+                 -o smtpd_sasl_mechanism_filter=login,xoauth2,oauthbearer\n  \
+                 -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n"
+            ),
+        ),
+    };
     // The spool (queue + data) sits outside the config directory: `postfix check` wants every
     // file under the config directory owned by root, and the queue is owned by `postfix`.
     let main_cf = format!(
@@ -776,7 +857,7 @@ smtpd_sasl_auth_enable = no
 smtpd_sasl_authenticated_header = yes
 smtpd_client_restrictions =
 smtpd_relay_restrictions = reject_unauth_destination
-"#,
+{mechanism_filter}"#,
         key = pki.key.display(),
         chain = pki.chain.display(),
     );
@@ -799,10 +880,7 @@ smtpd_relay_restrictions = reject_unauth_destination
 127.0.0.1:{smtp} inet n - n - - smtpd
   -o syslog_name={id}/smtp
   -o smtpd_tls_security_level=none
-# (d) reserved for OAuth: a submission port with
-#   -o smtpd_sasl_mechanism_filter=xoauth2,oauthbearer
-# backed by Dovecot `auth_mechanisms = xoauth2 oauthbearer` and an oauth2 passdb.
-pickup    unix  n       -       n       60      1       pickup
+{oauth_service}pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 tlsmgr    unix  -       -       n       1000?   1       tlsmgr
@@ -890,7 +968,7 @@ fn wait_ready(
     ports: &Ports,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<(), StartFailure> {
-    let expectations = [
+    let mut expectations = vec![
         Expect {
             what: "submission",
             port: ports.submission,
@@ -922,6 +1000,14 @@ fn wait_ready(
             prefix: "* OK ",
         },
     ];
+    if let Some(port) = ports.oauth_submission {
+        expectations.push(Expect {
+            what: "oauth submission",
+            port,
+            implicit_tls: false,
+            prefix: "220 ",
+        });
+    }
     let deadline = Instant::now() + READY_TIMEOUT;
     for expect in &expectations {
         loop {
