@@ -210,7 +210,7 @@ async fn fetched_tokens_pass_postfix_and_dovecot_with_xoauth2_and_oauthbearer() 
         "Dovecot asked the introspection endpoint"
     );
     let token = f.tokens.last_token().unwrap();
-    assert_nothing_secret(&o, &[token.clone()]);
+    assert_nothing_secret(&o, std::slice::from_ref(&token));
 
     // The same (cached) token over OAUTHBEARER.
     let prepared = PreparedModule::new(
@@ -273,7 +273,7 @@ async fn refused_tokens_get_dovecots_json_challenge_then_535() {
         "{detail}"
     );
     assert_eq!(o.provider_hint().map(|h| h.id), Some("bad_credentials"));
-    assert_nothing_secret(&o, &[bad.clone()]);
+    assert_nothing_secret(&o, std::slice::from_ref(&bad));
 
     let prepared = PreparedModule::new(
         "oauthbearer",
