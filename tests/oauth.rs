@@ -687,3 +687,79 @@ async fn plain_http_token_endpoint_on_loopback() {
     assert_success(&o);
     assert_eq!(s.endpoint.requests(), 1);
 }
+
+#[tokio::test]
+async fn probe_command_with_an_oauth2_module_from_the_config_file() {
+    let s = stack(vec![Mechanism::Login, Mechanism::Xoauth2]).await;
+    let secret_file = s.dir.path().join("oauth-client-secret");
+    std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).unwrap();
+    let config = s.dir.path().join("smtp-prober.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "modules:
+  o365:
+    timeout: 10s
+    tls: starttls
+    ehlo: probe.test
+    tls_config:
+      server_name: localhost
+      trust: []
+      ca_files: [{ca}]
+    auth:
+      mechanism: auto
+      username: {USER}
+      oauth2:
+        token_url: {url}
+        client_id: {CLIENT_ID}
+        client_secret_file: {secret}
+        scope: {SCOPE}
+    message:
+      from: {USER}
+      to: [mfa-inbox@example.test]
+",
+            ca = s.ca_file.display(),
+            url = s.endpoint.url(),
+            secret = secret_file.display(),
+        ),
+    )
+    .unwrap();
+    let exe = env!("CARGO_BIN_EXE_smtp-prober");
+    for (i, format) in ["text", "json", "prometheus"].into_iter().enumerate() {
+        let out = tokio::process::Command::new(exe)
+            .arg("probe")
+            .arg(format!("--config.file={}", config.display()))
+            .arg("--module=o365")
+            .arg(format!("--format={format}"))
+            .arg(s.server.addr().to_string())
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+        // Every run is a new process: a fresh token each time.
+        assert_eq!(s.endpoint.requests(), i as u64 + 1);
+        let token = s.endpoint.last_token().unwrap();
+        for output in [&stdout, &stderr] {
+            assert!(!output.contains(token.expose()), "token printed:\n{output}");
+            assert!(!output.contains(CLIENT_SECRET), "secret printed:\n{output}");
+        }
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(v["steps"][0]["step"], "oauth_token");
+            assert_eq!(v["steps"][0]["reply_code"], 200);
+            assert_eq!(v["auth_mechanism"], "XOAUTH2");
+        } else {
+            let expected = match format {
+                "text" => "auth mechanism used: XOAUTH2",
+                _ => r#"probe_smtp_step_reply_code{step="oauth_token"} 200"#,
+            };
+            assert!(
+                stdout.contains(expected),
+                "{expected:?} missing from\n{stdout}"
+            );
+        }
+    }
+    assert_eq!(s.server.received().len(), 3);
+}
