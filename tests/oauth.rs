@@ -360,7 +360,17 @@ async fn a_revoked_cached_token_is_refreshed_once() {
         Some(200)
     );
     assert_eq!(s.server.received().len(), 2);
-    assert_nothing_secret(&o, &[first, s.endpoint.last_token().unwrap()]);
+    let second = s.endpoint.last_token().unwrap();
+    assert_nothing_secret(&o, &[first, second.clone()]);
+
+    // Probes that have the same cached token refused at once fetch one fresh token between
+    // them, not one each.
+    assert!(s.endpoint.tokens().revoke(&second));
+    let outcomes = futures::future::join_all((0..4).map(|_| run(&prepared, &s.server))).await;
+    for o in &outcomes {
+        assert_success(o);
+    }
+    assert_eq!(s.endpoint.requests(), 3);
 }
 
 #[tokio::test]

@@ -524,3 +524,200 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One HTTP/1.1 request over plain TCP; the status and the body as JSON.
+    async fn request(
+        endpoint: &TokenEndpoint,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut tcp = tokio::net::TcpStream::connect(endpoint.addr())
+            .await
+            .unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            endpoint.addr(),
+            body.len()
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.write_all(body.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = response
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default();
+        let (_, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+        (status, serde_json::from_str(body).unwrap_or_default())
+    }
+
+    const FORM: &str = "application/x-www-form-urlencoded";
+
+    async fn plain_endpoint() -> TokenEndpoint {
+        TokenEndpoint::start(TokenEndpointConfig {
+            pki: None,
+            scope: Some("smtp.send".into()),
+            expires_in: 120,
+            ..TokenEndpointConfig::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    fn grant_form(secret: &str, scope: &str) -> String {
+        format!(
+            "grant_type=client_credentials&client_id=smtp-prober-demo&client_secret={secret}\
+             &scope={scope}"
+        )
+    }
+
+    #[tokio::test]
+    async fn issues_a_bearer_token_into_the_registry() {
+        let endpoint = plain_endpoint().await;
+        assert!(endpoint.url().starts_with("http://127.0.0.1:"));
+        let (status, body) = request(
+            &endpoint,
+            "POST",
+            TOKEN_PATH,
+            FORM,
+            &grant_form("demo-client-secret", "smtp.send"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 120);
+        let token = body["access_token"].as_str().unwrap();
+        assert_eq!(
+            Some(token),
+            endpoint.last_token().as_ref().map(Secret::expose)
+        );
+        assert_eq!(endpoint.tokens().user_of(token).as_deref(), Some("probe"));
+        assert_eq!((endpoint.requests(), endpoint.issued()), (1, 1));
+
+        // RFC 7662 introspection answers from the same registry.
+        let (status, body) = request(
+            &endpoint,
+            "POST",
+            INTROSPECTION_PATH,
+            FORM,
+            &format!("token={token}"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["active"], true);
+        assert_eq!(body["username"], "probe");
+        let (_, body) = request(&endpoint, "POST", INTROSPECTION_PATH, FORM, "token=nope").await;
+        assert_eq!(body, serde_json::json!({"active": false}));
+        assert_eq!(endpoint.introspections(), 2);
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_requests_with_oauth_errors() {
+        let endpoint = plain_endpoint().await;
+        let cases = [
+            (
+                "POST",
+                TOKEN_PATH,
+                FORM,
+                grant_form("wrong", "smtp.send"),
+                401,
+                "invalid_client",
+            ),
+            (
+                "POST",
+                TOKEN_PATH,
+                FORM,
+                grant_form("demo-client-secret", "other"),
+                400,
+                "invalid_scope",
+            ),
+            (
+                "POST",
+                TOKEN_PATH,
+                FORM,
+                "grant_type=password".to_string(),
+                400,
+                "unsupported_grant_type",
+            ),
+            (
+                "POST",
+                TOKEN_PATH,
+                FORM,
+                "client_id=x".to_string(),
+                400,
+                "invalid_request",
+            ),
+            (
+                "POST",
+                TOKEN_PATH,
+                "application/json",
+                "{}".to_string(),
+                400,
+                "invalid_request",
+            ),
+            (
+                "GET",
+                TOKEN_PATH,
+                FORM,
+                String::new(),
+                405,
+                "invalid_request",
+            ),
+            (
+                "POST",
+                "/elsewhere",
+                FORM,
+                String::new(),
+                404,
+                "invalid_request",
+            ),
+        ];
+        for (method, path, content_type, body, status, error) in cases {
+            let (got, json) = request(&endpoint, method, path, content_type, &body).await;
+            assert_eq!(
+                (got, json["error"].as_str()),
+                (status, Some(error)),
+                "{method} {path} {body}"
+            );
+        }
+        assert_eq!(endpoint.issued(), 0);
+        assert!(endpoint.tokens().is_empty());
+        // Every POST to the token path counts, refused or not.
+        assert_eq!(endpoint.requests(), 5);
+    }
+
+    #[tokio::test]
+    async fn failing_and_refusing_modes() {
+        let endpoint = plain_endpoint().await;
+        endpoint.set_mode(EndpointMode::Failing(503)).await.unwrap();
+        let form = grant_form("demo-client-secret", "smtp.send");
+        let (status, body) = request(&endpoint, "POST", TOKEN_PATH, FORM, &form).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("temporarily_unavailable"))
+        );
+
+        endpoint.set_mode(EndpointMode::Refusing).await.unwrap();
+        let refused = tokio::net::TcpStream::connect(endpoint.addr()).await;
+        assert_eq!(
+            refused.map_err(|e| e.kind()).err(),
+            Some(io::ErrorKind::ConnectionRefused)
+        );
+
+        endpoint.set_mode(EndpointMode::Up).await.unwrap();
+        let (status, _) = request(&endpoint, "POST", TOKEN_PATH, FORM, &form).await;
+        assert_eq!(status, 200);
+        assert_eq!((endpoint.requests(), endpoint.issued()), (2, 1));
+    }
+}

@@ -213,7 +213,7 @@ pub async fn run_capped(
             // A cached token the server rejects may have been revoked early: fetch a fresh one
             // and try once more.
             (Some(source), Some(mut retry)) if rejected && token_was_cached => {
-                source.invalidate().await;
+                source.invalidate_rejected(&retry.secret).await;
                 let (token, fetch) = source.token(deadline).await;
                 token_fetch = fetch;
                 match token {

@@ -131,9 +131,19 @@ impl TokenSource {
         }
     }
 
-    /// Forgets the cached token (the server rejected it).
+    /// Forgets the cached token.
     pub async fn invalidate(&self) {
         *self.cache.lock().await = None;
+    }
+
+    /// Forgets the cached token if it is still `rejected` (the server refused it). Probes that
+    /// all had the same token refused at once thus cause one fetch: the first drops the token
+    /// and fetches, the others find the fresh one.
+    pub async fn invalidate_rejected(&self, rejected: &Secret) {
+        let mut cache = self.cache.lock().await;
+        if cache.as_ref().is_some_and(|c| c.token == *rejected) {
+            *cache = None;
+        }
     }
 
     async fn fetch(
