@@ -1,6 +1,8 @@
-//! The certificate chain matrix: generated chains served by the embedded STARTTLS server, each
-//! judged by our chain report and by `openssl s_client -starttls smtp -verify_return_error`
-//! (OpenSSL 3.0) run in the test as the reference, with the same trust anchors on both sides.
+//! The certificate chain matrix: generated chains served by the embedded STARTTLS server and by
+//! a real Postfix (one STARTTLS port per chain file, tests/support/mailstack.rs), each judged by
+//! our chain report (`smtp-prober chain`) and by `openssl s_client -starttls smtp
+//! -verify_return_error` (OpenSSL 3.0) run in the test as the reference, with the same trust
+//! anchors on both sides. The chain metrics of DESIGN §6 are checked on four of them.
 //!
 //! How OpenSSL's verdicts map to ours, and where they legitimately differ:
 //! - 0 (ok) is a valid chain for us too. OpenSSL has no opinion on how the chain was sent; we
@@ -23,6 +25,9 @@
 //! - OpenSSL also checks the validity dates of the trust anchor itself; webpki (and so we) does
 //!   not, as RFC 5280 §6.1 takes the anchor as given. No scenario here has an expired anchor.
 
+mod support;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -35,6 +40,7 @@ use smtp_prober::probe::{self, PreparedModule};
 use smtp_prober::smtp::command::ClientName;
 use smtp_prober::tls::{ChainFlags, ChainReport, TlsSettings};
 use smtp_prober::vocab::Reason;
+use support::mailstack::{MailStack, ServedChain};
 
 const DAY: Duration = Duration::from_secs(86_400);
 const OPENSSL: &str = "/usr/bin/openssl";
@@ -246,8 +252,8 @@ fn parse_openssl(stdout: &str, stderr: &str) -> Option<OpensslVerdict> {
     Some(OpensslVerdict { code, text, depth })
 }
 
-/// Serves the scenario's chain, runs `chain` and OpenSSL against it, and checks both verdicts
-/// and the relation between them.
+/// Serves the scenario's chain from the embedded server, runs `chain` and OpenSSL against it,
+/// and checks both verdicts and the relation between them.
 async fn judge(s: Scenario) -> Judged {
     let pki = Arc::new(DemoPki::with_options(&s.pki).unwrap());
     let server = DemoServer::start(ServerConfig {
@@ -257,14 +263,21 @@ async fn judge(s: Scenario) -> Judged {
     })
     .await
     .unwrap();
+    let judged = judge_at(&s, server.addr(), pki).await;
+    server.shutdown().await;
+    judged
+}
+
+/// Runs `chain` and OpenSSL against the server at `addr`, which serves `pki` as `s` says, and
+/// checks both verdicts and the relation between them.
+async fn judge_at(s: &Scenario, addr: SocketAddr, pki: Arc<DemoPki>) -> Judged {
     let dir = tempfile::tempdir().unwrap();
     let ca = ca_file(dir.path(), &pki, s.trust);
 
     let prepared = PreparedModule::new("chain", chain_module(&ca, s.server_name)).unwrap();
-    let target = parse_target(&server.addr().to_string(), 25).unwrap();
+    let target = parse_target(&addr.to_string(), 25).unwrap();
     let run = chain_cmd::run(&prepared, &target, Duration::from_secs(10), None).await;
-    let openssl = openssl_verdict(server.addr().port(), &ca, s.server_name).await;
-    server.shutdown().await;
+    let openssl = openssl_verdict(addr.port(), &ca, s.server_name).await;
 
     let judged = Judged {
         run,
@@ -316,9 +329,173 @@ fn has(haystack: &str, needle: &str) {
     );
 }
 
+/// The scenarios, one constructor each, shared by the embedded server and Postfix.
+mod scenarios {
+    use super::*;
+
+    pub fn complete() -> Scenario {
+        scenario("complete chain")
+    }
+
+    pub fn leaf_only() -> Scenario {
+        Scenario {
+            send: Send::LeafOnly,
+            ours: Some((Reason::CertIncompleteChain, 0)),
+            openssl: 20,
+            ..scenario("leaf only")
+        }
+    }
+
+    pub fn leaf_only_intermediate_local() -> Scenario {
+        Scenario {
+            send: Send::LeafOnly,
+            trust: Trust::IntermediateAndRoot,
+            ..scenario("leaf only, intermediate in the CA file")
+        }
+    }
+
+    pub fn root_sent() -> Scenario {
+        Scenario {
+            send: Send::WithRoot,
+            ..scenario("root sent")
+        }
+    }
+
+    pub fn expired_leaf() -> Scenario {
+        let now = SystemTime::now();
+        let mut pki = PkiOptions::new(&[]);
+        pki.leaf_not_before = now - 30 * DAY;
+        pki.leaf_not_after = now - DAY;
+        Scenario {
+            pki,
+            ours: Some((Reason::CertExpired, 0)),
+            openssl: 10,
+            ..scenario("expired leaf")
+        }
+    }
+
+    pub fn expired_intermediate() -> Scenario {
+        let mut pki = PkiOptions::new(&[]);
+        pki.intermediate_not_after = SystemTime::now() - DAY;
+        Scenario {
+            pki,
+            ours: Some((Reason::CertExpired, 1)),
+            openssl: 10,
+            ..scenario("expired intermediate")
+        }
+    }
+
+    pub fn not_yet_valid() -> Scenario {
+        let mut pki = PkiOptions::new(&[]);
+        pki.leaf_not_before = SystemTime::now() + DAY;
+        Scenario {
+            pki,
+            ours: Some((Reason::CertNotYetValid, 0)),
+            openssl: 9,
+            ..scenario("not yet valid")
+        }
+    }
+
+    pub fn hostname_mismatch() -> Scenario {
+        Scenario {
+            server_name: "mail.other.test",
+            ours: Some((Reason::CertHostnameMismatch, 0)),
+            openssl: 62,
+            ..scenario("hostname mismatch")
+        }
+    }
+
+    pub fn self_signed() -> Scenario {
+        let mut pki = PkiOptions::new(&[]);
+        pki.self_signed_leaf = true;
+        Scenario {
+            pki,
+            send: Send::LeafOnly,
+            ours: Some((Reason::CertSelfSigned, 0)),
+            openssl: 18,
+            ..scenario("self-signed")
+        }
+    }
+
+    pub fn unknown_root() -> Scenario {
+        Scenario {
+            trust: Trust::Unrelated,
+            ours: Some((Reason::CertUnknownIssuer, 1)),
+            openssl: 20,
+            ..scenario("unknown root")
+        }
+    }
+
+    /// The client holds a root of the same name with another key: by key identifier it is not
+    /// the issuer (OpenSSL agrees), so the root is unknown rather than a signature bad.
+    pub fn unknown_root_same_name() -> Scenario {
+        Scenario {
+            trust: Trust::Namesake,
+            ours: Some((Reason::CertUnknownIssuer, 1)),
+            openssl: 20,
+            ..scenario("unknown root, same name")
+        }
+    }
+
+    pub fn unknown_root_sent() -> Scenario {
+        Scenario {
+            send: Send::WithRoot,
+            trust: Trust::Unrelated,
+            ours: Some((Reason::CertUnknownIssuer, 2)),
+            openssl: 19,
+            ..scenario("unknown root, sent")
+        }
+    }
+
+    pub fn ecdsa_p384() -> Scenario {
+        let mut pki = PkiOptions::new(&[]);
+        pki.key = KeyKind::EcdsaP384;
+        Scenario {
+            pki,
+            ..scenario("ECDSA P-384")
+        }
+    }
+
+    /// OpenSSL (and webpki) build the path whatever the order: both accept it; we flag it.
+    pub fn wrong_order() -> Scenario {
+        Scenario {
+            send: Send::WrongOrder,
+            ..scenario("wrong order")
+        }
+    }
+
+    pub fn duplicate() -> Scenario {
+        Scenario {
+            send: Send::Duplicate,
+            ..scenario("duplicate")
+        }
+    }
+
+    /// Every scenario.
+    pub fn all() -> Vec<Scenario> {
+        vec![
+            complete(),
+            leaf_only(),
+            leaf_only_intermediate_local(),
+            root_sent(),
+            expired_leaf(),
+            expired_intermediate(),
+            not_yet_valid(),
+            hostname_mismatch(),
+            self_signed(),
+            unknown_root(),
+            unknown_root_same_name(),
+            unknown_root_sent(),
+            ecdsa_p384(),
+            wrong_order(),
+            duplicate(),
+        ]
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn complete_chain() {
-    let j = judge(scenario("complete chain")).await;
+    let j = judge(scenarios::complete()).await;
     assert!(flags(&j).is_empty(), "{:?}", flags(&j));
     let chain = j.chain();
     assert_eq!(chain.built.len(), 3);
@@ -351,13 +528,7 @@ async fn complete_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaf_only() {
-    let j = judge(Scenario {
-        send: Send::LeafOnly,
-        ours: Some((Reason::CertIncompleteChain, 0)),
-        openssl: 20,
-        ..scenario("leaf only")
-    })
-    .await;
+    let j = judge(scenarios::leaf_only()).await;
     let t = j.text();
     has(&t, "Building stopped at depth 0");
     has(
@@ -377,12 +548,7 @@ async fn leaf_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaf_only_with_the_intermediate_held_locally() {
-    let j = judge(Scenario {
-        send: Send::LeafOnly,
-        trust: Trust::IntermediateAndRoot,
-        ..scenario("leaf only, intermediate in the CA file")
-    })
-    .await;
+    let j = judge(scenarios::leaf_only_intermediate_local()).await;
     let chain = j.chain();
     assert!(!chain.sent_complete);
     assert_eq!(flags(&j).local_intermediates, [1]);
@@ -407,11 +573,7 @@ async fn leaf_only_with_the_intermediate_held_locally() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_sent() {
-    let j = judge(Scenario {
-        send: Send::WithRoot,
-        ..scenario("root sent")
-    })
-    .await;
+    let j = judge(scenarios::root_sent()).await;
     let f = flags(&j);
     assert_eq!(f.root_sent, Some(2));
     assert!(!f.wrong_order);
@@ -426,17 +588,7 @@ async fn root_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_leaf() {
-    let now = SystemTime::now();
-    let mut pki = PkiOptions::new(&[]);
-    pki.leaf_not_before = now - 30 * DAY;
-    pki.leaf_not_after = now - DAY;
-    let j = judge(Scenario {
-        pki,
-        ours: Some((Reason::CertExpired, 0)),
-        openssl: 10,
-        ..scenario("expired leaf")
-    })
-    .await;
+    let j = judge(scenarios::expired_leaf()).await;
     let m = j.metrics();
     has(&m, "probe_tls_chain_valid 0");
     has(&m, r#"probe_tls_chain_error_info{reason="cert_expired"} 1"#);
@@ -454,40 +606,19 @@ async fn expired_leaf() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_intermediate() {
-    let mut pki = PkiOptions::new(&[]);
-    pki.intermediate_not_after = SystemTime::now() - DAY;
-    let j = judge(Scenario {
-        pki,
-        ours: Some((Reason::CertExpired, 1)),
-        openssl: 10,
-        ..scenario("expired intermediate")
-    })
-    .await;
+    let j = judge(scenarios::expired_intermediate()).await;
     has(&j.text(), "The server sends an outdated intermediate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_yet_valid() {
-    let mut pki = PkiOptions::new(&[]);
-    pki.leaf_not_before = SystemTime::now() + DAY;
-    judge(Scenario {
-        pki,
-        ours: Some((Reason::CertNotYetValid, 0)),
-        openssl: 9,
-        ..scenario("not yet valid")
-    })
-    .await;
+    let j = judge(scenarios::not_yet_valid()).await;
+    has(&j.text(), "NOT YET VALID, starts in 1.0 days");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostname_mismatch() {
-    let j = judge(Scenario {
-        server_name: "mail.other.test",
-        ours: Some((Reason::CertHostnameMismatch, 0)),
-        openssl: 62,
-        ..scenario("hostname mismatch")
-    })
-    .await;
+    let j = judge(scenarios::hostname_mismatch()).await;
     has(
         &j.text(),
         "The certificate names [localhost, 127.0.0.1, ::1], not \"mail.other.test\"",
@@ -496,28 +627,13 @@ async fn hostname_mismatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_signed() {
-    let mut pki = PkiOptions::new(&[]);
-    pki.self_signed_leaf = true;
-    let j = judge(Scenario {
-        pki,
-        send: Send::LeafOnly,
-        ours: Some((Reason::CertSelfSigned, 0)),
-        openssl: 18,
-        ..scenario("self-signed")
-    })
-    .await;
+    let j = judge(scenarios::self_signed()).await;
     has(&j.text(), &format!("(sha256 {})", fp(&j.pki.leaf.der)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_root() {
-    let j = judge(Scenario {
-        trust: Trust::Unrelated,
-        ours: Some((Reason::CertUnknownIssuer, 1)),
-        openssl: 20,
-        ..scenario("unknown root")
-    })
-    .await;
+    let j = judge(scenarios::unknown_root()).await;
     let m = j.metrics();
     has(
         &m,
@@ -532,40 +648,19 @@ async fn unknown_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_root_of_the_same_name() {
-    // The client holds a root of the same name with another key: by key identifier it is not
-    // the issuer (OpenSSL agrees), so the root is unknown rather than a signature bad.
-    let j = judge(Scenario {
-        trust: Trust::Namesake,
-        ours: Some((Reason::CertUnknownIssuer, 1)),
-        openssl: 20,
-        ..scenario("unknown root, same name")
-    })
-    .await;
+    let j = judge(scenarios::unknown_root_same_name()).await;
     has(&j.text(), "its key identifier differs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_root_sent_by_the_server() {
-    let j = judge(Scenario {
-        send: Send::WithRoot,
-        trust: Trust::Unrelated,
-        ours: Some((Reason::CertUnknownIssuer, 2)),
-        openssl: 19,
-        ..scenario("unknown root, sent")
-    })
-    .await;
+    let j = judge(scenarios::unknown_root_sent()).await;
     has(&j.text(), "never trust it just because the server sent it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ecdsa_p384_chain() {
-    let mut pki = PkiOptions::new(&[]);
-    pki.key = KeyKind::EcdsaP384;
-    let j = judge(Scenario {
-        pki,
-        ..scenario("ECDSA P-384")
-    })
-    .await;
+    let j = judge(scenarios::ecdsa_p384()).await;
     for c in &j.chain().built {
         assert_eq!(c.key, "ECDSA P-384");
         assert_eq!(c.signature_algorithm, "ecdsa-with-SHA384");
@@ -578,12 +673,7 @@ async fn ecdsa_p384_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_order() {
-    // OpenSSL (and webpki) build the path whatever the order: both accept it; we flag it.
-    let j = judge(Scenario {
-        send: Send::WrongOrder,
-        ..scenario("wrong order")
-    })
-    .await;
+    let j = judge(scenarios::wrong_order()).await;
     let f = flags(&j);
     assert!(f.wrong_order);
     assert_eq!(f.root_sent, Some(1));
@@ -594,16 +684,78 @@ async fn wrong_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_intermediate() {
-    let j = judge(Scenario {
-        send: Send::Duplicate,
-        ..scenario("duplicate")
-    })
-    .await;
+    let j = judge(scenarios::duplicate()).await;
     assert_eq!(flags(&j).duplicates, [2]);
     has(
         &j.text(),
         "#2  CN=smtp-prober demo intermediate CA,O=smtp-prober demo  (repeats #1)",
     );
+}
+
+/// The same scenarios against a real Postfix (the private stack of tests/support/mailstack.rs),
+/// each chain on its own STARTTLS port of one Postfix instance: the chain file is the only
+/// thing a scenario changes on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_matrix() {
+    let served: Vec<(Scenario, Arc<DemoPki>)> = scenarios::all()
+        .into_iter()
+        .map(|s| {
+            let pki = Arc::new(DemoPki::with_options(&s.pki).unwrap());
+            (s, pki)
+        })
+        .collect();
+    let chains: Vec<ServedChain> = served
+        .iter()
+        .map(|(s, pki)| ServedChain {
+            name: s.name.to_string(),
+            key_and_chain_pem: postfix_chain_file(pki, s.send),
+        })
+        .collect();
+    let stack = tokio::task::spawn_blocking(move || MailStack::start_with_chains(&chains))
+        .await
+        .unwrap()
+        .expect("the mail stack starts");
+    for (s, pki) in &served {
+        let addr = stack.chain_addr(s.name).expect("a port per scenario");
+        let j = judge_at(s, addr, pki.clone()).await;
+        // Postfix sends exactly the chain file, in its order.
+        let sent: Vec<String> = j
+            .chain()
+            .sent
+            .iter()
+            .map(|c| c.fingerprint_sha256.clone())
+            .collect();
+        let expected: Vec<String> = pki
+            .chain(&sent_of(pki, s.send))
+            .iter()
+            .map(|der| fp(der))
+            .collect();
+        assert_eq!(sent, expected, "{}: what Postfix sent", s.name);
+        assert!(
+            j.run.outcome.session.transcript.steps()[2]
+                .reply
+                .as_ref()
+                .is_some_and(|r| r.text().contains(stack.id())),
+            "{}: answered by our Postfix",
+            s.name
+        );
+    }
+    tokio::task::spawn_blocking(move || drop(stack))
+        .await
+        .unwrap();
+}
+
+/// One file as Postfix's `smtpd_tls_chain_files` reads it: key, leaf, then the rest.
+fn postfix_chain_file(pki: &DemoPki, send: Send) -> String {
+    let mut file = pki.leaf_key_pem().to_string();
+    for der in pki.chain(&sent_of(pki, send)) {
+        let cert = [&pki.leaf, &pki.intermediate, &pki.root]
+            .into_iter()
+            .find(|c| c.der == der)
+            .expect("a certificate of this PKI");
+        file.push_str(&cert.pem);
+    }
+    file
 }
 
 #[test]

@@ -293,7 +293,7 @@ mod tests {
         assert!(!extra.flags().wrong_order);
 
         let (local, _dir2) = client(&pki, &[pki.intermediate_pem()]);
-        let report = local.verify_chain(&[leaf.clone()], "localhost", now);
+        let report = local.verify_chain(std::slice::from_ref(&leaf), "localhost", now);
         assert!(report.valid() && !report.sent_complete);
         assert_eq!(report.flags().local_intermediates, [1]);
         assert!(matches!(
@@ -301,7 +301,7 @@ mod tests {
             Some(CertSource::File(_))
         ));
 
-        let untrusted = c.verify_chain(&[other.leaf.der.clone()], "localhost", now);
+        let untrusted = c.verify_chain(std::slice::from_ref(&other.leaf.der), "localhost", now);
         assert!(!untrusted.valid());
         assert!(untrusted.anchor().is_none());
     }

@@ -38,6 +38,11 @@
 //! (`localhost`) with IP SAN 127.0.0.1. Every TLS port sends leaf + intermediate (a complete
 //! chain without the root), so a client trusting only the root verifies.
 //!
+//! Chain ports ([`MailStack::start_with_chains`], for certificate chain tests): one more Postfix
+//! smtpd per [`ServedChain`], on its own free port, STARTTLS offered (not required), no AUTH,
+//! sending exactly the chain file given (key, leaf, then whatever certificates in whatever order:
+//! `smtpd_tls_chain_files` with one file). Look it up with [`MailStack::chain_addr`].
+//!
 //! Logs: Postfix via postlogd to `postfix.log` (`maillog_file`), Dovecot to `dovecot.log`; their
 //! tails are attached to every start error ([`MailStack::log_tail`]).
 //!
@@ -117,6 +122,17 @@ pub const INBOX: TestUser = TestUser {
 
 const USERS: [TestUser; 2] = [PROBE, INBOX];
 
+/// A certificate chain for an extra STARTTLS port of Postfix (see
+/// [`MailStack::start_with_chains`]).
+#[derive(Clone, Debug)]
+pub struct ServedChain {
+    /// The name [`MailStack::chain_addr`] finds the port by.
+    pub name: String,
+    /// One PEM file as `smtpd_tls_chain_files` reads it: the private key, then the leaf, then the
+    /// certificates to send after it, in that order.
+    pub key_and_chain_pem: String,
+}
+
 /// Environment variable naming the parent directory of stack directories.
 pub const DIR_ENV: &str = "SMTP_PROBER_MAILSTACK_DIR";
 
@@ -178,6 +194,8 @@ pub struct MailStack {
     pki: Pki,
     startup: Duration,
     tls: Arc<rustls::ClientConfig>,
+    /// The extra chain ports, by name.
+    chain_ports: Vec<(String, u16)>,
     // Declared last: dropped after everything else, and it is what stops the stack.
     _watchdog: Watchdog,
 }
@@ -196,11 +214,17 @@ impl MailStack {
     /// Starts a private stack on free ports; blocks until every port greets (or fails with the
     /// logs' tails).
     pub fn start() -> anyhow::Result<MailStack> {
+        MailStack::start_with_chains(&[])
+    }
+
+    /// Like [`MailStack::start`], plus one STARTTLS port per chain that sends exactly that chain
+    /// (for certificate chain tests; see [`ServedChain`]).
+    pub fn start_with_chains(chains: &[ServedChain]) -> anyhow::Result<MailStack> {
         let programs = Programs::find()?;
         require_root()?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match start_once(&programs) {
+            match start_once(&programs, chains) {
                 Ok(stack) => return Ok(stack),
                 Err(failure) if failure.port_collision => last_error = Some(failure.error),
                 Err(failure) => return Err(failure.error),
@@ -260,6 +284,14 @@ impl MailStack {
     /// IMAP over implicit TLS.
     pub fn imaps_addr(&self) -> SocketAddr {
         loopback(self.ports.imaps)
+    }
+
+    /// The STARTTLS port serving the [`ServedChain`] called `name`.
+    pub fn chain_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.chain_ports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, port)| loopback(port))
     }
 
     /// The root CA certificate (PEM) that every TLS port's chain leads to.
@@ -351,7 +383,7 @@ impl From<anyhow::Error> for StartFailure {
     }
 }
 
-fn start_once(programs: &Programs) -> Result<MailStack, StartFailure> {
+fn start_once(programs: &Programs, chains: &[ServedChain]) -> Result<MailStack, StartFailure> {
     let began = Instant::now();
     let dir = create_stack_dir()?;
     let id = dir
@@ -362,14 +394,15 @@ fn start_once(programs: &Programs) -> Result<MailStack, StartFailure> {
     // From here on the watchdog owns cleanup: every early return drops it, which stops whatever
     // was started and removes the directory.
     let watchdog = spawn_watchdog(&dir)?;
-    let ports = pick_ports()?;
+    let (ports, extra) = pick_ports(chains.len())?;
     let (pki, tls) = write_pki(&dir)?;
+    let chain_files = write_served_chains(&dir, chains, &extra)?;
     let mail_user = system_user("mail")
         .or_else(|_| system_user("nobody"))
         .context("no system user to own the maildirs")?;
     write_users(&dir, mail_user)?;
     write_dovecot_conf(&dir, &id, &ports, &pki, mail_user)?;
-    write_postfix_conf(&dir, &id, &ports, &pki)?;
+    write_postfix_conf(&dir, &id, &ports, &pki, &chain_files)?;
 
     let dovecot_conf = dir.join("dovecot").join("dovecot.conf");
     run_start_command(
@@ -385,7 +418,7 @@ fn start_once(programs: &Programs) -> Result<MailStack, StartFailure> {
             .arg(dir.join("postfix").join("etc"))
             .arg("start"),
     )?;
-    wait_ready(&dir, &id, &ports, &tls)?;
+    wait_ready(&dir, &id, &ports, &extra, &tls)?;
 
     Ok(MailStack {
         id,
@@ -394,6 +427,7 @@ fn start_once(programs: &Programs) -> Result<MailStack, StartFailure> {
         pki,
         startup: began.elapsed(),
         tls,
+        chain_ports: chains.iter().map(|c| c.name.clone()).zip(extra).collect(),
         _watchdog: watchdog,
     })
 }
@@ -488,8 +522,9 @@ fn spawn_watchdog(dir: &Path) -> anyhow::Result<Watchdog> {
     Ok(Watchdog { child, stdin })
 }
 
-/// Picks five distinct free loopback ports, never one handed out before in this process.
-fn pick_ports() -> anyhow::Result<Ports> {
+/// Picks five distinct free loopback ports plus `extra` more, never one handed out before in
+/// this process.
+fn pick_ports(extra: usize) -> anyhow::Result<(Ports, Vec<u16>)> {
     let mut guard = HANDED_OUT
         .lock()
         .map_err(|_| anyhow!("port registry poisoned by a panicking test"))?;
@@ -497,9 +532,10 @@ fn pick_ports() -> anyhow::Result<Ports> {
     // All listeners stay bound until five are found, so the kernel gives distinct ports.
     let mut listeners = Vec::new();
     let mut ports = Vec::new();
-    while ports.len() < 5 {
-        if listeners.len() > 50 {
-            bail!("could not find 5 unused loopback ports");
+    let wanted = 5 + extra;
+    while ports.len() < wanted {
+        if listeners.len() > 50 + extra {
+            bail!("could not find {wanted} unused loopback ports");
         }
         let listener =
             TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
@@ -509,13 +545,33 @@ fn pick_ports() -> anyhow::Result<Ports> {
             ports.push(port);
         }
     }
-    Ok(Ports {
-        submission: ports[0],
-        smtps: ports[1],
-        smtp: ports[2],
-        imap: ports[3],
-        imaps: ports[4],
-    })
+    Ok((
+        Ports {
+            submission: ports[0],
+            smtps: ports[1],
+            smtp: ports[2],
+            imap: ports[3],
+            imaps: ports[4],
+        },
+        ports[5..].to_vec(),
+    ))
+}
+
+/// Writes each served chain to `pki/chain-<i>.pem` (it holds a private key: root-only, read by
+/// smtpd before it drops privileges) and pairs it with its port.
+fn write_served_chains(
+    dir: &Path,
+    chains: &[ServedChain],
+    ports: &[u16],
+) -> anyhow::Result<Vec<(PathBuf, u16)>> {
+    let mut files = Vec::with_capacity(chains.len());
+    for (i, (chain, &port)) in chains.iter().zip(ports).enumerate() {
+        let path = dir.join("pki").join(format!("chain-{i}.pem"));
+        fs::write(&path, &chain.key_and_chain_pem)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        files.push((path, port));
+    }
+    Ok(files)
 }
 
 /// Generates root CA -> intermediate CA -> leaf (localhost, 127.0.0.1) and writes the PEM files.
@@ -724,7 +780,13 @@ service auth {{
     Ok(())
 }
 
-fn write_postfix_conf(dir: &Path, id: &str, ports: &Ports, pki: &Pki) -> anyhow::Result<()> {
+fn write_postfix_conf(
+    dir: &Path,
+    id: &str,
+    ports: &Ports,
+    pki: &Pki,
+    chains: &[(PathBuf, u16)],
+) -> anyhow::Result<()> {
     let d = dir.display();
     // The spool (queue + data) sits outside the config directory: `postfix check` wants every
     // file under the config directory owned by root, and the queue is owned by `postfix`.
@@ -780,7 +842,7 @@ smtpd_relay_restrictions = reject_unauth_destination
         key = pki.key.display(),
         chain = pki.chain.display(),
     );
-    let master_cf = format!(
+    let mut master_cf = format!(
         r#"# Generated by tests/support/mailstack.rs for one test stack.
 # service type  private unpriv  chroot  wakeup  maxproc command + args
 # (a) submission: STARTTLS required, AUTH only after it, relay only when authenticated.
@@ -829,6 +891,15 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         smtps = ports.smtps,
         smtp = ports.smtp,
     );
+    // (e) chain ports: STARTTLS offered, no AUTH, each sending its own chain file.
+    for (i, (file, port)) in chains.iter().enumerate() {
+        let _ = write!(
+            master_cf,
+            "127.0.0.1:{port} inet n - n - - smtpd\n  -o syslog_name={id}/chain-{i}\n  \
+             -o smtpd_tls_chain_files={}\n",
+            file.display()
+        );
+    }
     let etc = dir.join("postfix/etc");
     write_postfix_file(&etc.join("main.cf"), &main_cf)?;
     write_postfix_file(&etc.join("master.cf"), &master_cf)?;
@@ -888,9 +959,10 @@ fn wait_ready(
     dir: &Path,
     id: &str,
     ports: &Ports,
+    chain_ports: &[u16],
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<(), StartFailure> {
-    let expectations = [
+    let mut expectations = vec![
         Expect {
             what: "submission",
             port: ports.submission,
@@ -922,6 +994,13 @@ fn wait_ready(
             prefix: "* OK ",
         },
     ];
+    // A chain port's greeting comes before STARTTLS: nothing about its chain is verified here.
+    expectations.extend(chain_ports.iter().map(|&port| Expect {
+        what: "chain",
+        port,
+        implicit_tls: false,
+        prefix: "220 ",
+    }));
     let deadline = Instant::now() + READY_TIMEOUT;
     for expect in &expectations {
         loop {
