@@ -22,8 +22,14 @@
 //! - With several faults at once the two may name different ones: OpenSSL checks signatures and
 //!   dates from the anchor down and stops at the first fault, we report the first from the leaf
 //!   up. Every scenario here has a single fault.
-//! - OpenSSL also checks the validity dates of the trust anchor itself; webpki (and so we) does
-//!   not, as RFC 5280 §6.1 takes the anchor as given. No scenario here has an expired anchor.
+//! - OpenSSL also checks the validity dates of the trust anchor itself (`openssl verify` says
+//!   "error 10 at 1 depth lookup: certificate has expired" for an expired root in its CA file);
+//!   webpki (and so we) does not, as RFC 5280 §6.1 takes the anchor as given. No scenario here
+//!   has an expired anchor: the embedded server's PKI always has a valid root.
+//! - 7 (certificate signature failure) needs a signature that fails although names and key
+//!   identifiers match (a corrupted certificate). An intermediate of the same name with another
+//!   key is not a bad signature for either side: its key identifier rules it out, and both report
+//!   the issuer as not found.
 
 mod support;
 
@@ -32,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rustls_pki_types::CertificateDer;
 use smtp_prober::demo::{DemoPki, DemoServer, KeyKind, PkiOptions, Sent, ServerConfig};
 use smtp_prober::probe::chain_cmd::{self, ChainRun};
 use smtp_prober::probe::module::{Module, TlsMode};
@@ -69,6 +76,8 @@ enum Send {
     WrongOrder,
     /// Leaf, intermediate, intermediate.
     Duplicate,
+    /// Leaf, then the intermediate with one byte of its signature changed.
+    CorruptIntermediate,
 }
 
 /// OpenSSL's verdict: the verify error and the depth it names (`None` when it verified).
@@ -160,7 +169,21 @@ fn sent_of(pki: &DemoPki, send: Send) -> Sent {
             pki.intermediate.der.clone(),
             pki.intermediate.der.clone(),
         ]),
+        Send::CorruptIntermediate => Sent::Custom(vec![
+            pki.leaf.der.clone(),
+            corrupt_signature(&pki.intermediate.der),
+        ]),
     }
+}
+
+/// The certificate with the last byte of its signature changed: still well-formed DER (the byte
+/// is inside the signature's last integer, or Ed25519's raw bytes), no longer verifiable.
+fn corrupt_signature(der: &[u8]) -> CertificateDer<'static> {
+    let mut bytes = der.to_vec();
+    if let Some(last) = bytes.last_mut() {
+        *last ^= 0x01;
+    }
+    CertificateDer::from(bytes)
 }
 
 fn ca_file(dir: &Path, pki: &DemoPki, trust: Trust) -> PathBuf {
@@ -464,6 +487,16 @@ mod scenarios {
         }
     }
 
+    /// A signature that does not verify although issuer name and key identifier match.
+    pub fn bad_signature() -> Scenario {
+        Scenario {
+            send: Send::CorruptIntermediate,
+            ours: Some((Reason::CertBadSignature, 1)),
+            openssl: 7,
+            ..scenario("bad signature")
+        }
+    }
+
     pub fn duplicate() -> Scenario {
         Scenario {
             send: Send::Duplicate,
@@ -489,6 +522,7 @@ mod scenarios {
             ecdsa_p384(),
             wrong_order(),
             duplicate(),
+            bad_signature(),
         ]
     }
 }
@@ -692,6 +726,15 @@ async fn duplicate_intermediate() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signature() {
+    let j = judge(scenarios::bad_signature()).await;
+    has(
+        &j.text(),
+        "Reinstall the leaf with the intermediate its CA issued",
+    );
+}
+
 /// The same scenarios against a real Postfix (the private stack of tests/support/mailstack.rs),
 /// each chain on its own STARTTLS port of one Postfix instance: the chain file is the only
 /// thing a scenario changes on the server.
@@ -749,11 +792,7 @@ async fn postfix_matrix() {
 fn postfix_chain_file(pki: &DemoPki, send: Send) -> String {
     let mut file = pki.leaf_key_pem().to_string();
     for der in pki.chain(&sent_of(pki, send)) {
-        let cert = [&pki.leaf, &pki.intermediate, &pki.root]
-            .into_iter()
-            .find(|c| c.der == der)
-            .expect("a certificate of this PKI");
-        file.push_str(&cert.pem);
+        file.push_str(&smtp_prober::tls::export::pem(&der));
     }
     file
 }

@@ -301,6 +301,15 @@ mod tests {
             Some(CertSource::File(_))
         ));
 
+        let mut long = crate::demo::PkiOptions::new(&[]);
+        long.leaf_not_after = now + std::time::Duration::from_secs(500 * 86_400);
+        let long = crate::demo::DemoPki::with_options(&long).unwrap();
+        let (lc, _dir3) = client(&long, &[]);
+        let report = lc.verify_chain(&long.chain(&crate::demo::Sent::Full), "localhost", now);
+        assert!(report.valid());
+        // From yesterday to 500 days ahead: 501 days.
+        assert_eq!(report.flags().leaf_lifetime_days, Some(501));
+
         let untrusted = c.verify_chain(std::slice::from_ref(&other.leaf.der), "localhost", now);
         assert!(!untrusted.valid());
         assert!(untrusted.anchor().is_none());
