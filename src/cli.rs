@@ -35,6 +35,8 @@ pub struct Cli {
 enum Command {
     /// Run one probe and print a transcript.
     Probe(ProbeArgs),
+    /// Explain the server's certificate chain and export what a client must import.
+    Chain(ChainArgs),
 }
 
 /// Output format of `probe`.
@@ -130,6 +132,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Probe(args)) => run_probe(args).await,
+            Some(Command::Chain(args)) => run_chain(args).await,
             None => bail!("no command given; see --help"),
         }
     });
@@ -258,4 +261,34 @@ pub fn format_outcome(outcome: &ProbeOutcome, format: Format, message_configured
             message_configured,
         )),
     }
+}
+
+#[derive(Args, Debug)]
+struct ChainArgs {
+    #[command(flatten)]
+    conn: ConnectionArgs,
+    /// Write the certificates a client trust store must import (PEM) into this directory.
+    #[arg(long = "export-dir")]
+    export_dir: Option<PathBuf>,
+}
+
+/// `chain`: exit 0 when the chain verifies, 1 when it does not (or no TLS session), 2 on usage
+/// errors and when the export cannot be written.
+async fn run_chain(args: ChainArgs) -> anyhow::Result<ExitCode> {
+    use crate::probe::chain_cmd;
+    let (name, module) = module_from_args(&args.conn)?;
+    let module = chain_cmd::chain_module(module).map_err(anyhow::Error::msg)?;
+    let target = parse_target(&args.conn.target, module.port).map_err(anyhow::Error::msg)?;
+    let timeout = module.timeout;
+    let prepared = PreparedModule::new(name, module).context("building the TLS configuration")?;
+    let run = chain_cmd::run(&prepared, &target, timeout, args.export_dir.as_deref()).await;
+    print!("{}", chain_cmd::render(&run, std::time::SystemTime::now()));
+    if let Some(Err(e)) = run.export.as_ref().map(|e| &e.written) {
+        bail!("--export-dir: {e}");
+    }
+    Ok(if run.chain_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PROBE_FAILED)
+    })
 }

@@ -38,9 +38,14 @@
 //! (`localhost`) with IP SAN 127.0.0.1. Every TLS port sends leaf + intermediate (a complete
 //! chain without the root), so a client trusting only the root verifies.
 //!
+//! Chain ports ([`MailStack::start_with_chains`], for certificate chain tests): one more Postfix
+//! smtpd per [`ServedChain`], on its own free port, STARTTLS offered (not required), no AUTH,
+//! sending exactly the chain file given (key, leaf, then whatever certificates in whatever order:
+//! `smtpd_tls_chain_files` with one file). Look it up with [`MailStack::chain_addr`].
+//!
 //! # OAuth 2.0 (optional)
 //!
-//! [`MailStack::start_with`] with [`Options::oauth2_introspection_url`] adds a sixth port,
+//! [`MailStack::start_with`] with [`Options::oauth2_introspection_url`] adds one more port,
 //! [`MailStack::oauth_submission_addr`]: Postfix submission like the first (STARTTLS required,
 //! relay only when authenticated) whose `smtpd_sasl_mechanism_filter` makes it advertise
 //! `AUTH LOGIN XOAUTH2 OAUTHBEARER`, the way Office 365 offers `AUTH LOGIN XOAUTH2`. Dovecot
@@ -130,6 +135,27 @@ pub const INBOX: TestUser = TestUser {
 
 const USERS: [TestUser; 2] = [PROBE, INBOX];
 
+/// A certificate chain for an extra STARTTLS port of Postfix (see
+/// [`MailStack::start_with_chains`]).
+#[derive(Clone, Debug)]
+pub struct ServedChain {
+    /// The name [`MailStack::chain_addr`] finds the port by.
+    pub name: String,
+    /// One PEM file as `smtpd_tls_chain_files` reads it: the private key, then the leaf, then the
+    /// certificates to send after it, in that order.
+    pub key_and_chain_pem: String,
+}
+
+/// What a stack offers beyond the defaults ([`MailStack::start_with`]).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// One extra STARTTLS port per chain (see [`ServedChain`]).
+    pub chains: Vec<ServedChain>,
+    /// Adds the OAuth 2.0 submission port, whose tokens Dovecot checks against this RFC 7662
+    /// introspection endpoint (plain `http://` on loopback; Dovecot trusts no test CA).
+    pub oauth2_introspection_url: Option<String>,
+}
+
 /// Environment variable naming the parent directory of stack directories.
 pub const DIR_ENV: &str = "SMTP_PROBER_MAILSTACK_DIR";
 
@@ -147,15 +173,7 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 /// The process-wide stack behind [`MailStack::shared`] (or why it could not start).
 static SHARED: OnceLock<Result<MailStack, String>> = OnceLock::new();
 
-/// What a stack offers beyond the defaults.
-#[derive(Clone, Debug, Default)]
-pub struct Options {
-    /// Adds the OAuth 2.0 submission port, whose tokens Dovecot checks against this RFC 7662
-    /// introspection endpoint (plain `http://` on loopback; Dovecot trusts no test CA).
-    pub oauth2_introspection_url: Option<String>,
-}
-
-/// The listening ports of one stack.
+/// The listening ports of one stack (besides the chain ports).
 #[derive(Clone, Copy, Debug)]
 struct Ports {
     submission: u16,
@@ -201,6 +219,8 @@ pub struct MailStack {
     pki: Pki,
     startup: Duration,
     tls: Arc<rustls::ClientConfig>,
+    /// The extra chain ports, by name.
+    chain_ports: Vec<(String, u16)>,
     // Declared last: dropped after everything else, and it is what stops the stack.
     _watchdog: Watchdog,
 }
@@ -220,6 +240,15 @@ impl MailStack {
     /// logs' tails).
     pub fn start() -> anyhow::Result<MailStack> {
         MailStack::start_with(&Options::default())
+    }
+
+    /// Like [`MailStack::start`], plus one STARTTLS port per chain that sends exactly that chain
+    /// (for certificate chain tests; see [`ServedChain`]).
+    pub fn start_with_chains(chains: &[ServedChain]) -> anyhow::Result<MailStack> {
+        MailStack::start_with(&Options {
+            chains: chains.to_vec(),
+            ..Options::default()
+        })
     }
 
     /// Like [`MailStack::start`], with the extras `options` ask for.
@@ -294,6 +323,14 @@ impl MailStack {
     /// with [`Options::oauth2_introspection_url`].
     pub fn oauth_submission_addr(&self) -> Option<SocketAddr> {
         self.ports.oauth_submission.map(loopback)
+    }
+
+    /// The STARTTLS port serving the [`ServedChain`] called `name`.
+    pub fn chain_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.chain_ports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, port)| loopback(port))
     }
 
     /// The root CA certificate (PEM) that every TLS port's chain leads to.
@@ -386,6 +423,7 @@ impl From<anyhow::Error> for StartFailure {
 }
 
 fn start_once(programs: &Programs, options: &Options) -> Result<MailStack, StartFailure> {
+    let chains = &options.chains;
     let began = Instant::now();
     let dir = create_stack_dir()?;
     let id = dir
@@ -396,14 +434,15 @@ fn start_once(programs: &Programs, options: &Options) -> Result<MailStack, Start
     // From here on the watchdog owns cleanup: every early return drops it, which stops whatever
     // was started and removes the directory.
     let watchdog = spawn_watchdog(&dir)?;
-    let ports = pick_ports(options.oauth2_introspection_url.is_some())?;
+    let (ports, extra) = pick_ports(options.oauth2_introspection_url.is_some(), chains.len())?;
     let (pki, tls) = write_pki(&dir)?;
+    let chain_files = write_served_chains(&dir, chains, &extra)?;
     let mail_user = system_user("mail")
         .or_else(|_| system_user("nobody"))
         .context("no system user to own the maildirs")?;
     write_users(&dir, mail_user)?;
     write_dovecot_conf(&dir, &id, &ports, &pki, mail_user, options)?;
-    write_postfix_conf(&dir, &id, &ports, &pki)?;
+    write_postfix_conf(&dir, &id, &ports, &pki, &chain_files)?;
 
     let dovecot_conf = dir.join("dovecot").join("dovecot.conf");
     run_start_command(
@@ -419,7 +458,7 @@ fn start_once(programs: &Programs, options: &Options) -> Result<MailStack, Start
             .arg(dir.join("postfix").join("etc"))
             .arg("start"),
     )?;
-    wait_ready(&dir, &id, &ports, &tls)?;
+    wait_ready(&dir, &id, &ports, &extra, &tls)?;
 
     Ok(MailStack {
         id,
@@ -428,6 +467,7 @@ fn start_once(programs: &Programs, options: &Options) -> Result<MailStack, Start
         pki,
         startup: began.elapsed(),
         tls,
+        chain_ports: chains.iter().map(|c| c.name.clone()).zip(extra).collect(),
         _watchdog: watchdog,
     })
 }
@@ -522,19 +562,20 @@ fn spawn_watchdog(dir: &Path) -> anyhow::Result<Watchdog> {
     Ok(Watchdog { child, stdin })
 }
 
-/// Picks five (six with `oauth`) distinct free loopback ports, never one handed out before in
-/// this process.
-fn pick_ports(oauth: bool) -> anyhow::Result<Ports> {
-    let wanted = if oauth { 6 } else { 5 };
+/// Picks five distinct free loopback ports (six with `oauth`) plus `extra` more, never one handed
+/// out before in this process.
+fn pick_ports(oauth: bool, extra: usize) -> anyhow::Result<(Ports, Vec<u16>)> {
     let mut guard = HANDED_OUT
         .lock()
         .map_err(|_| anyhow!("port registry poisoned by a panicking test"))?;
     let handed_out = guard.get_or_insert_with(HashSet::new);
-    // All listeners stay bound until all are found, so the kernel gives distinct ports.
+    // All listeners stay bound until five are found, so the kernel gives distinct ports.
     let mut listeners = Vec::new();
     let mut ports = Vec::new();
+    let fixed = if oauth { 6 } else { 5 };
+    let wanted = fixed + extra;
     while ports.len() < wanted {
-        if listeners.len() > 50 {
+        if listeners.len() > 50 + extra {
             bail!("could not find {wanted} unused loopback ports");
         }
         let listener =
@@ -545,14 +586,34 @@ fn pick_ports(oauth: bool) -> anyhow::Result<Ports> {
             ports.push(port);
         }
     }
-    Ok(Ports {
-        submission: ports[0],
-        smtps: ports[1],
-        smtp: ports[2],
-        imap: ports[3],
-        imaps: ports[4],
-        oauth_submission: ports.get(5).copied(),
-    })
+    Ok((
+        Ports {
+            submission: ports[0],
+            smtps: ports[1],
+            smtp: ports[2],
+            imap: ports[3],
+            imaps: ports[4],
+            oauth_submission: oauth.then_some(ports[5]),
+        },
+        ports[fixed..].to_vec(),
+    ))
+}
+
+/// Writes each served chain to `pki/chain-<i>.pem` (it holds a private key: root-only, read by
+/// smtpd before it drops privileges) and pairs it with its port.
+fn write_served_chains(
+    dir: &Path,
+    chains: &[ServedChain],
+    ports: &[u16],
+) -> anyhow::Result<Vec<(PathBuf, u16)>> {
+    let mut files = Vec::with_capacity(chains.len());
+    for (i, (chain, &port)) in chains.iter().zip(ports).enumerate() {
+        let path = dir.join("pki").join(format!("chain-{i}.pem"));
+        fs::write(&path, &chain.key_and_chain_pem)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        files.push((path, port));
+    }
+    Ok(files)
 }
 
 /// Generates root CA -> intermediate CA -> leaf (localhost, 127.0.0.1) and writes the PEM files.
@@ -789,7 +850,13 @@ service auth {{
     Ok(())
 }
 
-fn write_postfix_conf(dir: &Path, id: &str, ports: &Ports, pki: &Pki) -> anyhow::Result<()> {
+fn write_postfix_conf(
+    dir: &Path,
+    id: &str,
+    ports: &Ports,
+    pki: &Pki,
+    chains: &[(PathBuf, u16)],
+) -> anyhow::Result<()> {
     let d = dir.display();
     // With OAuth, Dovecot offers xoauth2 and oauthbearer too: only the OAuth port shows them.
     let (mechanism_filter, oauth_service) = match ports.oauth_submission {
@@ -861,7 +928,7 @@ smtpd_relay_restrictions = reject_unauth_destination
         key = pki.key.display(),
         chain = pki.chain.display(),
     );
-    let master_cf = format!(
+    let mut master_cf = format!(
         r#"# Generated by tests/support/mailstack.rs for one test stack.
 # service type  private unpriv  chroot  wakeup  maxproc command + args
 # (a) submission: STARTTLS required, AUTH only after it, relay only when authenticated.
@@ -907,6 +974,15 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         smtps = ports.smtps,
         smtp = ports.smtp,
     );
+    // (e) chain ports: STARTTLS offered, no AUTH, each sending its own chain file.
+    for (i, (file, port)) in chains.iter().enumerate() {
+        let _ = write!(
+            master_cf,
+            "127.0.0.1:{port} inet n - n - - smtpd\n  -o syslog_name={id}/chain-{i}\n  \
+             -o smtpd_tls_chain_files={}\n",
+            file.display()
+        );
+    }
     let etc = dir.join("postfix/etc");
     write_postfix_file(&etc.join("main.cf"), &main_cf)?;
     write_postfix_file(&etc.join("master.cf"), &master_cf)?;
@@ -966,6 +1042,7 @@ fn wait_ready(
     dir: &Path,
     id: &str,
     ports: &Ports,
+    chain_ports: &[u16],
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<(), StartFailure> {
     let mut expectations = vec![
@@ -1008,6 +1085,13 @@ fn wait_ready(
             prefix: "220 ",
         });
     }
+    // A chain port's greeting comes before STARTTLS: nothing about its chain is verified here.
+    expectations.extend(chain_ports.iter().map(|&port| Expect {
+        what: "chain",
+        port,
+        implicit_tls: false,
+        prefix: "220 ",
+    }));
     let deadline = Instant::now() + READY_TIMEOUT;
     for expect in &expectations {
         loop {
