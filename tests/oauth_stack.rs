@@ -54,6 +54,7 @@ async fn fixture() -> Fixture {
     let introspection = TokenEndpoint::start(endpoint(None)).await.unwrap();
     let options = Options {
         oauth2_introspection_url: Some(introspection.introspection_url()),
+        ..Options::default()
     };
     let stack = tokio::task::spawn_blocking(move || MailStack::start_with(&options))
         .await

@@ -593,7 +593,7 @@ fn pick_ports(oauth: bool, extra: usize) -> anyhow::Result<(Ports, Vec<u16>)> {
             smtp: ports[2],
             imap: ports[3],
             imaps: ports[4],
-            oauth_submission: oauth.then_some(ports[5]),
+            oauth_submission: if oauth { Some(ports[5]) } else { None },
         },
         ports[fixed..].to_vec(),
     ))
