@@ -51,6 +51,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run one probe and print a transcript.
     Probe(ProbeArgs),
+    /// Explain the server's certificate chain and export what a client must import.
+    Chain(ChainArgs),
     /// Validate a configuration file: exit 0, or 2 with every problem found.
     CheckConfig(CheckConfigArgs),
     /// Start an embedded STARTTLS server and the exporter probing it: the zero-setup first run.
@@ -238,6 +240,7 @@ pub fn main() -> ExitCode {
             Some(Command::Serve(args)) => run_serve(args).await,
             Some(Command::CheckConfig(args)) => Ok(run_check_config(&args).await),
             Some(Command::Demo(args)) => run_demo(args).await,
+            Some(Command::Chain(args)) => run_chain(args).await,
             None => run_serve(cli.serve).await,
         }
     });
@@ -674,4 +677,34 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     healthy.shutdown().await;
     broken.shutdown().await;
     code
+}
+
+#[derive(Args, Debug)]
+struct ChainArgs {
+    #[command(flatten)]
+    conn: ConnectionArgs,
+    /// Write the certificates a client trust store must import (PEM) into this directory.
+    #[arg(long = "export-dir")]
+    export_dir: Option<PathBuf>,
+}
+
+/// `chain`: exit 0 when the chain verifies, 1 when it does not (or no TLS session), 2 on usage
+/// errors and when the export cannot be written.
+async fn run_chain(args: ChainArgs) -> anyhow::Result<ExitCode> {
+    use crate::probe::chain_cmd;
+    let (name, module) = module_from_args(&args.conn)?;
+    let module = chain_cmd::chain_module(module).map_err(anyhow::Error::msg)?;
+    let target = parse_target(&args.conn.target, module.port).map_err(anyhow::Error::msg)?;
+    let timeout = module.timeout;
+    let prepared = PreparedModule::new(name, module).context("building the TLS configuration")?;
+    let run = chain_cmd::run(&prepared, &target, timeout, args.export_dir.as_deref()).await;
+    print!("{}", chain_cmd::render(&run, std::time::SystemTime::now()));
+    if let Some(Err(e)) = run.export.as_ref().map(|e| &e.written) {
+        bail!("--export-dir: {e}");
+    }
+    Ok(if run.chain_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PROBE_FAILED)
+    })
 }

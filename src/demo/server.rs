@@ -2,7 +2,8 @@
 //!
 //! It speaks what a submission server speaks (RFC 5321 greeting, EHLO/HELO, MAIL, RCPT, DATA with
 //! dot-unstuffing, RSET, NOOP, QUIT; PIPELINING RFC 2920; SIZE RFC 1870; STARTTLS RFC 3207;
-//! AUTH RFC 4954 with PLAIN RFC 4616 and LOGIN; enhanced status codes RFC 2034/3463) and keeps
+//! AUTH RFC 4954 with PLAIN RFC 4616, LOGIN, XOAUTH2 and OAUTHBEARER RFC 7628; enhanced status
+//! codes RFC 2034/3463) and keeps
 //! the last accepted messages for tests to read. Each step can be told to misbehave — another
 //! reply, a delay, a closed connection, silence, garbage, an endless or drip-fed reply — so that
 //! every failure a server can cause a probe is reproducible ([`ServerConfig::reply_to`] and
@@ -22,7 +23,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -67,14 +68,20 @@ pub enum TlsVersions {
     Tls13Only,
 }
 
-/// A SASL mechanism the server can run. Adding one (XOAUTH2, OAUTHBEARER) means a variant here
-/// and its exchange in `Session::authenticate`.
+/// A SASL mechanism the server can run. Adding one means a variant here and its exchange in
+/// `Session::authenticate`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Mechanism {
     /// RFC 4616: one response `authzid NUL authcid NUL password`.
     Plain,
     /// The de-facto LOGIN mechanism: user name and password, each after a 334 prompt.
     Login,
+    /// Google's and Microsoft's XOAUTH2: `user=U ^A auth=Bearer T ^A ^A`, checked against
+    /// [`ServerConfig::bearer_tokens`].
+    Xoauth2,
+    /// RFC 7628 OAUTHBEARER: a GS2 header `n,a=U,` then `^A`-separated `key=value` pairs with
+    /// `auth=Bearer T`, checked against [`ServerConfig::bearer_tokens`].
+    Oauthbearer,
 }
 
 impl Mechanism {
@@ -83,6 +90,8 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Login => "LOGIN",
+            Mechanism::Xoauth2 => "XOAUTH2",
+            Mechanism::Oauthbearer => "OAUTHBEARER",
         }
     }
 
@@ -90,8 +99,106 @@ impl Mechanism {
         match name.to_ascii_uppercase().as_str() {
             "PLAIN" => Some(Mechanism::Plain),
             "LOGIN" => Some(Mechanism::Login),
+            "XOAUTH2" => Some(Mechanism::Xoauth2),
+            "OAUTHBEARER" => Some(Mechanism::Oauthbearer),
             _ => None,
         }
+    }
+
+    /// The JSON error challenge sent before the final failure of a bearer mechanism, as
+    /// Dovecot 2.3 sends it (Google and Microsoft send the same shape for XOAUTH2; RFC 7628
+    /// §3.2.2 names the OAUTHBEARER status `invalid_token`).
+    fn error_challenge(self) -> &'static str {
+        match self {
+            Mechanism::Oauthbearer => r#"{"status":"invalid_token"}"#,
+            _ => r#"{"status":"401","schemes":"bearer","scope":"mail"}"#,
+        }
+    }
+}
+
+/// The bearer tokens the server accepts for XOAUTH2 and OAUTHBEARER, each valid for one user
+/// and perhaps only for a while. A handle: clones share one registry, so that a
+/// [`TokenEndpoint`](super::TokenEndpoint) issues tokens the server then accepts, and a test can
+/// revoke a token the prober still has cached.
+#[derive(Clone, Default)]
+pub struct BearerTokens {
+    inner: Arc<Mutex<HashMap<String, BearerGrant>>>,
+}
+
+/// Who a token is for and until when.
+#[derive(Clone)]
+struct BearerGrant {
+    user: String,
+    expires: Option<Instant>,
+}
+
+impl BearerTokens {
+    /// An empty registry: every bearer token is refused.
+    pub fn new() -> BearerTokens {
+        BearerTokens::default()
+    }
+
+    /// Accepts `token` for `user` until revoked.
+    pub fn insert(&self, user: impl Into<String>, token: &Secret) {
+        self.grant(user.into(), token, None);
+    }
+
+    /// Accepts `token` for `user` for `lifetime` from now (what a token endpoint's `expires_in`
+    /// promises), then refuses it.
+    pub fn insert_expiring(&self, user: impl Into<String>, token: &Secret, lifetime: Duration) {
+        self.grant(user.into(), token, Instant::now().checked_add(lifetime));
+    }
+
+    fn grant(&self, user: String, token: &Secret, expires: Option<Instant>) {
+        let mut map = self.lock();
+        // Expired grants go when new ones come, so a long demo run does not grow the map.
+        let now = Instant::now();
+        map.retain(|_, g| g.expires.is_none_or(|e| e > now));
+        map.insert(token.expose().to_string(), BearerGrant { user, expires });
+    }
+
+    /// Stops accepting `token`; whether it was known.
+    pub fn revoke(&self, token: &Secret) -> bool {
+        self.lock().remove(token.expose()).is_some()
+    }
+
+    /// Stops accepting every token (a key rollover at the identity provider).
+    pub fn revoke_all(&self) {
+        self.lock().clear();
+    }
+
+    /// How many tokens are known (expired ones included until the next insert).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no token is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The user `token` is valid for now, if it is.
+    pub fn user_of(&self, token: &str) -> Option<String> {
+        let map = self.lock();
+        let grant = map.get(token)?;
+        grant
+            .expires
+            .is_none_or(|e| Instant::now() < e)
+            .then(|| grant.user.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BearerGrant>> {
+        // A panic elsewhere while holding the lock leaves the map usable still.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for BearerTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The tokens are secrets: only their number shows.
+        f.debug_struct("BearerTokens")
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -167,7 +274,8 @@ pub struct Fault {
 
 /// Everything about a [`DemoServer`]. `Default` is a healthy STARTTLS submission server with
 /// the shared localhost PKI, AUTH PLAIN and LOGIN after STARTTLS for user `probe` with password
-/// `secret`.
+/// `secret`. Office 365 style is `auth_mechanisms: vec![Mechanism::Login, Mechanism::Xoauth2]`
+/// with the accepted tokens in `bearer_tokens`.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Where to listen; default 127.0.0.1 on a free port.
@@ -186,6 +294,8 @@ pub struct ServerConfig {
     pub sent: Sent,
     /// Accepted user names and their passwords.
     pub users: BTreeMap<String, Secret>,
+    /// Accepted bearer tokens (XOAUTH2, OAUTHBEARER); shared with whoever issues them.
+    pub bearer_tokens: BearerTokens,
     /// AUTH mechanisms advertised and accepted, in this order; empty: no AUTH at all.
     pub auth_mechanisms: Vec<Mechanism>,
     /// Offer AUTH on a plaintext connection too (by default only after TLS, as servers do).
@@ -217,6 +327,7 @@ impl Default for ServerConfig {
             pki: DemoPki::localhost(),
             sent: Sent::Full,
             users: BTreeMap::from([("probe".to_string(), Secret::new("secret"))]),
+            bearer_tokens: BearerTokens::new(),
             auth_mechanisms: vec![Mechanism::Plain, Mechanism::Login],
             auth_before_tls: false,
             require_auth: false,
@@ -1057,6 +1168,32 @@ impl Session {
                 };
                 Ok(self.check_password(&user, &password))
             }
+            Mechanism::Xoauth2 | Mechanism::Oauthbearer => {
+                let message = match self.sasl_response(initial, "").await? {
+                    Answer::Given(message) => message,
+                    Answer::Aborted => return Ok(AuthOutcome::Aborted),
+                    Answer::Malformed => return Ok(AuthOutcome::Malformed),
+                };
+                let Some(bearer) = parse_bearer(mechanism, &message) else {
+                    return Ok(AuthOutcome::Malformed);
+                };
+                let owner = self.config().bearer_tokens.user_of(bearer.token);
+                match owner {
+                    Some(owner) if bearer.user.is_none_or(|u| u == owner) => {
+                        Ok(AuthOutcome::Success(owner))
+                    }
+                    _ => {
+                        // A refused token is not a final reply yet: the server sends its JSON
+                        // error as a challenge, the client answers it (an empty line, or ^A for
+                        // OAUTHBEARER, RFC 7628 §3.2.3), and only then comes the 535.
+                        let challenge = base64::engine::general_purpose::STANDARD
+                            .encode(mechanism.error_challenge());
+                        self.send(&format!("334 {challenge}"));
+                        self.read_line(MAX_COMMAND_LINE).await?;
+                        Ok(AuthOutcome::Invalid)
+                    }
+                }
+            }
         }
     }
 
@@ -1226,6 +1363,61 @@ impl Session {
         self.finish(&format!("250 2.0.0 Ok: queued as {queue_id}"));
         Ok(Flow::Continue)
     }
+}
+
+/// What a bearer mechanism's client response says.
+#[derive(Debug, PartialEq, Eq)]
+struct Bearer<'a> {
+    /// The user it logs in as; OAUTHBEARER may leave it to the token.
+    user: Option<String>,
+    token: &'a str,
+}
+
+/// Parses an XOAUTH2 (`user=U^Aauth=Bearer T^A^A`) or OAUTHBEARER (`n,a=U,^Ahost=H^Aport=P^A
+/// auth=Bearer T^A^A`, RFC 7628 §3.1) client response; `None` when it is malformed.
+fn parse_bearer(mechanism: Mechanism, message: &[u8]) -> Option<Bearer<'_>> {
+    let text = std::str::from_utf8(message).ok()?;
+    let body = text.strip_suffix("\x01\x01")?;
+    let (mut user, pairs) = match mechanism {
+        Mechanism::Oauthbearer => {
+            let (gs2, pairs) = body.split_once('\x01')?;
+            // gs2-header: no channel binding ("n" or "y"), then an optional authzid.
+            let mut fields = gs2.split(',');
+            if !matches!(fields.next(), Some("n" | "y")) {
+                return None;
+            }
+            let authzid = fields.next()?;
+            let user = match authzid.strip_prefix("a=") {
+                Some(name) => Some(name.replace("=2C", ",").replace("=3D", "=")),
+                None if authzid.is_empty() => None,
+                None => return None,
+            };
+            (user, pairs)
+        }
+        _ => (None, body),
+    };
+    let mut token = None;
+    for pair in pairs.split('\x01') {
+        let (key, value) = pair.split_once('=')?;
+        match key {
+            "user" if mechanism == Mechanism::Xoauth2 => user = Some(value.to_string()),
+            "auth" => {
+                let (scheme, credentials) = value.split_once(' ')?;
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    return None;
+                }
+                token = Some(credentials.trim());
+            }
+            _ => {}
+        }
+    }
+    if mechanism == Mechanism::Xoauth2 && user.is_none() {
+        return None;
+    }
+    Some(Bearer {
+        user,
+        token: token.filter(|t| !t.is_empty())?,
+    })
 }
 
 /// A line without its CRLF (or bare LF).

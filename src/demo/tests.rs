@@ -2,6 +2,7 @@
 //! the demo root.
 
 use super::*;
+use crate::secret::Secret;
 use rustls_pki_types::ServerName;
 use std::io;
 use std::sync::Arc;
@@ -189,6 +190,166 @@ async fn auth_plain_and_login_accept_the_user_and_refuse_a_wrong_password() {
         client.cmd("MAIL FROM:<probe@probe.test>").await,
         "250 2.1.0 Ok"
     );
+}
+
+/// An Office 365 style server: AUTH LOGIN XOAUTH2, plus OAUTHBEARER, one token for `probe`.
+async fn oauth_server(tokens: &BearerTokens) -> DemoServer {
+    start(ServerConfig {
+        auth_mechanisms: vec![Mechanism::Login, Mechanism::Xoauth2, Mechanism::Oauthbearer],
+        bearer_tokens: tokens.clone(),
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn xoauth2_accepts_a_registered_token_for_its_user() {
+    let tokens = BearerTokens::new();
+    tokens.insert("probe", &Secret::new("tok-1"));
+    let server = oauth_server(&tokens).await;
+    let mut client = Client::connect(&server).await;
+    client.reply().await;
+    client.cmd("EHLO probe.test").await;
+    client.cmd("STARTTLS").await;
+    let mut client = client.tls(server.pki()).await.expect("handshake");
+    let ehlo = client.cmd("EHLO probe.test").await;
+    assert!(
+        ehlo.contains("250-AUTH LOGIN XOAUTH2 OAUTHBEARER\n"),
+        "{ehlo}"
+    );
+    assert_eq!(
+        client
+            .cmd(&format!(
+                "AUTH XOAUTH2 {}",
+                b64(b"user=probe\x01auth=Bearer tok-1\x01\x01")
+            ))
+            .await,
+        "235 2.7.0 Authentication successful"
+    );
+
+    // Without an initial response: an empty challenge, then the response.
+    let mut client = Client::ready(&server).await;
+    assert_eq!(client.cmd("AUTH XOAUTH2").await, "334");
+    assert_eq!(
+        client
+            .cmd(&b64(b"user=probe\x01auth=bearer tok-1\x01\x01"))
+            .await,
+        "235 2.7.0 Authentication successful"
+    );
+    assert_eq!(
+        client.cmd("MAIL FROM:<probe@probe.test>").await,
+        "250 2.1.0 Ok"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_bearer_gets_the_json_challenge_then_535() {
+    let tokens = BearerTokens::new();
+    tokens.insert("probe", &Secret::new("tok-1"));
+    let server = oauth_server(&tokens).await;
+    let xoauth2_challenge = format!(
+        "334 {}",
+        b64(br#"{"status":"401","schemes":"bearer","scope":"mail"}"#)
+    );
+    for payload in [
+        // Unknown token.
+        &b"user=probe\x01auth=Bearer nope\x01\x01"[..],
+        // A valid token, but for another user than the one logging in.
+        &b"user=other\x01auth=Bearer tok-1\x01\x01"[..],
+    ] {
+        let mut client = Client::ready(&server).await;
+        let reply = client.cmd(&format!("AUTH XOAUTH2 {}", b64(payload))).await;
+        assert_eq!(reply, xoauth2_challenge);
+        assert_eq!(
+            client.cmd("").await,
+            "535 5.7.8 Authentication credentials invalid"
+        );
+    }
+    let mut client = Client::ready(&server).await;
+    let reply = client
+        .cmd(&format!(
+            "AUTH OAUTHBEARER {}",
+            b64(b"n,a=probe,\x01host=localhost\x01port=587\x01auth=Bearer nope\x01\x01")
+        ))
+        .await;
+    assert_eq!(
+        reply,
+        format!("334 {}", b64(br#"{"status":"invalid_token"}"#))
+    );
+    // RFC 7628 §3.2.3: the client's dummy response is ^A.
+    assert_eq!(
+        client.cmd(&b64(b"\x01")).await,
+        "535 5.7.8 Authentication credentials invalid"
+    );
+
+    // Revoked: the same token that worked is refused now.
+    tokens.revoke(&Secret::new("tok-1"));
+    let mut client = Client::ready(&server).await;
+    let reply = client
+        .cmd(&format!(
+            "AUTH XOAUTH2 {}",
+            b64(b"user=probe\x01auth=Bearer tok-1\x01\x01")
+        ))
+        .await;
+    assert_eq!(reply, xoauth2_challenge);
+}
+
+#[tokio::test]
+async fn oauthbearer_takes_the_user_from_the_gs2_header_or_the_token() {
+    let tokens = BearerTokens::new();
+    tokens.insert("u,1=@x", &Secret::new("tok-2"));
+    tokens.insert_expiring("probe", &Secret::new("gone"), Duration::ZERO);
+    let server = oauth_server(&tokens).await;
+    for payload in [
+        &b"n,a=u=2C1=3D@x,\x01host=localhost\x01port=587\x01auth=Bearer tok-2\x01\x01"[..],
+        &b"n,,\x01auth=Bearer tok-2\x01\x01"[..],
+    ] {
+        let mut client = Client::ready(&server).await;
+        assert_eq!(
+            client
+                .cmd(&format!("AUTH OAUTHBEARER {}", b64(payload)))
+                .await,
+            "235 2.7.0 Authentication successful"
+        );
+    }
+    // An expired token is refused like an unknown one.
+    let mut client = Client::ready(&server).await;
+    let reply = client
+        .cmd(&format!(
+            "AUTH OAUTHBEARER {}",
+            b64(b"n,a=probe,\x01auth=Bearer gone\x01\x01")
+        ))
+        .await;
+    assert!(reply.starts_with("334 "), "{reply}");
+}
+
+#[tokio::test]
+async fn malformed_bearer_responses_are_refused_without_a_challenge() {
+    let tokens = BearerTokens::new();
+    tokens.insert("probe", &Secret::new("tok-1"));
+    let server = oauth_server(&tokens).await;
+    for line in [
+        format!("AUTH XOAUTH2 {}", b64(b"auth=Bearer tok-1\x01\x01")),
+        format!(
+            "AUTH XOAUTH2 {}",
+            b64(b"user=probe\x01auth=Basic tok-1\x01\x01")
+        ),
+        format!("AUTH XOAUTH2 {}", b64(b"user=probe\x01auth=Bearer tok-1")),
+        format!(
+            "AUTH OAUTHBEARER {}",
+            b64(b"p=tls-unique,,\x01auth=Bearer tok-1\x01\x01")
+        ),
+        "AUTH XOAUTH2 !!notbase64".to_string(),
+    ] {
+        let mut client = Client::ready(&server).await;
+        assert_eq!(
+            client.cmd(&line).await,
+            "501 5.5.2 Cannot decode response",
+            "{line}"
+        );
+    }
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(format!("{tokens:?}"), "BearerTokens { len: 1 }");
 }
 
 #[tokio::test]

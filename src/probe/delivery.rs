@@ -130,12 +130,7 @@ async fn login(
         ImapTls::Implicit => tcp,
         ImapTls::Starttls => {
             let mut client = Client::new(tcp);
-            let greeting = timeout_at(deadline.into(), client.read_response())
-                .await
-                .map_err(within("greeting"))?;
-            if !matches!(greeting, Ok(Some(_))) {
-                return Err(imap_error("IMAP server sent no greeting"));
-            }
+            read_greeting(&mut client, deadline).await?;
             timeout_at(
                 deadline.into(),
                 client.run_command_and_check_ok("STARTTLS", None),
@@ -164,12 +159,7 @@ async fn login(
     }
     let mut client = Client::new(stream);
     if settings.tls == ImapTls::Implicit {
-        let greeting = timeout_at(deadline.into(), client.read_response())
-            .await
-            .map_err(within("greeting"))?;
-        if !matches!(greeting, Ok(Some(_))) {
-            return Err(imap_error("IMAP server sent no greeting"));
-        }
+        read_greeting(&mut client, deadline).await?;
     }
     timeout_at(
         deadline.into(),
@@ -178,6 +168,18 @@ async fn login(
     .await
     .map_err(within("login"))?
     .map_err(|(e, _)| imap_error(format!("IMAP login as {} failed: {e}", settings.username)))
+}
+
+/// Reads the server's untagged greeting (there is none after STARTTLS).
+async fn read_greeting<T>(client: &mut Client<T>, deadline: Instant) -> Result<(), Failure>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    match timeout_at(deadline.into(), client.read_response()).await {
+        Err(_) => Err(imap_error("IMAP greeting did not arrive in time")),
+        Ok(Ok(Some(_))) => Ok(()),
+        Ok(_) => Err(imap_error("IMAP server sent no greeting")),
+    }
 }
 
 /// Searches every mailbox, with backoff, until the mail shows up or the deadline passes.

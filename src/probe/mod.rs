@@ -1,6 +1,7 @@
 //! The probe: runs one module against one target and turns the outcome into metrics, JSON and a
 //! human transcript. The only layer below HTTP that knows about Prometheus.
 
+pub mod chain_cmd;
 pub mod delivery;
 pub mod json;
 pub mod metrics;
@@ -213,7 +214,7 @@ pub async fn run_capped(
             // A cached token the server rejects may have been revoked early: fetch a fresh one
             // and try once more.
             (Some(source), Some(mut retry)) if rejected && token_was_cached => {
-                source.invalidate().await;
+                source.invalidate_rejected(&retry.secret).await;
                 let (token, fetch) = source.token(deadline).await;
                 token_fetch = fetch;
                 match token {

@@ -129,8 +129,9 @@ impl<'a> SaslClient<'a> {
     }
 
     /// The answer to a 334 challenge (its text, base64). For the OAuth mechanisms, a challenge
-    /// after the initial response is the server's JSON error: it is answered with an empty line
-    /// (RFC 7628 §3.2.3) and the server then sends the final failure.
+    /// after the initial response is the server's JSON error: OAUTHBEARER answers it with the
+    /// dummy response `%x01` (RFC 7628 §3.2.3), XOAUTH2 with an empty line (Google's and
+    /// Microsoft's protocol), and the server then sends the final failure.
     pub fn respond(&mut self, challenge: &str) -> String {
         let decoded = B64.decode(challenge.trim()).unwrap_or_default();
         self.round = self.round.saturating_add(1);
@@ -145,6 +146,7 @@ impl<'a> SaslClient<'a> {
                 }
             }
             Mechanism::Plain if self.round == 1 => B64.encode(self.payload()),
+            Mechanism::Oauthbearer if self.round > 1 => B64.encode("\x01"),
             _ => String::new(),
         }
     }
@@ -253,5 +255,7 @@ mod tests {
             String::from_utf8(B64.decode(o.initial_response().unwrap()).unwrap()).unwrap(),
             "n,a=u=2C1=3D@x,\x01host=smtp.example\x01port=587\x01auth=Bearer tok\x01\x01"
         );
+        let invalid_token = B64.encode(r#"{"status":"invalid_token"}"#);
+        assert_eq!(o.respond(&invalid_token), "AQ==");
     }
 }

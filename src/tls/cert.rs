@@ -351,6 +351,31 @@ pub(crate) fn authority_key_id(cert: &X509Certificate<'_>) -> Option<String> {
         })
 }
 
+/// The subject key identifier (RFC 5280 §4.2.1.2), when the certificate has one.
+pub(crate) fn subject_key_id<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
+    cert.iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(ski) => Some(ski.0),
+            _ => None,
+        })
+}
+
+/// Whether `child`'s authority key identifier rules `issuer` out: both identifiers are present
+/// and differ, so `issuer` holds another key than the one that signed `child` (a re-keyed CA, or
+/// a namesake). RFC 5280 §4.2.1.1 gives the identifier for exactly this choice, and OpenSSL's
+/// issuer lookup skips such a candidate too.
+pub(crate) fn key_ids_differ(child: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
+    let wanted = child
+        .iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0)
+            }
+            _ => None,
+        });
+    matches!((wanted, subject_key_id(issuer)), (Some(w), Some(have)) if w != have)
+}
+
 /// The caIssuers URLs of the authority information access extension (where the issuer's
 /// certificate can be downloaded, RFC 5280 §4.2.2.1).
 pub(crate) fn ca_issuers_urls(cert: &X509Certificate<'_>) -> Vec<String> {

@@ -8,7 +8,7 @@
 //! an anchor by issuer name and signature, and the verdict is read from where that walk stopped
 //! and from the validity dates of the certificates it found.
 
-use super::cert::{is_self_signed, parse, signed_by};
+use super::cert::{is_self_signed, key_ids_differ, parse, signed_by};
 use super::trust::TrustStore;
 use super::{CertFacts, CertSource, ChainError, ChainReport};
 use crate::vocab::Reason;
@@ -171,8 +171,9 @@ enum WalkEnd {
     Anchor,
     /// The head is self-signed and no trust source holds it.
     SelfSigned,
-    /// No certificate anywhere is named as the head's issuer.
-    IssuerNotFound,
+    /// No certificate anywhere is named as the head's issuer (`namesake`: some are, but their
+    /// key identifier says they hold another key).
+    IssuerNotFound { namesake: bool },
     /// Certificates are named as the head's issuer, but none of their keys verifies its signature.
     BadSignature,
     /// The chain grew past [`MAX_CHAIN_LEN`].
@@ -244,6 +245,7 @@ fn walk(store: &TrustStore, sent: &[CertificateDer<'static>], now: UnixTime) -> 
             });
 
         let mut named = false;
+        let mut namesake = false;
         let mut chosen: Option<(Candidate<'_>, bool)> = None;
         for candidate in anchors.chain(sent_candidates).chain(local) {
             let Some(issuer) = parse(candidate.der) else {
@@ -257,6 +259,10 @@ fn walk(store: &TrustStore, sent: &[CertificateDer<'static>], now: UnixTime) -> 
                 continue;
             }
             if !candidate.anchor && in_chain(candidate.der.as_ref()) {
+                continue;
+            }
+            if key_ids_differ(&head, &issuer) {
+                namesake = true;
                 continue;
             }
             named = true;
@@ -319,7 +325,7 @@ fn walk(store: &TrustStore, sent: &[CertificateDer<'static>], now: UnixTime) -> 
             None => {
                 return Walk {
                     built,
-                    end: WalkEnd::IssuerNotFound,
+                    end: WalkEnd::IssuerNotFound { namesake },
                 }
             }
         }
@@ -345,6 +351,12 @@ fn is_valid_at(cert: &X509Certificate<'_>, now: UnixTime) -> bool {
 /// a leaf issued directly by an untrusted root (reported incomplete), and a chain missing a
 /// second intermediate above a sent one (reported unknown issuer). A lone self-signed leaf is
 /// `cert_self_signed`.
+///
+/// A certificate carrying the issuer's name but, by its subject key identifier, another key than
+/// the head's authority key identifier names is not the issuer (a re-keyed CA, an outdated
+/// intermediate of the same name): such a head counts as issuer-not-found, as OpenSSL has it, not
+/// as a bad signature. `cert_bad_signature` is left for a signature that fails although the key
+/// identifiers agree or are absent.
 ///
 /// When the walk reached an anchor, the first certificate (from the leaf up, anchors excluded,
 /// as webpki does not check an anchor's dates) outside its validity period names the depth;
@@ -405,20 +417,25 @@ fn diagnose(
                 head.subject
             ),
         },
-        WalkEnd::IssuerNotFound if last == 0 => ChainError {
+        WalkEnd::IssuerNotFound { namesake } if last == 0 => ChainError {
             reason: Reason::CertIncompleteChain,
             depth: None,
             detail: format!(
-                "the leaf's issuer {:?} was not sent by the server and no trust source holds it",
-                head.issuer
+                "the leaf's issuer {:?} was not sent by the server and no trust source holds \
+                 it{}",
+                head.issuer,
+                namesake_note(namesake)
             ),
         },
-        WalkEnd::IssuerNotFound => ChainError {
+        WalkEnd::IssuerNotFound { namesake } => ChainError {
             reason: Reason::CertUnknownIssuer,
             depth: None,
             detail: format!(
-                "the chain ends at {:?} (depth {last}), whose issuer {:?} no trust source holds",
-                head.subject, head.issuer
+                "the chain ends at {:?} (depth {last}), whose issuer {:?} no trust source \
+                 holds{}",
+                head.subject,
+                head.issuer,
+                namesake_note(namesake)
             ),
         },
         WalkEnd::BadSignature => ChainError {
@@ -435,6 +452,16 @@ fn diagnose(
             depth: None,
             detail: format!("no trust anchor within {MAX_CHAIN_LEN} certificates"),
         },
+    }
+}
+
+/// The words added when certificates with the issuer's name were found but hold another key.
+fn namesake_note(namesake: bool) -> &'static str {
+    if namesake {
+        " (a certificate with that name was found, but its key identifier differs from the \
+         authority key identifier: it is another key of that CA, not the issuer)"
+    } else {
+        ""
     }
 }
 

@@ -11,6 +11,7 @@
 mod cert;
 mod chain;
 pub mod export;
+pub mod flags;
 mod trust;
 mod verifier;
 
@@ -28,6 +29,7 @@ use trust::TrustStore;
 use verifier::ChainDeferringVerifier;
 
 pub use export::{export_missing, missing_issuer, MissingIssuer};
+pub use flags::ChainFlags;
 
 /// Where trust anchors come from (`tls_config.trust`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

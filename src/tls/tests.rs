@@ -553,17 +553,41 @@ async fn intermediates_out_of_order_still_verify() {
 #[tokio::test]
 async fn signature_by_the_wrong_key_is_a_bad_signature() {
     let p = pki(Alg::Ecdsa);
-    // Same name as the real intermediate, different key: the leaf's signature cannot verify
-    // with the intermediate the server sends.
+    // Same name as the real intermediate, different key, and no authority key identifier to
+    // tell them apart: the leaf's signature cannot verify with the intermediate the server sends.
     let impostor = intermediate("Test Intermediate CA", Alg::Ecdsa, &p.root, VALID);
-    let forged = leaf(&[NAME], Alg::Ecdsa, &impostor, VALID);
+    let mut params = leaf_params(&[NAME], VALID);
+    params.use_authority_key_identifier_extension = false;
+    let key = key(Alg::Ecdsa, "leaf");
+    let forged = params.signed_by(&key, &impostor.issuer()).unwrap();
     let (chain, _files) = chain_of(
-        vec![forged.der.clone(), p.int.der.clone()],
-        &forged.key,
+        vec![forged.der().clone(), p.int.der.clone()],
+        &key,
         &[p.root.pem()],
     )
     .await;
     assert_eq!(reason(&chain), Some((Reason::CertBadSignature, Some(0))));
+}
+
+#[tokio::test]
+async fn intermediate_of_the_same_name_but_another_key_is_not_the_issuer() {
+    let p = pki(Alg::Ecdsa);
+    // The leaf names its issuer's key (authority key identifier); the server sends an older
+    // intermediate of the same name with another key: the leaf's issuer was not sent.
+    let renewed = intermediate("Test Intermediate CA", Alg::Ecdsa, &p.root, VALID);
+    let leaf = leaf(&[NAME], Alg::Ecdsa, &renewed, VALID);
+    let (chain, _files) = chain_of(
+        vec![leaf.der.clone(), p.int.der.clone()],
+        &leaf.key,
+        &[p.root.pem()],
+    )
+    .await;
+    assert_eq!(reason(&chain), Some((Reason::CertIncompleteChain, None)));
+    let detail = &chain.error.as_ref().unwrap().detail;
+    assert!(detail.contains("its key identifier differs"), "{detail}");
+    let missing = missing_issuer(&chain).unwrap();
+    assert_eq!(missing.depth, 0);
+    assert!(missing.authority_key_id.is_some());
 }
 
 #[tokio::test]

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# The project's one test command (README): bash scripts/test.sh [extra `cargo test` arguments]
+#
+# 1. Installs what the integration tests run against, when missing (Debian bookworm, as root or
+#    with sudo): postfix, dovecot-imapd, dovecot-lmtpd, prometheus (promtool), openssl. Postfix
+#    is preseeded to "No configuration" and no service of these packages is left running: the
+#    tests start their own private Postfix/Dovecot instances on free loopback ports
+#    (tests/support/mailstack.rs).
+# 2. Finds cargo (also in ~/.cargo/bin).
+# 3. cargo build --all-targets; cargo test --all-targets.
+# 4. Checks that no test mail stack outlived the test processes: every stack of this run lives in
+#    one directory; stacks still there after their watchdogs had time to finish are stopped and
+#    fail the run.
+#
+# Quiet when things work; on failure it shows the output of the step that failed.
+set -euo pipefail
+
+readonly PACKAGES=(postfix dovecot-imapd dovecot-lmtpd prometheus openssl)
+readonly SERVICES=(postfix dovecot prometheus)
+# How long the stacks' watchdogs get to stop them after the test processes exit.
+readonly LEFTOVER_WAIT_SECONDS=15
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# Runs a command as root: directly, or with sudo.
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo -n "$@"
+  else
+    die "need root to run: $*"
+  fi
+}
+
+# Runs a command with its output in a temporary file, shown only if it fails.
+quietly() {
+  local out status=0
+  out=$(mktemp)
+  "$@" >"$out" 2>&1 || status=$?
+  if [[ $status -ne 0 ]]; then
+    log "failed ($status): $*"
+    cat "$out" >&2
+  fi
+  rm -f "$out"
+  return "$status"
+}
+
+# Finds a program also in the sbin directories, which a non-root PATH may lack.
+have() {
+  PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin" command -v "$1" >/dev/null
+}
+
+mail_stack_present() {
+  have postfix && have dovecot && have prometheus && have promtool && have openssl &&
+    [[ -x /usr/lib/dovecot/imap && -x /usr/lib/dovecot/lmtp ]]
+}
+
+install_packages() {
+  command -v apt-get >/dev/null || die "missing ${PACKAGES[*]} and no apt-get to install them"
+  log "installing ${PACKAGES[*]}"
+  # Keep package scripts from starting services (the Debian/Docker convention); only our own
+  # policy file is removed afterwards.
+  local policy=/usr/sbin/policy-rc.d created_policy=""
+  if [[ ! -e $policy ]]; then
+    as_root sh -c "printf '#!/bin/sh\nexit 101\n' >$policy && chmod 755 $policy"
+    created_policy=1
+  fi
+  echo "postfix postfix/main_mailer_type select No configuration" |
+    as_root debconf-set-selections
+  local status=0
+  quietly as_root apt-get update -qq || status=$?
+  if [[ $status -eq 0 ]]; then
+    quietly as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends "${PACKAGES[@]}" || status=$?
+  fi
+  [[ -z $created_policy ]] || as_root rm -f "$policy"
+  [[ $status -eq 0 ]] || die "package installation failed"
+  stop_system_services
+}
+
+# Should a package script have started a service anyway (systemd ignoring policy-rc.d, or a
+# socket unit), stop and disable it: it would hold ports 25/143/993/9090 and is not ours.
+stop_system_services() {
+  local service
+  if [[ -d /run/systemd/system ]]; then
+    for service in "${SERVICES[@]}" dovecot.socket; do
+      as_root systemctl disable --now "$service" >/dev/null 2>&1 || true
+    done
+  else
+    for service in "${SERVICES[@]}"; do
+      if [[ -x /etc/init.d/$service ]]; then
+        as_root /etc/init.d/"$service" stop >/dev/null 2>&1 || true
+      fi
+    done
+  fi
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null || die "no cargo on PATH: install a Rust toolchain (1.85 or newer) first"
+}
+
+# Stops whatever test mail stacks remain in $1; prints how many there were.
+stop_leftover_stacks() {
+  local run_dir=$1 count=0 dir
+  for dir in "$run_dir"/mailstack-*; do
+    [[ -d $dir ]] || continue
+    count=$((count + 1))
+    sh tests/support/mailstack-stop.sh "$dir" >&2 || true
+  done
+  echo "$count"
+}
+
+main() {
+  cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+  mail_stack_present || install_packages
+  mail_stack_present || die "still missing after installation: ${PACKAGES[*]}"
+  ensure_rust
+
+  # Every test mail stack of this run goes here (tests/support/mailstack.rs reads the variable),
+  # so that leftovers can be found without touching anyone else's.
+  local run_dir
+  run_dir=$(mktemp -d "${TMPDIR:-/tmp}/smtp-prober-test.XXXXXX")
+  chmod 755 "$run_dir" # the daemons' users must traverse it
+  export SMTP_PROBER_MAILSTACK_DIR=$run_dir
+  # On any exit (failure, Ctrl-C), stop what is left and remove the run directory.
+  trap 'stop_leftover_stacks "'"$run_dir"'" >/dev/null; rmdir "'"$run_dir"'" 2>/dev/null || true' EXIT
+
+  cargo build --all-targets --quiet
+  local status=0
+  cargo test --all-targets --quiet "$@" || status=$?
+
+  # Stacks shared by a test binary are stopped by their watchdog just after the binary exits.
+  local waited=0
+  while compgen -G "$run_dir/mailstack-*" >/dev/null && ((waited < LEFTOVER_WAIT_SECONDS * 10)); do
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  local leftovers
+  leftovers=$(stop_leftover_stacks "$run_dir")
+  if ((leftovers > 0)); then
+    log "$leftovers test mail stack(s) outlived the tests (stopped now): a cleanup bug"
+    status=1
+  fi
+  return "$status"
+}
+
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  main "$@"
+fi

@@ -1,0 +1,649 @@
+//! `smtp-prober chain`: connects like `probe` (resolve, connect, greeting, EHLO, STARTTLS or
+//! implicit TLS), then explains the server's certificate chain in words — what the server sent,
+//! the chain built to a trust anchor with every certificate's facts, where building stopped and
+//! why, what else is worth fixing, and what to do — and with `--export-dir` writes the PEM files
+//! (RFC 7468) a client trust store must import.
+//!
+//! The session runs with `insecure_skip_verify` forced on, so that it always completes and the
+//! chain report is there whatever the verdict; the verdict decides the exit code instead.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::json::rfc3339;
+use super::module::{Expect, Module, TlsMode};
+use super::target::Target;
+use super::{PreparedModule, ProbeOutcome};
+use crate::tls::{
+    export_missing, missing_issuer, CertFacts, CertSource, ChainFlags, ChainReport, MissingIssuer,
+    TlsReport,
+};
+use crate::vocab::Reason;
+
+/// What `--export-dir` did.
+#[derive(Debug)]
+pub struct Export {
+    /// The directory asked for.
+    pub dir: PathBuf,
+    /// The files written (leaf side first), or why writing failed.
+    pub written: Result<Vec<PathBuf>, String>,
+}
+
+/// What `smtp-prober chain` found.
+#[derive(Debug)]
+pub struct ChainRun {
+    /// The session, with the chain report when TLS was established.
+    pub outcome: ProbeOutcome,
+    /// The export, when `--export-dir` was given and a TLS session was established.
+    pub export: Option<Export>,
+}
+
+impl ChainRun {
+    /// The TLS session, when one was established.
+    pub fn tls(&self) -> Option<&TlsReport> {
+        self.outcome.session.tls.as_ref()
+    }
+
+    /// Whether a chain to a trust anchor verified and covers the server name (exit code 0).
+    pub fn chain_valid(&self) -> bool {
+        self.tls().is_some_and(|t| t.chain.valid())
+    }
+}
+
+/// The module `chain` runs: `module` without AUTH, token mail, delivery check and expectations,
+/// and with `insecure_skip_verify`, so that the session completes whatever the chain. Fails when
+/// the module does not use TLS.
+pub fn chain_module(mut module: Module) -> Result<Module, String> {
+    if module.tls == TlsMode::None {
+        return Err("the chain command needs TLS: use --tls=starttls or --tls=implicit".into());
+    }
+    module.auth = None;
+    module.message = None;
+    module.delivery = None;
+    module.expect = Expect::default();
+    module.tls_config.insecure_skip_verify = true;
+    Ok(module)
+}
+
+/// Runs the session and, when `export_dir` is given and TLS was established, writes the
+/// certificates of the built chain that the server did not send.
+pub async fn run(
+    prepared: &PreparedModule,
+    target: &Target,
+    timeout: Duration,
+    export_dir: Option<&Path>,
+) -> ChainRun {
+    let outcome = super::run(prepared, target, timeout).await;
+    let export = match (export_dir, outcome.session.tls.as_ref()) {
+        (Some(dir), Some(tls)) => Some(Export {
+            dir: dir.to_path_buf(),
+            written: export_missing(&tls.chain, dir)
+                .map_err(|e| format!("writing to {}: {e}", dir.display())),
+        }),
+        _ => None,
+    };
+    ChainRun { outcome, export }
+}
+
+/// The report in words, with days left counted from `now`.
+pub fn render(run: &ChainRun, now: SystemTime) -> String {
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut out = String::with_capacity(4096);
+    let o = &run.outcome;
+    let Some(tls) = run.tls() else {
+        let _ = writeln!(out, "chain of {}: no TLS session", o.target);
+        match &o.failure {
+            Some(f) => {
+                let _ = writeln!(
+                    out,
+                    "the session failed in step {} before the server sent a certificate: {} ({})",
+                    f.step, f.reason, f.detail
+                );
+                let _ = writeln!(out, "hint: {}", f.reason.hint());
+            }
+            None => {
+                let _ = writeln!(out, "the session did not use TLS");
+            }
+        }
+        return out;
+    };
+    let chain = &tls.chain;
+    let flags = chain.flags();
+    let _ = writeln!(
+        out,
+        "chain of {} (checked as {:?}): {} {}",
+        o.target, chain.server_name, tls.version, tls.cipher
+    );
+
+    render_sent(&mut out, chain, &flags);
+    render_built(&mut out, chain, now);
+    render_verdict(&mut out, chain);
+    render_findings(&mut out, chain, &flags);
+    let missing = missing_issuer(chain);
+    render_advice(
+        &mut out,
+        chain,
+        &flags,
+        missing.as_ref(),
+        run.export.is_some(),
+    );
+    if let Some(export) = &run.export {
+        render_export(&mut out, chain, export, missing.as_ref());
+    }
+    if let Some(f) = &o.failure {
+        let _ = writeln!(
+            out,
+            "\nAfter the handshake the session failed in step {}: {} ({}); the chain above is \
+             complete nonetheless.",
+            f.step, f.reason, f.detail
+        );
+    }
+    out
+}
+
+/// "What the server sent": order, repeats, the root, certificates outside the chain.
+fn render_sent(out: &mut String, chain: &ChainReport, flags: &ChainFlags) {
+    let n = chain.sent.len();
+    let _ = writeln!(
+        out,
+        "\nThe server sent {n} certificate{}:",
+        if n == 1 { "" } else { "s" }
+    );
+    for (i, c) in chain.sent.iter().enumerate() {
+        let mut notes = Vec::new();
+        if i == 0 {
+            notes.push("leaf".to_string());
+        }
+        if let Some(first) = chain.sent[..i]
+            .iter()
+            .position(|p| p.fingerprint_sha256 == c.fingerprint_sha256)
+        {
+            notes.push(format!("repeats #{first}"));
+        }
+        if flags.root_sent == Some(i) {
+            notes.push("a root: self-signed CA".into());
+        }
+        if flags.unrelated.contains(&i) && !notes.iter().any(|n| n.starts_with("repeats")) {
+            notes.push("not part of the chain".into());
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", notes.join(", "))
+        };
+        let _ = writeln!(out, "  #{i}  {}{notes}", c.subject);
+        let _ = writeln!(out, "      issued by {}", c.issuer);
+    }
+    if flags.wrong_order {
+        let _ = writeln!(
+            out,
+            "  The order is wrong: each certificate should be followed by the one that issued it."
+        );
+    }
+}
+
+/// "The chain built": every certificate with its facts and where it came from.
+fn render_built(out: &mut String, chain: &ChainReport, now: i64) {
+    let anchor = chain.anchor().map(|a| a.fingerprint_sha256.as_str());
+    let heading = if chain.valid() || chain.anchor().is_some() {
+        "The chain built to a trust anchor:"
+    } else {
+        "The chain as far as it could be built:"
+    };
+    let _ = writeln!(out, "\n{heading}");
+    for c in &chain.built {
+        let is_anchor = anchor == Some(c.fingerprint_sha256.as_str());
+        let _ = writeln!(out, "  depth {}  {}", c.depth, c.subject);
+        let _ = writeln!(out, "      from      {}", origin(c, chain, is_anchor));
+        let _ = writeln!(out, "      issuer    {}", c.issuer);
+        let _ = writeln!(out, "      serial    {}", c.serial);
+        let _ = writeln!(out, "      sha256    {}", c.fingerprint_sha256);
+        let _ = writeln!(
+            out,
+            "      valid     {} to {} ({})",
+            rfc3339(c.not_before),
+            rfc3339(c.not_after),
+            validity_words(c, now)
+        );
+        let _ = writeln!(
+            out,
+            "      key       {}, signed with {}",
+            c.key, c.signature_algorithm
+        );
+        if c.depth == 0 {
+            let _ = writeln!(out, "      names     {}", c.sans.join(", "));
+        }
+    }
+    if chain.leaf_pinned() {
+        let _ = writeln!(
+            out,
+            "  The leaf itself is a trust anchor (pinned in {}).",
+            source_words(&chain.built[0].source)
+        );
+    }
+}
+
+/// Where a certificate of the built chain came from, in words.
+fn origin(c: &CertFacts, chain: &ChainReport, is_anchor: bool) -> String {
+    let position = chain
+        .sent
+        .iter()
+        .position(|s| s.fingerprint_sha256 == c.fingerprint_sha256);
+    match (position, is_anchor) {
+        (Some(i), true) => format!(
+            "the server (#{i}), and a trust anchor in {}",
+            source_words(&c.source)
+        ),
+        (Some(i), false) => format!("the server (#{i})"),
+        (None, true) => format!("trust anchor in {}", source_words(&c.source)),
+        (None, false) => format!(
+            "{}, not sent by the server (supplied locally)",
+            source_words(&c.source)
+        ),
+    }
+}
+
+/// A trust source in words.
+fn source_words(source: &CertSource) -> String {
+    match source {
+        CertSource::Server => "the server's handshake".into(),
+        CertSource::System => "the system trust store".into(),
+        CertSource::Bundled => "the bundled Mozilla roots".into(),
+        CertSource::File(p) => format!("CA file {}", p.display()),
+    }
+}
+
+/// "365 days left", "EXPIRED 3 days ago", "NOT YET VALID, starts in 2 days".
+fn validity_words(c: &CertFacts, now: i64) -> String {
+    let days = |secs: i64| secs as f64 / 86_400.0;
+    if now < c.not_before {
+        format!(
+            "NOT YET VALID, starts in {:.1} days",
+            days(c.not_before - now)
+        )
+    } else if now > c.not_after {
+        format!("EXPIRED {:.1} days ago", days(now - c.not_after))
+    } else {
+        format!("{:.0} days left", days(c.not_after - now).floor())
+    }
+}
+
+/// The verdict and, when invalid, where building stopped and why.
+fn render_verdict(out: &mut String, chain: &ChainReport) {
+    match &chain.error {
+        None => {
+            let to = match (chain.anchor(), chain.leaf_pinned()) {
+                (Some(a), _) => format!(
+                    "reaches the trust anchor {:?} ({})",
+                    a.subject_cn,
+                    source_words(&a.source)
+                ),
+                (None, true) => "is a pinned certificate".into(),
+                (None, false) => "verifies".into(),
+            };
+            let _ = writeln!(
+                out,
+                "\nVerdict: VALID. The chain {to} and covers {:?}.",
+                chain.server_name
+            );
+        }
+        Some(e) => {
+            let _ = writeln!(out, "\nVerdict: INVALID, {}.", e.reason);
+            let place = match (e.reason, e.depth) {
+                (Reason::CertIncompleteChain | Reason::CertUnknownIssuer, _) => {
+                    let last = chain.built.len().saturating_sub(1);
+                    format!("Building stopped at depth {last}: ")
+                }
+                (_, Some(d)) => format!("The certificate at depth {d} fails: "),
+                (_, None) => String::new(),
+            };
+            let _ = writeln!(out, "  {place}{}.", e.detail);
+        }
+    }
+}
+
+/// Findings worth fixing whatever the verdict.
+fn render_findings(out: &mut String, chain: &ChainReport, flags: &ChainFlags) {
+    if flags.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nFindings:");
+    if let Some(i) = flags.root_sent {
+        let _ = writeln!(
+            out,
+            "  - root sent needlessly: #{i} {:?} is a root; a client trusts a root only when it \
+             already holds it, so sending it only adds bytes to every handshake.",
+            chain.sent[i].subject_cn
+        );
+    }
+    if flags.wrong_order {
+        let _ = writeln!(
+            out,
+            "  - wrong order: the sent certificates are not leaf first, then each issuer in turn \
+             (TLS 1.2 requires it; some clients fail to build the chain otherwise)."
+        );
+    }
+    for &i in &flags.duplicates {
+        let _ = writeln!(
+            out,
+            "  - duplicate: #{i} {:?} was sent before.",
+            chain.sent[i].subject_cn
+        );
+    }
+    for &i in flags
+        .unrelated
+        .iter()
+        .filter(|i| !flags.duplicates.contains(i))
+    {
+        let _ = writeln!(
+            out,
+            "  - not part of the chain: #{i} {:?} was sent but issues none of the chain.",
+            chain.sent[i].subject_cn
+        );
+    }
+    for &d in &flags.sha1_signed {
+        if let Some(c) = chain.built.get(d).or_else(|| chain.sent.get(d)) {
+            let _ = writeln!(
+                out,
+                "  - SHA-1 signature: depth {d} {:?} is signed with {}; current clients reject \
+                 SHA-1 certificate signatures.",
+                c.subject_cn, c.signature_algorithm
+            );
+        }
+    }
+    if let Some(days) = flags.leaf_lifetime_days {
+        let _ = writeln!(
+            out,
+            "  - validity over {} days: the leaf is valid for {days} days; public CAs may not \
+             issue leaves valid longer than {} days and browsers and mail clients refuse them.",
+            crate::tls::flags::MAX_LEAF_LIFETIME_DAYS,
+            crate::tls::flags::MAX_LEAF_LIFETIME_DAYS
+        );
+    }
+    for &d in &flags.local_intermediates {
+        if let Some(c) = chain.built.get(d) {
+            let _ = writeln!(
+                out,
+                "  - intermediate supplied locally: depth {d} {:?} came from {}, not from the \
+                 server; clients without that file cannot build the chain \
+                 (probe_tls_chain_sent_complete {}).",
+                c.subject_cn,
+                source_words(&c.source),
+                u8::from(chain.sent_complete)
+            );
+        }
+    }
+}
+
+/// "What to do": the fix for the verdict, then for the findings.
+fn render_advice(
+    out: &mut String,
+    chain: &ChainReport,
+    flags: &ChainFlags,
+    missing: Option<&MissingIssuer>,
+    exporting: bool,
+) {
+    let mut todo: Vec<String> = Vec::new();
+    if let Some(e) = &chain.error {
+        let at =
+            |d: Option<usize>| d.and_then(|d| chain.built.get(d).or_else(|| chain.sent.get(d)));
+        match e.reason {
+            Reason::CertIncompleteChain => {
+                todo.push(
+                    "On the server: send the intermediate certificate(s) after the leaf, in one \
+                     chain file (Postfix: smtpd_tls_chain_files = key.pem, fullchain.pem; Exim: \
+                     tls_certificate = fullchain.pem; Exchange/Windows: import the intermediate \
+                     into Intermediate Certification Authorities)."
+                        .into(),
+                );
+                todo.push(
+                    "Until then, clients can hold the intermediate themselves: give smtp-prober \
+                     a CA bundle that contains it (--ca-file) together with --export-dir to get \
+                     the files to import."
+                        .into(),
+                );
+            }
+            Reason::CertUnknownIssuer => match chain.built.last() {
+                Some(top) if top.self_signed && top.sent => todo.push(format!(
+                    "The chain ends at the root {:?} (sha256 {}), which this client does not \
+                     trust. If it is your organisation's CA, confirm that fingerprint with its \
+                     administrators and add the root to the client's trust store \
+                     (tls_config.ca_files, --ca-file); never trust it just because the server \
+                     sent it.",
+                    top.subject, top.fingerprint_sha256
+                )),
+                _ => todo.push(
+                    "This client trusts no root that issued the chain. If the server is meant for \
+                     the public, it should use a certificate from a public CA; for a private CA, \
+                     get its root from the CA's administrators and add it to the client's trust \
+                     store (tls_config.ca_files, --ca-file). When some trust source already holds \
+                     it (a CA bundle), run chain with --ca-file=BUNDLE --export-dir=DIR to \
+                     extract it. If the CA uses two intermediates, the server may also be \
+                     missing the upper one."
+                        .into(),
+                ),
+            },
+            Reason::CertSelfSigned => {
+                let fp = chain
+                    .sent
+                    .first()
+                    .map(|c| c.fingerprint_sha256.as_str())
+                    .unwrap_or_default();
+                todo.push(format!(
+                    "Replace the self-signed certificate with one issued by a CA the clients \
+                     trust. To trust it as it is (a private server), confirm its fingerprint \
+                     (sha256 {fp}) with the server's administrator and add the certificate to \
+                     the client's trust store (tls_config.ca_files, --ca-file)."
+                ));
+            }
+            Reason::CertExpired => match at(e.depth) {
+                Some(c) if c.depth == 0 => todo.push(format!(
+                    "Renew the server certificate {:?} (expired {}) and install the new one with \
+                     its intermediates.",
+                    c.subject,
+                    rfc3339(c.not_after)
+                )),
+                Some(c) if !c.sent => todo.push(format!(
+                    "The intermediate {:?} from {} expired {}: replace it there with the CA's \
+                     current intermediate, and have the server send its intermediates itself.",
+                    c.subject,
+                    source_words(&c.source),
+                    rfc3339(c.not_after)
+                )),
+                Some(c) => todo.push(format!(
+                    "The server sends an outdated intermediate {:?} (expired {}): install the \
+                     CA's current intermediate (the one whose key identifier matches the leaf's \
+                     authority key identifier) in the server's chain file.",
+                    c.subject,
+                    rfc3339(c.not_after)
+                )),
+                None => todo.push("Renew the expired certificate on the server.".into()),
+            },
+            Reason::CertNotYetValid => todo.push(
+                "A certificate is not valid yet: it was installed before its start date, or a \
+                 clock is wrong. Compare this machine's clock with the server's and the CA's \
+                 dates."
+                    .into(),
+            ),
+            Reason::CertHostnameMismatch => {
+                let names = chain
+                    .sent
+                    .first()
+                    .map(|c| c.sans.join(", "))
+                    .unwrap_or_default();
+                todo.push(format!(
+                    "The certificate names [{names}], not {:?}. If clients connect by one of \
+                     those names, probe with it (--server-name, tls_config.server_name); \
+                     otherwise get a certificate that includes {:?}.",
+                    chain.server_name, chain.server_name
+                ));
+            }
+            Reason::CertBadSignature => todo.push(
+                "A signature does not verify: the server's chain file mixes certificates of \
+                 different CAs or keys. Reinstall the leaf with the intermediate its CA issued \
+                 it with."
+                    .into(),
+            ),
+            _ => todo.push(e.reason.hint().to_string()),
+        }
+        if let Some(m) = missing {
+            todo.push(format!(
+                "Look for the certificate of {:?} ({}){}.",
+                m.issuer,
+                match &m.authority_key_id {
+                    Some(id) => format!(
+                        "its subject key identifier is {}, the authority key identifier of \
+                         depth {}",
+                        colon_hex(id),
+                        m.depth
+                    ),
+                    None => format!("depth {} names no authority key identifier", m.depth),
+                },
+                if m.ca_issuers.is_empty() {
+                    String::new()
+                } else {
+                    format!(", published at {}", m.ca_issuers.join(", "))
+                }
+            ));
+        }
+    }
+    if flags.root_sent.is_some() || !flags.duplicates.is_empty() || !flags.unrelated.is_empty() {
+        todo.push(
+            "Clean up the server's chain file: the leaf, then its intermediates, nothing else."
+                .into(),
+        );
+    } else if flags.wrong_order {
+        todo.push(
+            "Reorder the server's chain file: the leaf, then the intermediate that issued it, \
+             then that one's issuer."
+                .into(),
+        );
+    }
+    if !flags.local_intermediates.is_empty() && chain.valid() {
+        todo.push(
+            "Have the server send its intermediate(s): this client verifies only thanks to its \
+             local CA file."
+                .into(),
+        );
+    }
+    if !flags.sha1_signed.is_empty() || flags.leaf_lifetime_days.is_some() {
+        todo.push(
+            "Have the CA reissue the certificate(s) named above with SHA-256 and a lifetime \
+             within 398 days."
+                .into(),
+        );
+    }
+    // A healthy chain leaves out only the root, which every client holds already: nothing
+    // worth exporting then.
+    let unsent = chain.built.iter().filter(|c| !c.sent).count();
+    let needs_import = !chain.valid() || !chain.sent_complete;
+    if !exporting && unsent > 0 && needs_import {
+        todo.push(format!(
+            "Run again with --export-dir=DIR to write the {unsent} certificate(s) the server did \
+             not send as PEM files to import into a client trust store."
+        ));
+    }
+    let _ = writeln!(out, "\nWhat to do:");
+    if todo.is_empty() {
+        let _ = writeln!(out, "  Nothing: the server sends a clean chain.");
+    }
+    for item in todo {
+        let _ = writeln!(out, "  - {item}");
+    }
+}
+
+/// What `--export-dir` wrote, or why nothing.
+fn render_export(
+    out: &mut String,
+    chain: &ChainReport,
+    export: &Export,
+    missing: Option<&MissingIssuer>,
+) {
+    let _ = writeln!(out, "\nExport to {}:", export.dir.display());
+    match &export.written {
+        Err(e) => {
+            let _ = writeln!(out, "  FAILED: {e}");
+        }
+        Ok(paths) if paths.is_empty() => {
+            let why = if chain.built.iter().all(|c| c.sent) && chain.anchor().is_some() {
+                "the server sent every certificate of the chain, root included"
+            } else if missing.is_some() {
+                "no trust source holds what is missing (see above what to look for)"
+            } else {
+                "every certificate found was sent by the server; none came from a trust source"
+            };
+            let _ = writeln!(out, "  nothing written: {why}.");
+        }
+        Ok(paths) => {
+            let unsent = chain.built.iter().filter(|c| !c.sent);
+            for (path, c) in paths.iter().zip(unsent) {
+                let what = if c.self_signed {
+                    "root"
+                } else {
+                    "intermediate"
+                };
+                let _ = writeln!(
+                    out,
+                    "  {}  {what} {:?}, sha256 {}",
+                    path.display(),
+                    c.subject_cn,
+                    c.fingerprint_sha256
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  Import these into the client's trust store as trusted CA certificates \
+                 (smtp-prober: tls_config.ca_files or --ca-file; OpenSSL-based clients: append \
+                 to their CA file; Java: keytool -importcert; Windows: certutil -addstore)."
+            );
+        }
+    }
+}
+
+/// `0a1b2c` as `0A:1B:2C`, the way `openssl x509 -text` prints key identifiers.
+fn colon_hex(hex: &str) -> String {
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| String::from_utf8_lossy(pair).to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_identifiers_print_like_openssl() {
+        assert_eq!(colon_hex("0a1bff"), "0A:1B:FF");
+        assert_eq!(colon_hex(""), "");
+    }
+
+    #[test]
+    fn chain_module_strips_what_chain_does_not_do() {
+        let mut m = Module {
+            expect: Expect {
+                cert_min_validity: Some(Duration::from_secs(86_400)),
+            },
+            ..Module::default()
+        };
+        m.auth = Some(super::super::module::AuthSettings {
+            mechanism: super::super::module::MechanismChoice::Auto,
+            username: "u".into(),
+            credential: super::super::module::Credential::Password(crate::secret::Secret::new("p")),
+        });
+        let c = chain_module(m).unwrap();
+        assert!(c.auth.is_none() && c.message.is_none() && c.delivery.is_none());
+        assert_eq!(c.expect, Expect::default());
+        assert!(c.tls_config.insecure_skip_verify);
+        let plain = Module {
+            tls: TlsMode::None,
+            ..Module::default()
+        };
+        assert!(chain_module(plain).unwrap_err().contains("needs TLS"));
+    }
+}

@@ -1,0 +1,447 @@
+//! The probe engine against the embedded STARTTLS server: every TLS mode, AUTH, a full token
+//! send, and the TLS failure reasons, each checked on the outcome and on its metrics.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use smtp_prober::demo::{self, DemoPki, DemoServer, PkiOptions, Sent, ServerConfig, Verb};
+use smtp_prober::probe::module::{
+    AuthSettings, Credential, MechanismChoice, MessageSettings, Module, TlsMode,
+};
+use smtp_prober::probe::target::parse_target;
+use smtp_prober::probe::{self, PreparedModule, ProbeOutcome};
+use smtp_prober::secret::Secret;
+use smtp_prober::smtp::command::{ClientName, Mailbox};
+use smtp_prober::tls::TlsSettings;
+use smtp_prober::vocab::{Reason, StepName};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root_file: std::path::PathBuf,
+}
+
+fn root_file(pki: &DemoPki) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root_file = dir.path().join("root.pem");
+    std::fs::File::create(&root_file)
+        .unwrap()
+        .write_all(pki.root_pem().as_bytes())
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        root_file,
+    }
+}
+
+fn module(tls: TlsMode, ca: &Fixture) -> Module {
+    Module {
+        tls,
+        timeout: Duration::from_secs(5),
+        ehlo: ClientName::new("probe.test").unwrap(),
+        tls_config: TlsSettings {
+            trust: vec![],
+            ca_files: vec![ca.root_file.clone()],
+            server_name: Some("localhost".into()),
+            ..TlsSettings::default()
+        },
+        ..Module::default()
+    }
+}
+
+fn with_auth(mut m: Module, password: &str) -> Module {
+    m.auth = Some(AuthSettings {
+        mechanism: MechanismChoice::Auto,
+        username: "probe".into(),
+        credential: Credential::Password(Secret::new(password)),
+    });
+    m
+}
+
+fn with_message(mut m: Module) -> Module {
+    m.message = Some(MessageSettings {
+        from: Mailbox::new("probe@example.test").unwrap(),
+        to: vec![Mailbox::new("inbox@example.test").unwrap()],
+        subject: "MFA delivery probe {token}".into(),
+        body: "Your authentication token code is {token}.\n.\n".into(),
+    });
+    m
+}
+
+async fn run(m: Module, server: &DemoServer) -> ProbeOutcome {
+    let prepared: Arc<PreparedModule> = PreparedModule::new("test", m).unwrap();
+    let target = parse_target(&server.addr().to_string(), 25).unwrap();
+    probe::run(&prepared, &target, prepared.module.timeout).await
+}
+
+fn failure(o: &ProbeOutcome) -> (StepName, Reason) {
+    let f = o
+        .failure
+        .as_ref()
+        .unwrap_or_else(|| panic!("expected a failure:\n{}", probe::text::render(o)));
+    (f.step, f.reason)
+}
+
+fn metrics(o: &ProbeOutcome) -> String {
+    probe::metrics::render_text(&probe::metrics::outcome_families(
+        o,
+        &[],
+        o.probe_id.is_some(),
+    ))
+}
+
+fn step_codes(o: &ProbeOutcome) -> Vec<(&'static str, Option<u16>)> {
+    o.session
+        .transcript
+        .steps()
+        .iter()
+        .map(|s| (s.name.as_str(), s.reply.as_ref().map(|r| r.code)))
+        .collect()
+}
+
+#[tokio::test]
+async fn starttls_auth_and_token_send() {
+    let server = DemoServer::start(ServerConfig::default()).await.unwrap();
+    let ca = root_file(server.pki());
+    let o = run(
+        with_message(with_auth(module(TlsMode::Starttls, &ca), "secret")),
+        &server,
+    )
+    .await;
+    assert!(o.success(), "{}", probe::text::render(&o));
+    assert_eq!(
+        step_codes(&o),
+        vec![
+            ("resolve", None),
+            ("connect", None),
+            ("greeting", Some(220)),
+            ("ehlo", Some(250)),
+            ("starttls", Some(220)),
+            ("tls_handshake", None),
+            ("ehlo_tls", Some(250)),
+            ("auth", Some(235)),
+            ("mail", Some(250)),
+            ("rcpt", Some(250)),
+            ("data", Some(354)),
+            ("message", Some(250)),
+            ("quit", Some(221)),
+        ]
+    );
+    let tls = o.session.tls.as_ref().unwrap();
+    assert!(tls.chain.valid() && tls.chain.sent_complete);
+    assert_eq!(tls.chain.sent.len(), 2);
+    assert_eq!(
+        tls.chain.built.len(),
+        3,
+        "leaf, intermediate, root from the CA file"
+    );
+    assert!(!tls.chain.built[2].sent);
+    assert!(tls.version.starts_with("TLSv1."));
+
+    // What the server received: our headers, un-dot-stuffed body, after TLS, authenticated.
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    let m = &received[0];
+    assert!(m.tls);
+    assert_eq!(m.auth_user.as_deref(), Some("probe"));
+    assert_eq!(m.from, "probe@example.test");
+    assert_eq!(m.rcpts, vec!["inbox@example.test".to_string()]);
+    let data = String::from_utf8_lossy(&m.data);
+    assert!(data.contains(&format!(
+        "X-Smtp-Prober-Id: {}",
+        o.probe_id.as_ref().unwrap()
+    )));
+    assert!(
+        data.contains("\r\n.\r\n"),
+        "a lone dot line in the body arrives intact: {data}"
+    );
+
+    let text = metrics(&o);
+    for line in [
+        "probe_success 1",
+        "probe_smtp_message_accepted 1",
+        "probe_tls_chain_valid 1",
+        "probe_tls_certs_sent 2",
+        "probe_tls_chain_sent_complete 1",
+        r#"probe_smtp_step_reply_code{step="auth"} 235"#,
+        r#"probe_smtp_auth_mechanism_info{mechanism="PLAIN"} 1"#,
+        r#"probe_smtp_extension_info{extension="AUTH"} 1"#,
+        r#"probe_ip_protocol 4"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert_eq!(
+        text.matches("probe_tls_cert_not_after_timestamp_seconds{")
+            .count(),
+        3
+    );
+    assert!(
+        text.contains(r#"sent="0"} "#),
+        "the root from the CA file is marked sent=0"
+    );
+    // The token never appears anywhere.
+    let token = data
+        .lines()
+        .find_map(|l| l.strip_prefix("Subject: MFA delivery probe "))
+        .unwrap()
+        .to_string();
+    for out in [
+        probe::text::render(&o),
+        probe::json::to_json(&o),
+        text,
+        format!("{o:?}"),
+    ] {
+        assert!(!out.contains(&token));
+        assert!(!out.contains("secret\0") && !out.contains("\"secret\""));
+    }
+}
+
+#[tokio::test]
+async fn implicit_tls_and_plain() {
+    let server = DemoServer::start(ServerConfig {
+        tls: demo::TlsMode::Implicit,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let ca = root_file(server.pki());
+    let o = run(with_auth(module(TlsMode::Implicit, &ca), "secret"), &server).await;
+    assert!(o.success(), "{}", probe::text::render(&o));
+    assert_eq!(
+        step_codes(&o)[2..],
+        [
+            ("tls_handshake", None),
+            ("greeting", Some(220)),
+            ("ehlo", Some(250)),
+            ("auth", Some(235)),
+            ("quit", Some(221))
+        ]
+    );
+
+    let server = DemoServer::start(ServerConfig {
+        tls: demo::TlsMode::None,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let o = run(module(TlsMode::None, &ca), &server).await;
+    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.session.tls.is_none());
+    assert!(!metrics(&o).contains("probe_tls_"));
+}
+
+#[tokio::test]
+async fn auth_535_over_starttls() {
+    let server = DemoServer::start(ServerConfig::default()).await.unwrap();
+    let ca = root_file(server.pki());
+    let o = run(with_auth(module(TlsMode::Starttls, &ca), "wrong"), &server).await;
+    assert_eq!(failure(&o), (StepName::Auth, Reason::AuthFailed));
+    assert!(metrics(&o)
+        .contains(r#"probe_smtp_reply_info{step="auth",code="535",enhanced_code="5.7.8"} 1"#));
+    assert!(probe::text::render(&o).contains("hint (bad_credentials)"));
+}
+
+#[tokio::test]
+async fn starttls_rejected_and_not_offered() {
+    let server = DemoServer::start(ServerConfig::default().reply_to(
+        Verb::Starttls,
+        "454 4.7.0 TLS not available due to local problem",
+    ))
+    .await
+    .unwrap();
+    let ca = root_file(server.pki());
+    let o = run(module(TlsMode::Starttls, &ca), &server).await;
+    assert_eq!(failure(&o), (StepName::Starttls, Reason::StarttlsRejected));
+
+    let server = DemoServer::start(ServerConfig {
+        advertise_starttls: false,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let o = run(module(TlsMode::Starttls, &ca), &server).await;
+    assert_eq!(
+        failure(&o),
+        (StepName::Starttls, Reason::StarttlsNotOffered)
+    );
+}
+
+#[tokio::test]
+async fn tls_handshake_failed() {
+    // The server speaks TLS 1.2 only; the module requires 1.3.
+    let server = DemoServer::start(ServerConfig {
+        tls_versions: demo::TlsVersions::Tls12Only,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let ca = root_file(server.pki());
+    let mut m = module(TlsMode::Starttls, &ca);
+    m.tls_config.min_version = smtp_prober::tls::MinVersion::Tls13;
+    let o = run(m.clone(), &server).await;
+    assert_eq!(
+        failure(&o),
+        (StepName::TlsHandshake, Reason::TlsHandshakeFailed)
+    );
+    m.tls_config.min_version = smtp_prober::tls::MinVersion::Tls12;
+    let o = run(m, &server).await;
+    assert!(o.success());
+    assert_eq!(o.session.tls.as_ref().unwrap().version, "TLSv1.2");
+}
+
+async fn chain_verdict(
+    server_config: ServerConfig,
+    tweak: impl FnOnce(&mut Module),
+) -> (ProbeOutcome, Fixture) {
+    let server = DemoServer::start(server_config).await.unwrap();
+    let ca = root_file(server.pki());
+    let mut m = module(TlsMode::Starttls, &ca);
+    tweak(&mut m);
+    (run(m, &server).await, ca)
+}
+
+#[tokio::test]
+async fn certificate_reasons() {
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+
+    // Nothing trusts the demo root.
+    let (o, _) = chain_verdict(ServerConfig::default(), |m| {
+        m.tls_config.ca_files.clear();
+        m.tls_config.trust = vec![smtp_prober::tls::TrustKind::Bundled];
+    })
+    .await;
+    assert_eq!(
+        failure(&o),
+        (StepName::TlsHandshake, Reason::CertUnknownIssuer)
+    );
+    let text = metrics(&o);
+    assert!(text.contains("probe_tls_chain_valid 0"));
+    assert!(text.contains(r#"probe_tls_chain_error_info{reason="cert_unknown_issuer"} 1"#));
+    assert_eq!(
+        text.matches("probe_tls_cert_not_after_timestamp_seconds{")
+            .count(),
+        2,
+        "dates still exported:\n{text}"
+    );
+    assert!(text.contains("probe_ssl_earliest_cert_expiry "));
+    assert!(
+        o.session.transcript.step(StepName::EhloTls).is_none(),
+        "nothing more is said over an untrusted chain"
+    );
+
+    // Expired leaf.
+    let mut opts = PkiOptions::new(&["localhost"]);
+    opts.leaf_not_before = now - 30 * day;
+    opts.leaf_not_after = now - day;
+    let pki = Arc::new(DemoPki::with_options(&opts).unwrap());
+    let (o, _) = chain_verdict(
+        ServerConfig {
+            pki: pki.clone(),
+            ..ServerConfig::default()
+        },
+        |_| {},
+    )
+    .await;
+    assert_eq!(failure(&o), (StepName::TlsHandshake, Reason::CertExpired));
+    assert_eq!(
+        o.session
+            .tls
+            .as_ref()
+            .unwrap()
+            .chain
+            .error
+            .as_ref()
+            .unwrap()
+            .depth,
+        Some(0)
+    );
+
+    // Host name mismatch.
+    let (o, _) = chain_verdict(ServerConfig::default(), |m| {
+        m.tls_config.server_name = Some("mail.other.test".into())
+    })
+    .await;
+    assert_eq!(
+        failure(&o),
+        (StepName::TlsHandshake, Reason::CertHostnameMismatch)
+    );
+
+    // Self-signed leaf.
+    let mut opts = PkiOptions::new(&["localhost"]);
+    opts.self_signed_leaf = true;
+    let pki = Arc::new(DemoPki::with_options(&opts).unwrap());
+    let (o, _) = chain_verdict(
+        ServerConfig {
+            pki,
+            sent: Sent::LeafOnly,
+            ..ServerConfig::default()
+        },
+        |_| {},
+    )
+    .await;
+    assert_eq!(
+        failure(&o),
+        (StepName::TlsHandshake, Reason::CertSelfSigned)
+    );
+
+    // Leaf only: the intermediate is missing.
+    let (o, _) = chain_verdict(
+        ServerConfig {
+            sent: Sent::LeafOnly,
+            ..ServerConfig::default()
+        },
+        |_| {},
+    )
+    .await;
+    assert_eq!(
+        failure(&o),
+        (StepName::TlsHandshake, Reason::CertIncompleteChain)
+    );
+}
+
+#[tokio::test]
+async fn insecure_skip_verify_reports_and_carries_on() {
+    let (o, _) = chain_verdict(ServerConfig::default(), |m| {
+        m.tls_config.ca_files.clear();
+        m.tls_config.trust = vec![smtp_prober::tls::TrustKind::Bundled];
+        m.tls_config.insecure_skip_verify = true;
+    })
+    .await;
+    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.session.transcript.step(StepName::EhloTls).is_some());
+    let text = metrics(&o);
+    assert!(text.contains("probe_success 1"));
+    assert!(text.contains("probe_tls_chain_valid 0"));
+    assert!(text.contains(r#"probe_tls_chain_error_info{reason="cert_unknown_issuer"} 1"#));
+}
+
+#[tokio::test]
+async fn cert_expiring_soon() {
+    let (o, _) = chain_verdict(ServerConfig::default(), |m| {
+        m.expect.cert_min_validity = Some(Duration::from_secs(400 * 86_400));
+    })
+    .await;
+    assert_eq!(
+        failure(&o),
+        (StepName::TlsHandshake, Reason::CertExpiringSoon)
+    );
+    assert!(
+        o.session.failure().is_none(),
+        "every step passed; the expectation failed the probe"
+    );
+}
+
+#[tokio::test]
+async fn timeout_in_a_named_step_over_tls() {
+    let server = DemoServer::start(ServerConfig::default().stall_at(Verb::EhloTls))
+        .await
+        .unwrap();
+    let ca = root_file(server.pki());
+    let mut m = module(TlsMode::Starttls, &ca);
+    m.timeout = Duration::from_millis(800);
+    let began = std::time::Instant::now();
+    let o = run(m, &server).await;
+    assert_eq!(failure(&o), (StepName::EhloTls, Reason::Timeout));
+    assert!(began.elapsed() < Duration::from_millis(1300));
+}

@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests. Each test binary includes this with `mod support;`
+//! and uses a subset, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod mailstack;
