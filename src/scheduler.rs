@@ -577,13 +577,25 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>) {
             duration_seconds = outcome.duration.as_secs_f64(),
             "scheduled probe done"
         );
-        if let Some(f) = &outcome.failure {
-            tracing::info!(
-                target_name = %state.spec.name,
-                step = f.step.as_str(),
-                reason = f.reason.as_str(),
-                "scheduled probe failed"
-            );
+        // At info level only changes are logged (failing, failing differently, recovered):
+        // 10,000 targets failing every minute would otherwise drown the log.
+        let verdict = |f: Option<&crate::smtp::transcript::Failure>| f.map(|f| (f.step, f.reason));
+        let before = state.latest().map(|l| verdict(l.outcome.failure.as_ref()));
+        let now = verdict(outcome.failure.as_ref());
+        if before != Some(now) {
+            match &outcome.failure {
+                Some(f) => tracing::info!(
+                    target_name = %state.spec.name,
+                    step = f.step.as_str(),
+                    reason = f.reason.as_str(),
+                    detail = %f.detail,
+                    "scheduled probe failed"
+                ),
+                None if before.is_some() => {
+                    tracing::info!(target_name = %state.spec.name, "scheduled probe succeeded again")
+                }
+                None => {}
+            }
         }
         state.record(outcome);
     }
