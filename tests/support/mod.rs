@@ -2,4 +2,5 @@
 //! and uses a subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod exporter;
 pub mod mailstack;
