@@ -678,6 +678,8 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>) {
             }
         }
         state.record(outcome);
+        // Still holding the permit and the probe lock: a sweep is IMAP work like a probe's, and
+        // it must not overlap this target's next probe (which searches the same mailboxes).
         if Instant::now() >= next_sweep {
             if let Some(period) = sweep(&state, &module).await {
                 next_sweep = Instant::now() + period;
