@@ -11,6 +11,13 @@
 //! Reload keeps what did not change: a target whose settings and module are equal to the running
 //! ones keeps its task, timer and results; a changed target restarts (its histograms, counters
 //! and logs, keyed by name, carry over); a removed one stops.
+//!
+//! A target that checks delivery also sweeps its mailboxes for its own stale probe mail (left by
+//! probes that timed out, were cancelled by a reload or shutdown, or ran before a crash): right
+//! after the first probe of its task, then every [`sweep_period`]. The sweep runs inside the
+//! same per-target lock as the probe, so it never races the probe's own search and cleanup, and
+//! what it deletes follows the same rule ([`probe::delivery::sweep`]): only mail carrying a
+//! probe-id header, sent from the module's own address, older than `sweep_older_than`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -45,6 +52,20 @@ const DELIVERY_BOUNDS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0
 /// [`DELIVERY_BOUNDS`] as `le` label values.
 const DELIVERY_LE: [&str; 10] = ["1", "2", "5", "10", "20", "30", "60", "120", "300", "600"];
 
+/// The sweep of stale probe mail runs at least this far apart: a tiny `sweep_older_than` must
+/// not turn into an IMAP login after every probe.
+const SWEEP_EVERY_MIN: Duration = Duration::from_secs(10 * 60);
+/// ... and at most this far apart, so that a long `sweep_older_than` (a day) still frees the
+/// mailbox within the hour after mail became stale.
+const SWEEP_EVERY_MAX: Duration = Duration::from_secs(60 * 60);
+
+/// How often a target sweeps for stale probe mail: every `sweep_older_than`, so that a probe
+/// mail left behind is gone before it is twice that old, within [10 min, 1 h]. Sweeps run after
+/// a probe, so a target whose interval is longer sweeps once per probe.
+pub fn sweep_period(sweep_older_than: Duration) -> Duration {
+    sweep_older_than.clamp(SWEEP_EVERY_MIN, SWEEP_EVERY_MAX)
+}
+
 /// A histogram as numbers: observations per bucket (not cumulative), the last slot for those
 /// above every bound, and their sum. About a hundred bytes, where the client library's
 /// histogram with its labels and descriptors takes kilobytes: it matters at 10,000 targets.
@@ -78,7 +99,7 @@ impl<const N: usize> Buckets<N> {
 }
 
 /// What a target's name has accumulated: `smtp_prober_step_duration_seconds`,
-/// `smtp_prober_delivery_duration_seconds` and `smtp_prober_probes_total`.
+/// `smtp_prober_delivery_duration_seconds`, `smtp_prober_probes_total` and the sweep counters.
 #[derive(Debug, Default)]
 struct Totals {
     /// In the order steps first ran.
@@ -86,6 +107,9 @@ struct Totals {
     delivery: Option<Buckets<10>>,
     success: u64,
     failure: u64,
+    /// Stale probe mails deleted and sweeps failed; `None` until the target checks delivery,
+    /// then exported from 0 on so that `rate()` and `increase()` see the first one.
+    swept: Option<(u64, u64)>,
 }
 
 /// What outlives a change of a target's settings: keyed by its name.
@@ -133,8 +157,9 @@ impl History {
                 .1
                 .observe(&STEP_BOUNDS, duration.as_secs_f64());
         }
-        if delivery_configured && totals.delivery.is_none() {
-            totals.delivery = Some(Buckets::new());
+        if delivery_configured {
+            totals.delivery.get_or_insert_with(Buckets::new);
+            totals.swept.get_or_insert((0, 0));
         }
         if let Some(d) = outcome.delivery.as_ref().and_then(|d| d.duration) {
             totals
@@ -149,6 +174,16 @@ impl History {
         }
     }
 
+    /// Counts one sweep: how many mails it deleted, or that it failed.
+    fn observe_sweep(&self, result: Result<usize, ()>) {
+        let mut totals = lock(&self.totals);
+        let (swept, errors) = totals.swept.get_or_insert((0, 0));
+        match result {
+            Ok(n) => *swept += n as u64,
+            Err(()) => *errors += 1,
+        }
+    }
+
     fn push_log(&self, entry: Arc<str>) {
         let mut logs = lock(&self.logs);
         if logs.len() >= LOGS_PER_TARGET {
@@ -158,60 +193,102 @@ impl History {
     }
 }
 
-/// Family names and help texts of the scheduled histograms and counters.
-const STEP_FAMILY: (&str, &str) = (
-    "smtp_prober_step_duration_seconds",
-    "Duration of each step of scheduled probes.",
-);
-const DELIVERY_FAMILY: (&str, &str) = (
-    "smtp_prober_delivery_duration_seconds",
-    "From the end of DATA to the token mail being visible, of scheduled probes.",
-);
-const PROBES_FAMILY: (&str, &str) = (
-    "smtp_prober_probes_total",
-    "Scheduled probes run, by result.",
-);
+/// The scheduled histograms and counters, in the order they are written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Family {
+    Steps,
+    Delivery,
+    Probes,
+    Swept,
+    SweepErrors,
+}
+
+impl Family {
+    const ALL: [Family; 5] = [
+        Family::Steps,
+        Family::Delivery,
+        Family::Probes,
+        Family::Swept,
+        Family::SweepErrors,
+    ];
+
+    /// Name, help text and type.
+    fn describe(self) -> (&'static str, &'static str, Kind) {
+        match self {
+            Family::Steps => (
+                "smtp_prober_step_duration_seconds",
+                "Duration of each step of scheduled probes.",
+                Kind::Histogram,
+            ),
+            Family::Delivery => (
+                "smtp_prober_delivery_duration_seconds",
+                "From the end of DATA to the token mail being visible, of scheduled probes.",
+                Kind::Histogram,
+            ),
+            Family::Probes => (
+                "smtp_prober_probes_total",
+                "Scheduled probes run, by result.",
+                Kind::Counter,
+            ),
+            Family::Swept => (
+                "smtp_prober_delivery_swept_total",
+                "Stale probe mails of this target deleted by the periodic sweep of its mailboxes.",
+                Kind::Counter,
+            ),
+            Family::SweepErrors => (
+                "smtp_prober_delivery_sweep_errors_total",
+                "Sweeps of this target's mailboxes for stale probe mail that failed.",
+                Kind::Counter,
+            ),
+        }
+    }
+
+    /// Writes this family's series of one target.
+    fn write(self, totals: &Totals, name_label: &str, buf: &mut String) {
+        let (name, _, _) = self.describe();
+        match self {
+            Family::Steps => {
+                for (step, buckets) in &totals.steps {
+                    let labels = format!("{name_label},step=\"{step}\"");
+                    buckets.write(buf, name, &labels, &STEP_LE);
+                }
+            }
+            Family::Delivery => {
+                if let Some(d) = &totals.delivery {
+                    d.write(buf, name, name_label, &DELIVERY_LE);
+                }
+            }
+            Family::Probes => {
+                for (result, n) in [("success", totals.success), ("failure", totals.failure)] {
+                    let labels = format!("{name_label},result=\"{result}\"");
+                    exposition::write_sample(buf, name, &labels, n);
+                }
+            }
+            Family::Swept => {
+                if let Some((swept, _)) = totals.swept {
+                    exposition::write_sample(buf, name, name_label, swept);
+                }
+            }
+            Family::SweepErrors => {
+                if let Some((_, errors)) = totals.swept {
+                    exposition::write_sample(buf, name, name_label, errors);
+                }
+            }
+        }
+    }
+}
 
 /// Writes the scheduled histograms and counters of `targets`: one family after the other, each
 /// with every target's series. Each target's numbers are read under its own lock, briefly.
 pub fn write_totals(targets: &[Arc<TargetState>], out: &mut impl Sink) {
     // Per target, its text is built in a small buffer, then handed on.
     let mut buf = String::with_capacity(8 * 1024);
-    let families = [STEP_FAMILY, DELIVERY_FAMILY, PROBES_FAMILY];
-    for (i, (name, help)) in families.into_iter().enumerate() {
-        let kind = if i == 2 {
-            Kind::Counter
-        } else {
-            Kind::Histogram
-        };
+    for family in Family::ALL {
+        let (name, help, kind) = family.describe();
         let mut header = false;
         for t in targets {
             buf.clear();
-            let history = &t.history;
-            {
-                let totals = lock(&history.totals);
-                match i {
-                    0 => {
-                        for (step, buckets) in &totals.steps {
-                            let labels = format!("{},step=\"{}\"", history.name_label, step);
-                            buckets.write(&mut buf, name, &labels, &STEP_LE);
-                        }
-                    }
-                    1 => {
-                        if let Some(d) = &totals.delivery {
-                            d.write(&mut buf, name, &history.name_label, &DELIVERY_LE);
-                        }
-                    }
-                    _ => {
-                        for (result, n) in
-                            [("success", totals.success), ("failure", totals.failure)]
-                        {
-                            let labels = format!("{},result=\"{result}\"", history.name_label);
-                            exposition::write_sample(&mut buf, name, &labels, n);
-                        }
-                    }
-                }
-            }
+            family.write(&lock(&t.history.totals), &t.history.name_label, &mut buf);
             if buf.is_empty() {
                 continue;
             }
@@ -552,6 +629,9 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval_at(Instant::now() + jitter(interval), interval);
     // A probe longer than the interval delays the next one instead of causing a burst.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    // The first sweep comes right after the first probe: a start (or a restart by a reload)
+    // is when mail left by a crash or a cancelled probe is found.
+    let mut next_sweep = Instant::now();
     loop {
         ticker.tick().await;
         let permits = read(&shared.permits).clone();
@@ -598,7 +678,68 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>) {
             }
         }
         state.record(outcome);
+        // Still holding the permit and the probe lock: a sweep is IMAP work like a probe's, and
+        // it must not overlap this target's next probe (which searches the same mailboxes).
+        if Instant::now() >= next_sweep {
+            if let Some(period) = sweep(&state, &module).await {
+                next_sweep = Instant::now() + period;
+            } else {
+                // Nothing to sweep with this module; a reload that adds delivery restarts the
+                // task.
+                next_sweep = Instant::now() + SWEEP_EVERY_MAX;
+            }
+        }
     }
+}
+
+/// Sweeps the target's mailboxes for its own stale probe mail, when its module checks delivery
+/// and cleans up after itself (`cleanup: false` means the operator keeps the mail: the sweep
+/// leaves it too). Counts and logs what happened; a failure is never fatal, the next sweep
+/// tries again. Returns the time to the next sweep, or `None` when the module has nothing to
+/// sweep. Runs with the target's probe lock held.
+async fn sweep(state: &TargetState, module: &PreparedModule) -> Option<Duration> {
+    let m = &module.module;
+    let (Some(settings), Some(imap_tls), Some(message)) =
+        (&m.delivery, &module.imap_tls, &m.message)
+    else {
+        return None;
+    };
+    if !settings.cleanup {
+        return None;
+    }
+    // The delivery timeout is the IMAP budget the operator chose; a sweep gets the same.
+    let deadline = std::time::Instant::now() + settings.timeout;
+    let began = std::time::Instant::now();
+    let result = Box::pin(probe::delivery::sweep(
+        settings,
+        imap_tls,
+        &message.from,
+        settings.sweep_older_than,
+        deadline,
+    ))
+    .await;
+    match &result {
+        Ok(0) => tracing::debug!(
+            target_name = %state.spec.name,
+            duration_seconds = began.elapsed().as_secs_f64(),
+            "sweep found no stale probe mail"
+        ),
+        Ok(n) => tracing::info!(
+            target_name = %state.spec.name,
+            swept = n,
+            older_than = %humantime::format_duration(settings.sweep_older_than),
+            mailboxes = %settings.mailboxes.join(","),
+            "deleted stale probe mail"
+        ),
+        Err(f) => tracing::warn!(
+            target_name = %state.spec.name,
+            reason = f.reason.as_str(),
+            detail = %f.detail,
+            "sweep for stale probe mail failed"
+        ),
+    }
+    state.history.observe_sweep(result.map_err(|_| ()));
+    Some(sweep_period(settings.sweep_older_than))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -786,6 +927,9 @@ mod tests {
             &outcome(&[(StepName::Ehlo, 700), (StepName::Quit, 20_000)], false),
             true,
         );
+        history.observe_sweep(Ok(2));
+        history.observe_sweep(Ok(0));
+        history.observe_sweep(Err(()));
         let state = Arc::new(TargetState {
             spec: spec("x\"y", 25, 1000),
             target_label: "127.0.0.1:25".into(),
@@ -816,11 +960,39 @@ mod tests {
             "# TYPE smtp_prober_probes_total counter".to_string(),
             format!(r#"smtp_prober_probes_total{{{n},result="success"}} 1"#),
             format!(r#"smtp_prober_probes_total{{{n},result="failure"}} 1"#),
+            "# TYPE smtp_prober_delivery_swept_total counter".to_string(),
+            format!(r#"smtp_prober_delivery_swept_total{{{n}}} 2"#),
+            "# TYPE smtp_prober_delivery_sweep_errors_total counter".to_string(),
+            format!(r#"smtp_prober_delivery_sweep_errors_total{{{n}}} 1"#),
         ] {
             assert!(lines.contains(&want.as_str()), "no {want:?} in\n{out}");
         }
         // Each family's header once, the families in a fixed order.
-        assert_eq!(out.matches("# TYPE ").count(), 3);
+        assert_eq!(out.matches("# TYPE ").count(), 5);
+    }
+
+    #[test]
+    fn sweep_counters_only_for_targets_that_check_delivery() {
+        let history = History::new("plain");
+        history.observe(&outcome(&[(StepName::Ehlo, 3)], true), false);
+        assert!(lock(&history.totals).swept.is_none());
+        let checking = History::new("checking");
+        checking.observe(&outcome(&[(StepName::Ehlo, 3)], true), true);
+        assert_eq!(lock(&checking.totals).swept, Some((0, 0)));
+    }
+
+    #[test]
+    fn sweep_period_follows_the_age_within_bounds() {
+        let min = Duration::from_secs(60);
+        assert_eq!(sweep_period(min), Duration::from_secs(600));
+        assert_eq!(
+            sweep_period(Duration::from_secs(1800)),
+            Duration::from_secs(1800)
+        );
+        assert_eq!(
+            sweep_period(Duration::from_secs(86_400)),
+            Duration::from_secs(3600)
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

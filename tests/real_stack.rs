@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,7 +17,7 @@ use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::{ClientName, Mailbox};
 use smtp_prober::tls::TlsSettings;
 use smtp_prober::vocab::{Reason, StepName};
-use support::mailstack::{MailStack, INBOX, PROBE};
+use support::mailstack::{maildir_messages, plant, MailStack, INBOX, PROBE};
 
 fn tls(stack: &MailStack) -> TlsSettings {
     TlsSettings {
@@ -97,62 +96,6 @@ fn failure(o: &ProbeOutcome) -> (StepName, Reason) {
         .as_ref()
         .unwrap_or_else(|| panic!("expected a failure:\n{}", probe::text::render(o)));
     (f.step, f.reason)
-}
-
-/// Every message file of a Maildir (all folders), with its content.
-fn maildir_messages(root: &Path) -> Vec<(PathBuf, String)> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if matches!(
-                p.parent()
-                    .and_then(|d| d.file_name())
-                    .and_then(|n| n.to_str()),
-                Some("cur" | "new")
-            ) {
-                out.push((p.clone(), std::fs::read_to_string(&p).unwrap_or_default()));
-            }
-        }
-    }
-    out
-}
-
-/// Drops a message straight into a Maildir folder, as another mail client would have left it.
-/// Folders that do not exist yet are made as Dovecot would (owned by the mail user, which owns
-/// the stack's `mail/` directory), so Dovecot can still use them.
-fn plant(stack: &MailStack, folder: &Path, name: &str, content: &str) -> PathBuf {
-    use std::os::unix::fs::MetadataExt as _;
-    let owner = std::fs::metadata(stack.dir().join("mail")).unwrap();
-    let chown =
-        |p: &Path| std::os::unix::fs::chown(p, Some(owner.uid()), Some(owner.gid())).unwrap();
-    let mut missing: Vec<PathBuf> = Vec::new();
-    let mut at = folder.to_path_buf();
-    while !at.exists() {
-        missing.push(at.clone());
-        at = at.parent().unwrap().to_path_buf();
-    }
-    for sub in ["cur", "new", "tmp"] {
-        let d = folder.join(sub);
-        if !d.exists() {
-            missing.push(d);
-        }
-    }
-    missing.sort_by_key(|p| p.components().count());
-    for d in &missing {
-        std::fs::create_dir_all(d).unwrap();
-        chown(d);
-    }
-    let path = folder.join("new").join(format!("{name}.planted"));
-    std::fs::write(&path, content).unwrap();
-    chown(&path);
-    path
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -402,6 +402,89 @@ impl MailStack {
     }
 }
 
+/// Every message file of a Maildir (all folders), with its content.
+pub fn maildir_messages(root: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if matches!(
+                p.parent()
+                    .and_then(|d| d.file_name())
+                    .and_then(|n| n.to_str()),
+                Some("cur" | "new")
+            ) {
+                out.push((p.clone(), fs::read_to_string(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// Drops a message straight into a Maildir folder (`new/`, no flags), as another mail client
+/// would have left it. See [`plant_with`].
+pub fn plant(stack: &MailStack, folder: &Path, name: &str, content: &str) -> PathBuf {
+    plant_with(stack, folder, name, content, None, None)
+}
+
+/// Drops a message straight into a Maildir folder. With `flags` (Maildir info letters, e.g.
+/// `"T"` for `\Deleted`, `"S"` for `\Seen`) it goes to `cur/` carrying them; with `mtime` the
+/// file is dated back (Dovecot's INTERNALDATE of a Maildir message is its modification time).
+/// Folders that do not exist yet (`Maildir/.Name` is the mailbox `Name`) are made as Dovecot
+/// would: owned by the mail user that owns the stack's `mail/` directory, so Dovecot can use
+/// them, and LMTP can deliver to `user+Name@` there.
+pub fn plant_with(
+    stack: &MailStack,
+    folder: &Path,
+    name: &str,
+    content: &str,
+    flags: Option<&str>,
+    mtime: Option<std::time::SystemTime>,
+) -> PathBuf {
+    let owner = fs::metadata(stack.dir().join("mail")).expect("stat mail/");
+    let chown = |p: &Path| {
+        std::os::unix::fs::chown(p, Some(owner.uid()), Some(owner.gid()))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()))
+    };
+    let mut missing: Vec<PathBuf> = Vec::new();
+    let mut at = folder.to_path_buf();
+    while !at.exists() {
+        missing.push(at.clone());
+        at = at.parent().expect("a parent").to_path_buf();
+    }
+    for sub in ["cur", "new", "tmp"] {
+        let d = folder.join(sub);
+        if !d.exists() {
+            missing.push(d);
+        }
+    }
+    missing.sort_by_key(|p| p.components().count());
+    for d in &missing {
+        fs::create_dir_all(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+        chown(d);
+    }
+    let path = match flags {
+        None => folder.join("new").join(format!("{name}.planted")),
+        Some(flags) => folder.join("cur").join(format!("{name}.planted:2,{flags}")),
+    };
+    fs::write(&path, content).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    chown(&path);
+    if let Some(t) = mtime {
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(t))
+            .unwrap_or_else(|e| panic!("dating {}: {e}", path.display()));
+    }
+    path
+}
+
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
