@@ -258,7 +258,7 @@ fn source_words(source: &CertSource) -> String {
 }
 
 /// "365 days left", "EXPIRED 3 days ago", "NOT YET VALID, starts in 2 days".
-fn validity_words(c: &CertFacts, now: i64) -> String {
+pub fn validity_words(c: &CertFacts, now: i64) -> String {
     let days = |secs: i64| secs as f64 / 86_400.0;
     if now < c.not_before {
         format!(

@@ -135,17 +135,16 @@ pub fn render(o: &ProbeOutcome) -> String {
             &chain.built
         };
         for c in certs {
-            let days = (c.not_after - now) as f64 / 86_400.0;
             let _ = writeln!(
                 out,
-                "  {} {:<7} {}\n              issuer {}\n              valid {} .. {} ({:.0} days left), {}, {}",
+                "  {} {:<7} {}\n              issuer {}\n              valid {} .. {} ({}), {}, {}",
                 c.depth,
                 if c.sent { "sent" } else { "local" },
                 c.subject,
                 c.issuer,
                 rfc3339(c.not_before),
                 rfc3339(c.not_after),
-                days,
+                super::chain_cmd::validity_words(c, now),
                 c.key,
                 if c.sent { "from the server".to_string() } else { format!("from {}", source_name(&c.source)) }
             );
