@@ -1,0 +1,1404 @@
+//! `--web.config.file` (DESIGN §3, §8): TLS, client certificates, HTTP basic authentication,
+//! extra response headers and a request rate limit for the exporter's own HTTP server, in the
+//! Prometheus exporter-toolkit web configuration format, so that one file can serve
+//! node_exporter, blackbox_exporter and smtp-prober alike.
+//!
+//! Standards: TLS 1.2 and 1.3 (RFC 5246, RFC 8446) with rustls and its ring provider; client
+//! certificates verified against a CA (RFC 5280); Basic authentication (RFC 7617) against bcrypt
+//! hashes; `429 Too Many Requests` (RFC 6585).
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: server.crt            # or cert: inline PEM
+//!   key_file: server.key             # or key: inline PEM
+//!   client_auth_type: RequireAndVerifyClientCert
+//!   client_ca_file: clients-ca.pem   # or client_ca: inline PEM
+//!   client_allowed_sans: [prometheus.example.com]
+//!   min_version: TLS12               # TLS12 | TLS13
+//!   max_version: TLS13
+//!   cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]   # TLS 1.2 suites
+//!   curve_preferences: [X25519, CurveP256]
+//!   prefer_server_cipher_suites: true
+//! http_server_config:
+//!   http2: true                      # accepted; the exporter speaks HTTP/1.1
+//!   headers: {Strict-Transport-Security: max-age=31536000}
+//! basic_auth_users:
+//!   prometheus: $2y$10$...           # bcrypt, e.g. `htpasswd -nBC 10 "" | tr -d ':\n'`
+//! rate_limit: {interval: 100ms, burst: 20}
+//! ```
+//!
+//! Differences from exporter-toolkit, each one deliberate:
+//! - The file is read once, at start: users, headers, the client CA and the TLS settings need a
+//!   restart to change. The server certificate and key are the exception: their files are
+//!   checked for changes at most once a second, on new connections, and re-read when they change
+//!   (a rotation by cert-manager or certbot needs no restart); a pair that does not load keeps
+//!   the previous one in service and is logged.
+//! - `RequestClientCert` and `RequireAnyClientCert` are refused: they accept certificates nobody
+//!   verified. `TLS10` and `TLS11` are refused: rustls implements TLS 1.2 and 1.3 only.
+//! - HTTP/2 is not served (`http2` is accepted and ignored; ALPN offers `http/1.1`).
+//! - Unknown keys are errors, and every error names the file, the line and the field, like the
+//!   main configuration.
+//!
+//! Basic authentication covers every endpoint. bcrypt is slow by design (tens of milliseconds
+//! at cost 10), so a successful check is remembered by a SHA-256 of user, hash and password:
+//! Prometheus scraping every few seconds costs one bcrypt run, not one per scrape. An unknown
+//! user is checked against another user's hash anyway, so the answer takes as long as for a
+//! known user with a wrong password, and the bcrypt runs are capped at one per CPU so that a
+//! flood of wrong passwords cannot take every blocking thread. Neither the `Authorization`
+//! header nor a password is ever logged; the header is removed before a handler sees the request.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use base64::Engine as _;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+
+use crate::config::raw::{At, HumanDuration};
+use crate::config::{yaml_message, ConfigError, Problem};
+
+/// A web configuration file (or a PEM file it names) larger than this is refused.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The `WWW-Authenticate` challenge of a 401 (RFC 7617 §2).
+const CHALLENGE: &str = "Basic realm=\"smtp-prober\"";
+
+/// At most this many successful credential checks are remembered.
+const MAX_VERIFIED: usize = 1024;
+
+/// A `Basic` credential longer than this (base64) is refused unread.
+const MAX_CREDENTIAL_BYTES: usize = 4096;
+
+/// A client must finish its TLS handshake within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most this many TLS handshakes run at once; more connections wait to be accepted.
+const MAX_HANDSHAKES: usize = 256;
+
+/// Certificate files are checked for changes at most this often.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------------------------
+// The file as written.
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWebConfig {
+    tls_server_config: Option<At<RawTlsServer>>,
+    http_server_config: Option<RawHttpServer>,
+    basic_auth_users: Option<BTreeMap<String, At<String>>>,
+    rate_limit: Option<At<RawRateLimit>>,
+}
+
+/// `tls_server_config:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTlsServer {
+    cert: Option<At<String>>,
+    key: Option<At<String>>,
+    client_ca: Option<At<String>>,
+    cert_file: Option<At<String>>,
+    key_file: Option<At<String>>,
+    client_auth_type: Option<At<ClientAuthType>>,
+    client_ca_file: Option<At<String>>,
+    client_allowed_sans: Option<At<Vec<String>>>,
+    min_version: Option<At<TlsVersionName>>,
+    max_version: Option<At<TlsVersionName>>,
+    cipher_suites: Option<Vec<At<String>>>,
+    prefer_server_cipher_suites: Option<bool>,
+    curve_preferences: Option<Vec<At<String>>>,
+}
+
+/// `client_auth_type:` values, Go's `crypto/tls` names.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+enum ClientAuthType {
+    NoClientCert,
+    RequestClientCert,
+    RequireAnyClientCert,
+    /// exporter-toolkit's older spelling of `RequireAnyClientCert`.
+    RequireClientCert,
+    VerifyClientCertIfGiven,
+    RequireAndVerifyClientCert,
+}
+
+/// `min_version:` / `max_version:` values.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+enum TlsVersionName {
+    TLS10,
+    TLS11,
+    TLS12,
+    TLS13,
+}
+
+/// `http_server_config:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttpServer {
+    http2: Option<bool>,
+    headers: Option<BTreeMap<String, At<String>>>,
+}
+
+/// `rate_limit:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRateLimit {
+    interval: Option<At<HumanDuration>>,
+    burst: Option<At<u64>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated configuration.
+
+/// A validated web configuration: what the HTTP server enforces. The default is plain HTTP
+/// without authentication (no `--web.config.file`).
+#[derive(Clone, Default)]
+pub struct WebConfig {
+    tls: Option<Arc<TlsServer>>,
+    auth: Option<Arc<BasicAuth>>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    rate_limit: Option<Arc<RateLimiter>>,
+}
+
+impl std::fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+impl WebConfig {
+    /// Reads and validates a web configuration file; relative paths in it are taken from the
+    /// file's directory, as exporter-toolkit does.
+    pub fn load(path: &Path) -> Result<WebConfig, ConfigError> {
+        let file = path.display().to_string();
+        let bytes = read_bounded(path).map_err(|why| ConfigError {
+            file: file.clone(),
+            problems: vec![Problem {
+                line: None,
+                field: String::new(),
+                message: format!("cannot read: {why}"),
+            }],
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError {
+            file: file.clone(),
+            problems: vec![Problem {
+                line: None,
+                field: String::new(),
+                message: format!("not UTF-8 text (at byte {})", e.utf8_error().valid_up_to()),
+            }],
+        })?;
+        WebConfig::parse(&text, &file, path.parent())
+    }
+
+    /// Decodes and validates web configuration text; `file` names it in errors, `base_dir`
+    /// resolves relative paths (the working directory when `None`).
+    pub fn parse(
+        text: &str,
+        file: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<WebConfig, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: file.to_string(),
+            problems,
+        };
+        let raw = decode(text).map_err(|p| fail(vec![p]))?;
+        let base_dir = base_dir.filter(|dir| !dir.as_os_str().is_empty());
+        let mut check = Checker {
+            base_dir,
+            problems: Vec::new(),
+        };
+        let tls = raw
+            .tls_server_config
+            .as_ref()
+            .and_then(|tls| check.tls(tls));
+        let auth = raw
+            .basic_auth_users
+            .as_ref()
+            .and_then(|users| check.users(users));
+        let headers = raw
+            .http_server_config
+            .as_ref()
+            .and_then(|h| h.headers.as_ref())
+            .map(|h| check.headers(h))
+            .unwrap_or_default();
+        let rate_limit = raw
+            .rate_limit
+            .as_ref()
+            .and_then(|limit| check.rate_limit(limit));
+        if !check.problems.is_empty() {
+            return Err(fail(check.problems));
+        }
+        Ok(WebConfig {
+            tls: tls.map(Arc::new),
+            auth: auth.map(Arc::new),
+            headers,
+            rate_limit: rate_limit.map(Arc::new),
+        })
+    }
+
+    /// Whether the server speaks HTTPS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// How many users basic authentication knows (0: no authentication).
+    pub fn basic_auth_users(&self) -> usize {
+        self.auth.as_ref().map_or(0, |a| a.users.len())
+    }
+
+    /// One line saying what is in force, for `check-config` and the start-up log.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        match &self.tls {
+            Some(tls) => parts.push(format!("TLS ({})", tls.client_auth_summary())),
+            None => parts.push("plain HTTP".to_string()),
+        }
+        match self.basic_auth_users() {
+            0 => parts.push("no basic auth".to_string()),
+            1 => parts.push("basic auth (1 user)".to_string()),
+            n => parts.push(format!("basic auth ({n} users)")),
+        }
+        if !self.headers.is_empty() {
+            parts.push(format!("{} extra headers", self.headers.len()));
+        }
+        if let Some(limit) = &self.rate_limit {
+            parts.push(format!(
+                "rate limit 1 per {} (burst {})",
+                humantime::format_duration(limit.every),
+                limit.burst
+            ));
+        }
+        parts.join(", ")
+    }
+
+    /// Wraps `router` so that every request passes the rate limit and basic authentication,
+    /// and every response carries the configured headers. Without any of them, `router` itself.
+    pub fn protect(&self, router: Router) -> Router {
+        if self.auth.is_none() && self.headers.is_empty() && self.rate_limit.is_none() {
+            return router;
+        }
+        let gate = Gate {
+            auth: self.auth.clone(),
+            headers: Arc::from(self.headers.clone()),
+            rate_limit: self.rate_limit.clone(),
+        };
+        router.layer(axum::middleware::from_fn_with_state(gate, guard))
+    }
+
+    /// The TLS listener over `listener`, when the file configures TLS.
+    pub fn tls_listener(&self, listener: TcpListener) -> Result<TlsListener, TcpListener> {
+        match &self.tls {
+            Some(tls) => Ok(TlsListener::new(listener, tls.clone())),
+            None => Err(listener),
+        }
+    }
+}
+
+/// Reads at most [`MAX_FILE_BYTES`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// Decodes the YAML into the raw structs; on failure, the problem with its line and field.
+fn decode(text: &str) -> Result<RawWebConfig, Problem> {
+    let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
+    let mut failed_at = None;
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        let mut track = serde_path_to_error::Track::new();
+        let result =
+            RawWebConfig::deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
+        if result.is_err() {
+            failed_at = Some(track.path());
+        }
+        result
+    });
+    // An empty file (or one holding only comments) decodes as nothing: plain HTTP.
+    let result = match result {
+        Err(serde_saphyr::Error::Eof { .. }) => Ok(RawWebConfig::default()),
+        other => other,
+    };
+    result.map_err(|e| Problem {
+        line: e.location().map(|l| l.line()).filter(|&l| l > 0),
+        field: failed_at.map(|path| field_path(&path)).unwrap_or_default(),
+        message: yaml_message(&e),
+    })
+}
+
+/// A field path like `tls_server_config.min_version` from the tracked serde path. Located
+/// values add a `value` key of their own, which is dropped, except as a user or header name.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    let mut user_key_next = false;
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => {
+                out.push_str(&format!("[{index}]"));
+                user_key_next = false;
+            }
+            Segment::Map { key } if user_key_next => {
+                out.push('.');
+                out.push_str(key);
+                user_key_next = false;
+            }
+            Segment::Map { key } if key == "value" => {}
+            Segment::Map { key } => {
+                user_key_next = (out.is_empty() && key == "basic_auth_users") || key == "headers";
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// The line of a located value, `None` when the parser could not tell.
+fn line<T>(at: &At<T>) -> Option<u64> {
+    let line = at.referenced.line();
+    (line > 0).then_some(line)
+}
+
+/// Walks the raw file, collecting problems.
+struct Checker<'a> {
+    base_dir: Option<&'a Path>,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, line: Option<u64>, field: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line,
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn path(&self, written: &str) -> PathBuf {
+        let path = PathBuf::from(written);
+        match self.base_dir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path,
+        }
+    }
+
+    /// PEM text, inline (`inline`) or from a file (`file`): exactly one of them. `None` with a
+    /// problem recorded when neither, both, or the file cannot be read.
+    fn pem_source(
+        &mut self,
+        section: Option<u64>,
+        inline: (&str, &Option<At<String>>),
+        file: (&str, &Option<At<String>>),
+        required: bool,
+    ) -> Option<PemSource> {
+        let field = |name: &str| format!("tls_server_config.{name}");
+        match (inline.1, file.1) {
+            (Some(text), Some(_)) => {
+                self.problem(
+                    line(text),
+                    &field(inline.0),
+                    format!("give {} or {}, not both", inline.0, file.0),
+                );
+                None
+            }
+            (Some(text), None) => Some(PemSource::Inline(text.value.clone().into_bytes())),
+            (None, Some(path)) => {
+                if path.value.trim().is_empty() {
+                    self.problem(line(path), &field(file.0), "is empty");
+                    return None;
+                }
+                let resolved = self.path(&path.value);
+                match read_bounded(&resolved) {
+                    Ok(_) => Some(PemSource::File(resolved, line(path), field(file.0))),
+                    Err(why) => {
+                        self.problem(
+                            line(path),
+                            &field(file.0),
+                            format!("cannot read {}: {why}", resolved.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, None) => {
+                if required {
+                    self.problem(
+                        section,
+                        "tls_server_config",
+                        format!("missing {} (or {})", file.0, inline.0),
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn tls(&mut self, raw: &At<RawTlsServer>) -> Option<TlsServer> {
+        let section = line(raw);
+        let tls = &raw.value;
+        let problems_before = self.problems.len();
+        let cert = self.pem_source(section, ("cert", &tls.cert), ("cert_file", &tls.cert_file), true);
+        let key = self.pem_source(section, ("key", &tls.key), ("key_file", &tls.key_file), true);
+        let client_ca = self.pem_source(
+            section,
+            ("client_ca", &tls.client_ca),
+            ("client_ca_file", &tls.client_ca_file),
+            false,
+        );
+        let auth_type = tls
+            .client_auth_type
+            .as_ref()
+            .map_or(ClientAuthType::NoClientCert, |a| a.value);
+        let auth_line = tls.client_auth_type.as_ref().and_then(line);
+        let auth_field = "tls_server_config.client_auth_type";
+        let verify = match auth_type {
+            ClientAuthType::NoClientCert => {
+                if let Some(ca) = tls.client_ca_file.as_ref().or(tls.client_ca.as_ref()) {
+                    self.problem(
+                        line(ca),
+                        auth_field,
+                        "a client CA is configured without a client auth policy: set \
+                         client_auth_type to RequireAndVerifyClientCert (or \
+                         VerifyClientCertIfGiven), or remove the CA",
+                    );
+                }
+                ClientVerify::None
+            }
+            ClientAuthType::RequestClientCert
+            | ClientAuthType::RequireAnyClientCert
+            | ClientAuthType::RequireClientCert => {
+                self.problem(
+                    auth_line,
+                    auth_field,
+                    format!(
+                        "{auth_type:?} is not supported: it accepts client certificates that \
+                         nobody verified; use RequireAndVerifyClientCert with client_ca_file"
+                    ),
+                );
+                ClientVerify::None
+            }
+            ClientAuthType::VerifyClientCertIfGiven => ClientVerify::IfGiven,
+            ClientAuthType::RequireAndVerifyClientCert => ClientVerify::Required,
+        };
+        if verify != ClientVerify::None
+            && tls.client_ca_file.is_none()
+            && tls.client_ca.is_none()
+        {
+            self.problem(
+                auth_line,
+                auth_field,
+                format!("{auth_type:?} needs client_ca_file (or client_ca) to verify against"),
+            );
+        }
+        let allowed_sans = match &tls.client_allowed_sans {
+            Some(sans) if verify != ClientVerify::Required => {
+                self.problem(
+                    line(sans),
+                    "tls_server_config.client_allowed_sans",
+                    "needs client_auth_type RequireAndVerifyClientCert: other policies let a \
+                     client connect without a certificate, leaving no SAN to check",
+                );
+                Vec::new()
+            }
+            Some(sans) => sans.value.clone(),
+            None => Vec::new(),
+        };
+        let versions = self.versions(tls);
+        let suites = self.cipher_suites(tls.cipher_suites.as_deref());
+        let groups = self.curves(tls.curve_preferences.as_deref());
+        if self.problems.len() > problems_before {
+            return None;
+        }
+        let (Some(cert), Some(key)) = (cert, key) else {
+            return None;
+        };
+        let mut provider = rustls::crypto::ring::default_provider();
+        if let Some(suites) = suites {
+            provider.cipher_suites = suites;
+        }
+        if let Some(groups) = groups {
+            provider.kx_groups = groups;
+        }
+        let provider = Arc::new(provider);
+        let certified = match load_certified_key(&cert, &key, &provider) {
+            Ok(k) => k,
+            Err(why) => {
+                let (line, field) = cert.place("tls_server_config.cert");
+                self.problem(line, &field, why);
+                return None;
+            }
+        };
+        let client_verifier = match (&verify, &client_ca) {
+            (ClientVerify::None, _) | (_, None) => None,
+            (_, Some(ca)) => match client_verifier(ca, verify, &provider) {
+                Ok(v) => Some(v),
+                Err(why) => {
+                    let (line, field) = ca.place("tls_server_config.client_ca");
+                    self.problem(line, &field, why);
+                    return None;
+                }
+            },
+        };
+        let builder = match rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+        {
+            Ok(b) => b,
+            Err(e) => {
+                self.problem(
+                    section,
+                    "tls_server_config",
+                    format!("no cipher suite is left for the TLS versions chosen: {e}"),
+                );
+                return None;
+            }
+        };
+        let builder = match client_verifier {
+            Some(v) => builder.with_client_cert_verifier(v),
+            None => builder.with_no_client_auth(),
+        };
+        let resolver = Arc::new(ServerCert::new(cert, key, certified, provider));
+        let mut config = builder.with_cert_resolver(resolver);
+        config.ignore_client_order = tls.prefer_server_cipher_suites.unwrap_or(true);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(TlsServer {
+            config: Arc::new(config),
+            verify,
+            allowed_sans,
+        })
+    }
+
+    /// `min_version` and `max_version` as the rustls versions between them.
+    fn versions(&mut self, tls: &RawTlsServer) -> Vec<&'static rustls::SupportedProtocolVersion> {
+        let mut bound = |at: &Option<At<TlsVersionName>>, name: &str, default| match at {
+            Some(v) if v.value < TlsVersionName::TLS12 => {
+                self.problem(
+                    line(v),
+                    &format!("tls_server_config.{name}"),
+                    format!(
+                        "{:?} is not supported (rustls implements TLS 1.2 and 1.3): use TLS12 \
+                         or TLS13",
+                        v.value
+                    ),
+                );
+                default
+            }
+            Some(v) => v.value,
+            None => default,
+        };
+        let min = bound(&tls.min_version, "min_version", TlsVersionName::TLS12);
+        let max = bound(&tls.max_version, "max_version", TlsVersionName::TLS13);
+        if min > max {
+            self.problem(
+                tls.max_version.as_ref().and_then(line),
+                "tls_server_config.max_version",
+                format!("{max:?} is below min_version {min:?}"),
+            );
+        }
+        let mut versions = Vec::new();
+        if min <= TlsVersionName::TLS12 && max >= TlsVersionName::TLS12 {
+            versions.push(&rustls::version::TLS12);
+        }
+        if max >= TlsVersionName::TLS13 {
+            versions.push(&rustls::version::TLS13);
+        }
+        versions
+    }
+
+    /// `cipher_suites`: Go's (IANA) names of TLS 1.2 suites, in preference order. TLS 1.3
+    /// suites cannot be chosen (as in Go): all of them stay enabled, and naming one is allowed.
+    fn cipher_suites(
+        &mut self,
+        names: Option<&[At<String>]>,
+    ) -> Option<Vec<rustls::SupportedCipherSuite>> {
+        let names = names?;
+        if names.is_empty() {
+            return None;
+        }
+        let all = rustls::crypto::ring::default_provider().cipher_suites;
+        let iana = |s: &rustls::SupportedCipherSuite| {
+            let name = s.suite().as_str().unwrap_or_default();
+            // rustls names the TLS 1.3 suites `TLS13_…`; IANA and Go name them `TLS_…`.
+            match name.strip_prefix("TLS13_") {
+                Some(rest) => format!("TLS_{rest}"),
+                None => name.to_string(),
+            }
+        };
+        let mut chosen: Vec<rustls::SupportedCipherSuite> = all
+            .iter()
+            .filter(|s| s.version() == &rustls::version::TLS13)
+            .copied()
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            // Go also accepts its older names of the ChaCha20 suites, without `_SHA256`.
+            let wanted = if name.value.ends_with("_POLY1305") {
+                format!("{}_SHA256", name.value)
+            } else {
+                name.value.clone()
+            };
+            match all.iter().find(|s| iana(s) == wanted) {
+                Some(suite) if !chosen.iter().any(|c| c.suite() == suite.suite()) => {
+                    chosen.push(*suite)
+                }
+                Some(_) => {}
+                None => {
+                    let known: Vec<String> = all.iter().map(iana).collect();
+                    self.problem(
+                        line(name),
+                        &format!("tls_server_config.cipher_suites[{i}]"),
+                        format!(
+                            "unknown or unavailable cipher suite {:?}; available: {}",
+                            name.value,
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        Some(chosen)
+    }
+
+    /// `curve_preferences`: Go's curve names, in preference order.
+    fn curves(
+        &mut self,
+        names: Option<&[At<String>]>,
+    ) -> Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>> {
+        let names = names?;
+        if names.is_empty() {
+            return None;
+        }
+        use rustls::crypto::ring::kx_group;
+        let mut groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let group = match name.value.as_str() {
+                "X25519" => kx_group::X25519,
+                "CurveP256" => kx_group::SECP256R1,
+                "CurveP384" => kx_group::SECP384R1,
+                other => {
+                    self.problem(
+                        line(name),
+                        &format!("tls_server_config.curve_preferences[{i}]"),
+                        format!(
+                            "unknown or unavailable curve {other:?}; available: X25519, \
+                             CurveP256, CurveP384"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if !groups.iter().any(|g| g.name() == group.name()) {
+                groups.push(group);
+            }
+        }
+        Some(groups)
+    }
+
+    fn users(&mut self, raw: &BTreeMap<String, At<String>>) -> Option<BasicAuth> {
+        let mut users = HashMap::with_capacity(raw.len());
+        for (user, hash) in raw {
+            let field = format!("basic_auth_users.{user}");
+            if user.contains(':') {
+                // RFC 7617 §2: the user-id ends at the first colon.
+                self.problem(line(hash), &field, "a user name cannot contain ':'");
+                continue;
+            }
+            match hash.value.parse::<bcrypt::HashParts>() {
+                Ok(_) => {
+                    users.insert(user.clone(), hash.value.clone());
+                }
+                // The hash is not secret, but a mistyped password pasted here might be: the
+                // message never quotes the value.
+                Err(e) => self.problem(
+                    line(hash),
+                    &field,
+                    format!("not a bcrypt hash ({e}); make one with htpasswd -nBC 10 \"\" | tr -d ':\\n'"),
+                ),
+            }
+        }
+        BasicAuth::new(users)
+    }
+
+    fn headers(&mut self, raw: &BTreeMap<String, At<String>>) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        for (name, value) in raw {
+            let field = format!("http_server_config.headers.{name}");
+            let Some(allowed) = ALLOWED_HEADERS
+                .iter()
+                .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            else {
+                let known: Vec<&str> = ALLOWED_HEADERS.iter().map(|(n, _)| *n).collect();
+                self.problem(
+                    line(value),
+                    &field,
+                    format!("not a header that can be set; one of {}", known.join(", ")),
+                );
+                continue;
+            };
+            let text = value.value.trim();
+            // An empty value leaves the header unset, as in exporter-toolkit.
+            if text.is_empty() {
+                continue;
+            }
+            if let Some(values) = allowed.1 {
+                if !values.iter().any(|v| v.eq_ignore_ascii_case(text)) {
+                    self.problem(
+                        line(value),
+                        &field,
+                        format!("{text:?} is not one of {}", values.join(", ")),
+                    );
+                    continue;
+                }
+            }
+            match HeaderValue::from_str(text) {
+                Ok(v) => out.push((HeaderName::from_static(allowed.0), v)),
+                Err(_) => self.problem(line(value), &field, "not a valid header value"),
+            }
+        }
+        out
+    }
+
+    fn rate_limit(&mut self, raw: &At<RawRateLimit>) -> Option<RateLimiter> {
+        let every = raw.value.interval.as_ref().map_or(Duration::ZERO, |i| i.value.0);
+        if every.is_zero() {
+            // exporter-toolkit: an interval of 0 turns the limiter off.
+            return None;
+        }
+        let burst = match &raw.value.burst {
+            Some(b) if b.value == 0 => {
+                self.problem(
+                    line(b),
+                    "rate_limit.burst",
+                    "must be at least 1 (0 would refuse every request)",
+                );
+                return None;
+            }
+            Some(b) => u32::try_from(b.value).unwrap_or(u32::MAX),
+            None => {
+                self.problem(line(raw), "rate_limit", "missing burst");
+                return None;
+            }
+        };
+        Some(RateLimiter::new(every, burst))
+    }
+}
+
+/// Headers `http_server_config.headers` may set (lower case, as `HeaderName` wants them) and,
+/// for some, the only values allowed (exporter-toolkit's list).
+const ALLOWED_HEADERS: &[(&str, Option<&[&str]>)] = &[
+    ("content-security-policy", None),
+    ("x-frame-options", Some(&["deny", "sameorigin"])),
+    ("x-content-type-options", Some(&["nosniff"])),
+    ("x-xss-protection", None),
+    ("strict-transport-security", None),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Basic authentication, rate limit and headers.
+
+/// What the middleware enforces.
+#[derive(Clone)]
+struct Gate {
+    auth: Option<Arc<BasicAuth>>,
+    headers: Arc<[(HeaderName, HeaderValue)]>,
+    rate_limit: Option<Arc<RateLimiter>>,
+}
+
+/// The middleware: rate limit, then credentials, then the handler; headers on every answer.
+async fn guard(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    let mut response = if gate.rate_limit.as_ref().is_some_and(|l| !l.allow()) {
+        plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n")
+    } else if let Some(auth) = &gate.auth {
+        // Nothing after this point needs the credentials, so nothing can log them by mistake.
+        let credential = request.headers_mut().remove(header::AUTHORIZATION);
+        if auth.check(credential.as_ref()).await {
+            next.run(request).await
+        } else {
+            let mut r = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(CHALLENGE),
+            );
+            r
+        }
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    for (name, value) in gate.headers.iter() {
+        headers.insert(name.clone(), value.clone());
+    }
+    response
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        Body::from(body),
+    )
+        .into_response()
+}
+
+/// Users and their bcrypt hashes, with the memory of credentials that passed.
+struct BasicAuth {
+    users: HashMap<String, String>,
+    /// The hash an unknown user is checked against, so that the answer takes as long as for a
+    /// known one.
+    decoy: String,
+    /// SHA-256 of (user, hash, password) of every successful check, at most [`MAX_VERIFIED`].
+    verified: Mutex<HashSet<[u8; 32]>>,
+    /// bcrypt runs at most one per CPU at a time.
+    bcrypt_slots: tokio::sync::Semaphore,
+}
+
+impl BasicAuth {
+    /// `None` when there are no users (no authentication).
+    fn new(users: HashMap<String, String>) -> Option<BasicAuth> {
+        let decoy = users.values().min()?.clone();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Some(BasicAuth {
+            users,
+            decoy,
+            verified: Mutex::new(HashSet::new()),
+            bcrypt_slots: tokio::sync::Semaphore::new(cpus),
+        })
+    }
+
+    /// Whether the `Authorization` header holds the credentials of a configured user.
+    async fn check(&self, header: Option<&HeaderValue>) -> bool {
+        let Some((user, password)) = header.and_then(parse_basic) else {
+            return false;
+        };
+        let (hash, known) = match self.users.get(&user) {
+            Some(hash) => (hash.clone(), true),
+            None => (self.decoy.clone(), false),
+        };
+        let key = verified_key(&user, &hash, &password);
+        // The key is a SHA-256 digest: how long the lookup takes says nothing about the
+        // password.
+        if known && self.lock_verified().contains(&key) {
+            return true;
+        }
+        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+            return false;
+        };
+        let matches = tokio::task::spawn_blocking(move || {
+            // bcrypt compares the digests in constant time.
+            bcrypt::verify(&password, &hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        if !(known && matches) {
+            tracing::debug!(user = %user, "basic authentication failed");
+            return false;
+        }
+        let mut verified = self.lock_verified();
+        if verified.len() >= MAX_VERIFIED {
+            // Only credentials that passed get here, so this takes many users or rotations:
+            // forgetting one costs one bcrypt run later.
+            if let Some(old) = verified.iter().next().copied() {
+                verified.remove(&old);
+            }
+        }
+        verified.insert(key);
+        true
+    }
+
+    fn lock_verified(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+        // A panic while holding the lock cannot leave the set inconsistent.
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The user and password of a `Basic` `Authorization` header (RFC 7617 §2).
+fn parse_basic(value: &HeaderValue) -> Option<(String, Vec<u8>)> {
+    let text = value.to_str().ok()?.trim();
+    let (scheme, credential) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let credential = credential.trim();
+    if credential.len() > MAX_CREDENTIAL_BYTES {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credential)
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let user = std::str::from_utf8(&decoded[..colon]).ok()?.to_string();
+    Some((user, decoded[colon + 1..].to_vec()))
+}
+
+/// The memory key of a successful check: lengths first, so no two inputs run together.
+fn verified_key(user: &str, hash: &str, password: &[u8]) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    for part in [user.as_bytes(), hash.as_bytes(), password] {
+        digest.update((part.len() as u64).to_be_bytes());
+        digest.update(part);
+    }
+    digest.finalize().into()
+}
+
+/// A token bucket: `burst` requests at once, then one per `every`; the rest get 429.
+struct RateLimiter {
+    every: Duration,
+    burst: u32,
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    fn new(every: Duration, burst: u32) -> RateLimiter {
+        RateLimiter {
+            every,
+            burst,
+            bucket: Mutex::new((f64::from(burst), Instant::now())),
+        }
+    }
+
+    fn allow(&self) -> bool {
+        let now = Instant::now();
+        let mut bucket = self
+            .bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, last) = *bucket;
+        let refill = now.duration_since(last).as_secs_f64() / self.every.as_secs_f64();
+        let tokens = (tokens + refill).min(f64::from(self.burst));
+        let (left, allowed) = if tokens >= 1.0 {
+            (tokens - 1.0, true)
+        } else {
+            (tokens, false)
+        };
+        *bucket = (left, now);
+        allowed
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS.
+
+/// Where PEM text comes from.
+#[derive(Debug)]
+enum PemSource {
+    /// Inline in the web configuration.
+    Inline(Vec<u8>),
+    /// A file, with the line and field that named it.
+    File(PathBuf, Option<u64>, String),
+}
+
+impl PemSource {
+    fn read(&self) -> Result<Vec<u8>, String> {
+        match self {
+            PemSource::Inline(bytes) => Ok(bytes.clone()),
+            PemSource::File(path, ..) => {
+                read_bounded(path).map_err(|why| format!("cannot read {}: {why}", path.display()))
+            }
+        }
+    }
+
+    /// Line and field for a problem with this source; `inline_field` when inline.
+    fn place(&self, inline_field: &str) -> (Option<u64>, String) {
+        match self {
+            PemSource::Inline(_) => (None, inline_field.to_string()),
+            PemSource::File(_, line, field) => (*line, field.clone()),
+        }
+    }
+
+    /// The file's modification time and size, to notice a replacement.
+    fn stamp(&self) -> Option<(SystemTime, u64)> {
+        match self {
+            PemSource::Inline(_) => None,
+            PemSource::File(path, ..) => {
+                let meta = std::fs::metadata(path).ok()?;
+                Some((meta.modified().ok()?, meta.len()))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            PemSource::Inline(_) => "inline PEM".to_string(),
+            PemSource::File(path, ..) => path.display().to_string(),
+        }
+    }
+}
+
+/// Loads a certificate chain and its private key, checking that they belong together.
+fn load_certified_key(
+    cert: &PemSource,
+    key: &PemSource,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
+    let cert_pem = cert.read()?;
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not PEM certificates: {e}", cert.describe()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.describe()));
+    }
+    let key_pem = key.read()?;
+    // Key errors never quote the key.
+    let private: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|_| format!("{}: not a PEM private key", key.describe()))?
+        .ok_or_else(|| format!("{}: no private key in it", key.describe()))?;
+    CertifiedKey::from_der(chain, private, provider).map_err(|e| {
+        format!(
+            "the certificate ({}) and the key ({}) cannot be used together: {e}",
+            cert.describe(),
+            key.describe()
+        )
+    })
+}
+
+/// Builds the verifier of client certificates from the CA PEM.
+fn client_verifier(
+    ca: &PemSource,
+    verify: ClientVerify,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let pem = ca.read()?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("{}: not PEM certificates: {e}", ca.describe()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.describe()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in it", ca.describe()));
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = match verify {
+        ClientVerify::IfGiven => builder.allow_unauthenticated(),
+        _ => builder,
+    };
+    builder
+        .build()
+        .map_err(|e| format!("{}: {e}", ca.describe()))
+}
+
+/// How client certificates are treated.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum ClientVerify {
+    /// Not asked for.
+    None,
+    /// Verified when sent; a client without one is served.
+    IfGiven,
+    /// Required and verified.
+    Required,
+}
+
+/// The server certificate and key in service, re-read when their files change.
+#[derive(Debug)]
+struct ServerCert {
+    cert: PemSource,
+    key: PemSource,
+    provider: Arc<CryptoProvider>,
+    state: Mutex<CertState>,
+}
+
+#[derive(Debug)]
+struct CertState {
+    current: Arc<CertifiedKey>,
+    /// The stamps of the files as last looked at (whether they loaded or not).
+    stamps: (Option<(SystemTime, u64)>, Option<(SystemTime, u64)>),
+    checked: Instant,
+}
+
+impl ServerCert {
+    fn new(
+        cert: PemSource,
+        key: PemSource,
+        current: CertifiedKey,
+        provider: Arc<CryptoProvider>,
+    ) -> ServerCert {
+        let stamps = (cert.stamp(), key.stamp());
+        ServerCert {
+            cert,
+            key,
+            provider,
+            state: Mutex::new(CertState {
+                current: Arc::new(current),
+                stamps,
+                checked: Instant::now(),
+            }),
+        }
+    }
+
+    /// The pair to present, after re-reading the files when they changed.
+    fn current(&self) -> Arc<CertifiedKey> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inline = matches!(self.cert, PemSource::Inline(_))
+            && matches!(self.key, PemSource::Inline(_));
+        if inline || state.checked.elapsed() < CERT_CHECK_INTERVAL {
+            return state.current.clone();
+        }
+        state.checked = Instant::now();
+        let stamps = (self.cert.stamp(), self.key.stamp());
+        if stamps == state.stamps {
+            return state.current.clone();
+        }
+        // Remembered whatever happens, so that a broken pair is reported once, not per second.
+        state.stamps = stamps;
+        match load_certified_key(&self.cert, &self.key, &self.provider) {
+            Ok(fresh) => {
+                tracing::info!(cert = %self.cert.describe(), "TLS certificate reloaded");
+                state.current = Arc::new(fresh);
+            }
+            Err(why) => tracing::warn!(
+                error = %why,
+                "TLS certificate changed but cannot be loaded; the previous one stays in service"
+            ),
+        }
+        state.current.clone()
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// The TLS side of the server.
+struct TlsServer {
+    config: Arc<rustls::ServerConfig>,
+    verify: ClientVerify,
+    /// When not empty, a client certificate must carry one of these SANs.
+    allowed_sans: Vec<String>,
+}
+
+impl TlsServer {
+    fn client_auth_summary(&self) -> String {
+        match self.verify {
+            ClientVerify::None => "no client certificates".to_string(),
+            ClientVerify::IfGiven => "client certificates verified when sent".to_string(),
+            ClientVerify::Required if self.allowed_sans.is_empty() => {
+                "client certificates required".to_string()
+            }
+            ClientVerify::Required => format!(
+                "client certificates required, SANs {}",
+                self.allowed_sans.join(", ")
+            ),
+        }
+    }
+
+    /// Takes a new connection through the handshake. A client speaking plain HTTP gets a 400
+    /// that says so, as Go's server does, rather than a connection closed without a word.
+    async fn handshake(&self, mut tcp: TcpStream) -> Result<TlsStream<TcpStream>, String> {
+        let mut first = [0u8; 1];
+        let n = tcp.peek(&mut first).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before the handshake".into());
+        }
+        // 22 is the record type of a TLS handshake (RFC 8446 §5.1).
+        if first[0] != 22 {
+            if first[0].is_ascii_uppercase() {
+                answer_plain_http(&mut tcp).await;
+                return Err("plain HTTP request on the HTTPS port".into());
+            }
+            return Err("not a TLS handshake".into());
+        }
+        let stream = tokio_rustls::TlsAcceptor::from(self.config.clone())
+            .accept(tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !self.allowed_sans.is_empty() {
+            let (_, session) = stream.get_ref();
+            let leaf = session.peer_certificates().and_then(|c| c.first());
+            let sans = leaf.map(|c| cert_sans(c.as_ref())).unwrap_or_default();
+            if !sans
+                .iter()
+                .any(|san| self.allowed_sans.iter().any(|a| san_matches(san, a)))
+            {
+                return Err(format!(
+                    "client certificate SANs {sans:?} are not in client_allowed_sans"
+                ));
+            }
+        }
+        Ok(stream)
+    }
+}
+
+/// Reads what the plain-HTTP client sent (so closing does not reset the connection before it
+/// reads the answer), then answers 400.
+async fn answer_plain_http(tcp: &mut TcpStream) {
+    let mut request = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while request.len() < 8192 && !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let _ = tcp
+        .write_all(
+            b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+              Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+        )
+        .await;
+    let _ = tcp.shutdown().await;
+}
+
+/// The subject alternative names of a certificate as text (IP addresses in their usual form).
+fn cert_sans(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => {
+                Some((*s).to_string())
+            }
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Exact match, except that IP addresses compare as addresses (`::1` = `0:0:0:0:0:0:0:1`).
+fn san_matches(san: &str, allowed: &str) -> bool {
+    match (san.parse::<IpAddr>(), allowed.parse::<IpAddr>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => san == allowed,
+    }
+}
+
+/// A listener that hands axum connections which finished their TLS handshake. Handshakes run
+/// in their own tasks, so a slow or silent client never holds up the next one.
+pub struct TlsListener {
+    local: SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    fn new(listener: TcpListener, tls: Arc<TlsServer>) -> TlsListener {
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let accepting = tokio::spawn(accept_loop(listener, tls, tx));
+        TlsListener {
+            local,
+            ready,
+            accepting,
+        }
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        // Stop accepting (and close the socket) when the server lets go of the listener.
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The accept loop ended (it only does when aborted): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<TlsServer>,
+    ready: tokio::sync::mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+                if !matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+                    // Out of file descriptors, most likely: give the system a moment.
+                    tracing::error!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let tls = tls.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.handshake(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let _ = ready.send((stream, peer)).await;
+                }
+                Ok(Err(why)) => {
+                    tracing::debug!(peer = %peer, error = %why, "TLS handshake failed");
+                }
+                Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+}
