@@ -61,6 +61,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use base64::Engine as _;
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -568,7 +569,7 @@ impl Checker<'_> {
         };
         let client_verifier = match (&verify, &client_ca) {
             (ClientVerify::None, _) | (_, None) => None,
-            (_, Some(ca)) => match client_verifier(ca, verify, &provider) {
+            (_, Some(ca)) => match client_verifier(ca, verify, &allowed_sans, &provider) {
                 Ok(v) => Some(v),
                 Err(why) => {
                     self.problem(ca.line, &ca.field, why);
@@ -1107,8 +1108,9 @@ fn load_certified_key(
 fn client_verifier(
     ca: &PemSource,
     verify: ClientVerify,
+    allowed_sans: &[String],
     provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let pem = ca.read()?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -1125,9 +1127,90 @@ fn client_verifier(
         ClientVerify::IfGiven => builder.allow_unauthenticated(),
         _ => builder,
     };
-    builder
+    let verifier = builder
         .build()
-        .map_err(|e| format!("{}: {e}", ca.describe()))
+        .map_err(|e| format!("{}: {e}", ca.describe()))?;
+    if allowed_sans.is_empty() {
+        return Ok(verifier);
+    }
+    Ok(Arc::new(SanCheck {
+        inner: verifier,
+        allowed: allowed_sans.to_vec(),
+    }))
+}
+
+/// `client_allowed_sans`: a client certificate that verifies must also carry one of these
+/// subject alternative names. Checked inside the handshake, so a refused client gets a TLS
+/// alert rather than a connection closed after a handshake that seemed to succeed.
+#[derive(Debug)]
+struct SanCheck {
+    inner: Arc<dyn ClientCertVerifier>,
+    allowed: Vec<String>,
+}
+
+/// Why [`SanCheck`] refused a certificate (shown in the debug log of the failed handshake).
+#[derive(Debug, thiserror::Error)]
+#[error("client certificate SANs {0:?} are not in client_allowed_sans")]
+struct SanNotAllowed(Vec<String>);
+
+impl ClientCertVerifier for SanCheck {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let sans = cert_sans(end_entity.as_ref());
+        if sans
+            .iter()
+            .any(|san| self.allowed.iter().any(|a| san_matches(san, a)))
+        {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(SanNotAllowed(
+                    sans,
+                )))),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// How client certificates are treated.
@@ -1219,7 +1302,8 @@ impl ResolvesServerCert for ServerCert {
 struct TlsServer {
     config: Arc<rustls::ServerConfig>,
     verify: ClientVerify,
-    /// When not empty, a client certificate must carry one of these SANs.
+    /// When not empty, a client certificate must carry one of these SANs (for the summary:
+    /// [`SanCheck`] enforces them).
     allowed_sans: Vec<String>,
 }
 
@@ -1254,24 +1338,28 @@ impl TlsServer {
             }
             return Err("not a TLS handshake".into());
         }
-        let stream = tokio_rustls::TlsAcceptor::from(self.config.clone())
+        tokio_rustls::TlsAcceptor::from(self.config.clone())
             .accept(tcp)
             .await
-            .map_err(|e| e.to_string())?;
-        if !self.allowed_sans.is_empty() {
-            let (_, session) = stream.get_ref();
-            let leaf = session.peer_certificates().and_then(|c| c.first());
-            let sans = leaf.map(|c| cert_sans(c.as_ref())).unwrap_or_default();
-            if !sans
-                .iter()
-                .any(|san| self.allowed_sans.iter().any(|a| san_matches(san, a)))
-            {
-                return Err(format!(
-                    "client certificate SANs {sans:?} are not in client_allowed_sans"
-                ));
+            .map_err(|e| handshake_error(&e))
+    }
+}
+
+/// A failed handshake in words; our own refusals ([`SanNotAllowed`]) with their message
+/// rather than rustls' debug form of them.
+fn handshake_error(e: &std::io::Error) -> String {
+    let own = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| match tls {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                other.0.downcast_ref::<SanNotAllowed>()
             }
-        }
-        Ok(stream)
+            _ => None,
+        });
+    match own {
+        Some(refusal) => refusal.to_string(),
+        None => e.to_string(),
     }
 }
 
