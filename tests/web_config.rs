@@ -75,11 +75,16 @@ impl Clone for ClientCert {
 /// for `name`.
 fn client_ca(ca_name: &str, name: &str) -> (String, ClientCert) {
     let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name.push(DnType::CommonName, ca_name);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, ca_name);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
-        .expect("CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key")).expect("CA");
     let mut params = CertificateParams::new(vec![name.to_string()]).expect("client params");
     params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -201,7 +206,11 @@ fn basic_auth_guards_every_endpoint() {
     files.write(&config(files.dir.path()));
     let password = "correct horse battery staple";
     let hash = bcrypt::hash(password, 4).expect("bcrypt");
-    let web = web_config(&files, "", &format!("basic_auth_users:\n  prometheus: '{hash}'\n"));
+    let web = web_config(
+        &files,
+        "",
+        &format!("basic_auth_users:\n  prometheus: '{hash}'\n"),
+    );
     let exporter = Exporter::start(&[&files.config_arg(), &web, "--log.level=debug"]);
 
     let right = basic("prometheus", password);
@@ -210,7 +219,11 @@ fn basic_auth_guards_every_endpoint() {
     let probe = format!("/probe?module=starttls&target={smtp}");
     for path in ["/metrics", probe.as_str(), "/", "/-/healthy", "/config"] {
         let none = exporter.get(path);
-        assert_eq!(none.status, 401, "{path} without credentials: {}", none.body);
+        assert_eq!(
+            none.status, 401,
+            "{path} without credentials: {}",
+            none.body
+        );
         assert!(
             none.headers
                 .contains("www-authenticate: basic realm=\"smtp-prober\""),
@@ -222,7 +235,11 @@ fn basic_auth_guards_every_endpoint() {
             assert_eq!(r.status, 401, "{path} with {what}: {}", r.body);
         }
         let ok = exporter.get_with(path, &[("Authorization", &right)]);
-        assert_eq!(ok.status, 200, "{path} with the right password: {}", ok.body);
+        assert_eq!(
+            ok.status, 200,
+            "{path} with the right password: {}",
+            ok.body
+        );
         if path == probe {
             assert_eq!(sample(&ok.body, "probe_success"), Some(1.0), "{}", ok.body);
         }
@@ -278,7 +295,10 @@ fn client_allowed_sans_narrow_the_ca() {
     // The debug log says why.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let mut log = Vec::new();
-    while !log.iter().any(|l: &String| l.contains("not in client_allowed_sans")) {
+    while !log
+        .iter()
+        .any(|l: &String| l.contains("not in client_allowed_sans"))
+    {
         assert!(std::time::Instant::now() < deadline, "{log:?}");
         log.extend(exporter.log_lines());
         std::thread::sleep(Duration::from_millis(20));
@@ -303,7 +323,11 @@ fn a_bad_web_config_stops_the_start_with_file_and_line() {
     let web = web_config(&files, "  cert_fil: server.crt\n", "");
     let path = files.dir.path().join("web.yml");
     let out = Command::new(BIN)
-        .args([&files.config_arg(), &web, "--web.listen-address=127.0.0.1:0"])
+        .args([
+            &files.config_arg(),
+            &web,
+            "--web.listen-address=127.0.0.1:0",
+        ])
         .output()
         .expect("running smtp-prober");
     assert_eq!(out.status.code(), Some(2));

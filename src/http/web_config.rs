@@ -477,8 +477,18 @@ impl Checker<'_> {
         let section = line(raw);
         let tls = &raw.value;
         let problems_before = self.problems.len();
-        let cert = self.pem_source(section, ("cert", &tls.cert), ("cert_file", &tls.cert_file), true);
-        let key = self.pem_source(section, ("key", &tls.key), ("key_file", &tls.key_file), true);
+        let cert = self.pem_source(
+            section,
+            ("cert", &tls.cert),
+            ("cert_file", &tls.cert_file),
+            true,
+        );
+        let key = self.pem_source(
+            section,
+            ("key", &tls.key),
+            ("key_file", &tls.key_file),
+            true,
+        );
         let client_ca = self.pem_source(
             section,
             ("client_ca", &tls.client_ca),
@@ -520,10 +530,7 @@ impl Checker<'_> {
             ClientAuthType::VerifyClientCertIfGiven => ClientVerify::IfGiven,
             ClientAuthType::RequireAndVerifyClientCert => ClientVerify::Required,
         };
-        if verify != ClientVerify::None
-            && tls.client_ca_file.is_none()
-            && tls.client_ca.is_none()
-        {
+        if verify != ClientVerify::None && tls.client_ca_file.is_none() && tls.client_ca.is_none() {
             self.problem(
                 auth_line,
                 auth_field,
@@ -594,12 +601,13 @@ impl Checker<'_> {
             Some(v) => builder.with_client_cert_verifier(v),
             None => builder.with_no_client_auth(),
         };
-        let resolver = Arc::new(ServerCert::new(cert, key, certified, provider));
-        let mut config = builder.with_cert_resolver(resolver);
+        let server_cert = Arc::new(ServerCert::new(cert, key, certified, provider));
+        let mut config = builder.with_cert_resolver(server_cert.clone());
         config.ignore_client_order = tls.prefer_server_cipher_suites.unwrap_or(true);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Some(TlsServer {
             config: Arc::new(config),
+            server_cert,
             verify,
             allowed_sans,
         })
@@ -798,7 +806,11 @@ impl Checker<'_> {
     }
 
     fn rate_limit(&mut self, raw: &At<RawRateLimit>) -> Option<RateLimiter> {
-        let every = raw.value.interval.as_ref().map_or(Duration::ZERO, |i| i.value.0);
+        let every = raw
+            .value
+            .interval
+            .as_ref()
+            .map_or(Duration::ZERO, |i| i.value.0);
         if every.is_zero() {
             // exporter-toolkit: an interval of 0 turns the limiter off.
             return None;
@@ -1030,6 +1042,9 @@ struct PemSource {
     field: String,
 }
 
+/// A file's modification time and size.
+type FileStamp = (SystemTime, u64);
+
 /// Where PEM text comes from.
 #[derive(Debug)]
 enum PemOrigin {
@@ -1050,7 +1065,7 @@ impl PemSource {
     }
 
     /// The file's modification time and size, to notice a replacement.
-    fn stamp(&self) -> Option<(SystemTime, u64)> {
+    fn stamp(&self) -> Option<FileStamp> {
         match &self.origin {
             PemOrigin::Inline(_) => None,
             PemOrigin::File(path) => {
@@ -1183,9 +1198,7 @@ impl ClientCertVerifier for SanCheck {
             Ok(verified)
         } else {
             Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::Other(rustls::OtherError(Arc::new(SanNotAllowed(
-                    sans,
-                )))),
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(SanNotAllowed(sans)))),
             ))
         }
     }
@@ -1237,7 +1250,7 @@ struct ServerCert {
 struct CertState {
     current: Arc<CertifiedKey>,
     /// The stamps of the files as last looked at (whether they loaded or not).
-    stamps: (Option<(SystemTime, u64)>, Option<(SystemTime, u64)>),
+    stamps: (Option<FileStamp>, Option<FileStamp>),
     checked: Instant,
 }
 
@@ -1301,6 +1314,9 @@ impl ResolvesServerCert for ServerCert {
 /// The TLS side of the server.
 struct TlsServer {
     config: Arc<rustls::ServerConfig>,
+    /// The certificate in service (also inside `config`, as its resolver).
+    #[cfg_attr(not(test), allow(dead_code))]
+    server_cert: Arc<ServerCert>,
     verify: ClientVerify,
     /// When not empty, a client certificate must carry one of these SANs (for the summary:
     /// [`SanCheck`] enforces them).
@@ -1403,7 +1419,9 @@ fn cert_sans(der: &[u8]) -> Vec<String> {
                 Some((*s).to_string())
             }
             GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| IpAddr::from(b).to_string()),
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| IpAddr::from(b).to_string()),
                 16 => <[u8; 16]>::try_from(*bytes)
                     .ok()
                     .map(|b| IpAddr::from(b).to_string()),
@@ -1480,7 +1498,10 @@ async fn accept_loop(
             Ok(accepted) => accepted,
             Err(e) => {
                 use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-                if !matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+                if !matches!(
+                    e.kind(),
+                    ConnectionAborted | ConnectionRefused | ConnectionReset
+                ) {
                     // Out of file descriptors, most likely: give the system a moment.
                     tracing::error!(error = %e, "accepting a connection failed");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1790,7 +1811,12 @@ mod tests {
             parse_basic(&lower),
             Some(("alice".to_string(), b"pw".to_vec()))
         );
-        for bad in ["Bearer YWxpY2U6cHc=", "Basic !!!", "Basic YWxpY2U=", "Basic"] {
+        for bad in [
+            "Bearer YWxpY2U6cHc=",
+            "Basic !!!",
+            "Basic YWxpY2U=",
+            "Basic",
+        ] {
             assert_eq!(parse_basic(&HeaderValue::from_static(bad)), None, "{bad}");
         }
         let huge = format!("Basic {}", "A".repeat(MAX_CREDENTIAL_BYTES + 4));
@@ -1823,10 +1849,7 @@ mod tests {
 
     #[test]
     fn verified_keys_keep_their_parts_apart() {
-        assert_ne!(
-            verified_key("ab", "h", b"c"),
-            verified_key("a", "h", b"bc")
-        );
+        assert_ne!(verified_key("ab", "h", b"c"), verified_key("a", "h", b"bc"));
     }
 
     #[test]
@@ -1843,10 +1866,35 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_certificate_is_picked_up_and_a_broken_one_is_not() {
+        let dir = Dir::new();
+        let web = dir.parse(TLS).expect("valid");
+        let server_cert = &web.tls.as_ref().expect("tls").server_cert;
+        let first = DemoPki::localhost();
+        assert_eq!(server_cert.current().cert[0], first.leaf.der);
+
+        let next = DemoPki::generate(&["rotated.example"]).expect("PKI");
+        std::fs::write(dir.0.path().join("server.crt"), &next.leaf.pem).expect("write");
+        std::fs::write(dir.0.path().join("server.key"), next.leaf_key_pem()).expect("write");
+        // Files are looked at no more than once per CERT_CHECK_INTERVAL.
+        assert_eq!(server_cert.current().cert[0], first.leaf.der);
+        std::thread::sleep(CERT_CHECK_INTERVAL + Duration::from_millis(100));
+        assert_eq!(server_cert.current().cert[0], next.leaf.der);
+
+        // A key that does not match: the rotated pair stays in service.
+        std::fs::write(dir.0.path().join("server.key"), first.leaf_key_pem()).expect("write");
+        std::thread::sleep(CERT_CHECK_INTERVAL + Duration::from_millis(100));
+        assert_eq!(server_cert.current().cert[0], next.leaf.der);
+    }
+
+    #[test]
     fn sans_compare_ip_addresses_as_addresses() {
         assert!(san_matches("::1", "0:0:0:0:0:0:0:1"));
         assert!(san_matches("prometheus.example", "prometheus.example"));
-        assert!(!san_matches("prometheus.example", "Prometheus.example.evil"));
+        assert!(!san_matches(
+            "prometheus.example",
+            "Prometheus.example.evil"
+        ));
         let pki = DemoPki::localhost();
         let sans = cert_sans(pki.leaf.der.as_ref());
         assert_eq!(sans, ["localhost", "127.0.0.1", "::1"]);
