@@ -244,6 +244,10 @@ fn basic_auth_guards_every_endpoint() {
             assert_eq!(sample(&ok.body, "probe_success"), Some(1.0), "{}", ok.body);
         }
     }
+    // Unknown paths too: nothing tells a stranger which paths exist.
+    assert_eq!(exporter.get("/nonexistent").status, 401);
+    let found = exporter.get_with("/nonexistent", &[("Authorization", &right)]);
+    assert_eq!(found.status, 404);
     // Neither the password nor the header that carries it shows up in the debug log.
     let encoded = right.trim_start_matches("Basic ");
     let log = exporter.log_lines().join("\n");
