@@ -279,7 +279,8 @@ impl WebConfig {
         router.layer(axum::middleware::from_fn_with_state(gate, guard))
     }
 
-    /// The TLS listener over `listener`, when the file configures TLS.
+    /// The TLS listener over `listener` when the file configures TLS; else `listener` back,
+    /// to serve plain HTTP.
     pub fn tls_listener(&self, listener: TcpListener) -> Result<TlsListener, TcpListener> {
         match &self.tls {
             Some(tls) => Ok(TlsListener::new(listener, tls.clone())),
