@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::http::exporter::{ConfigSource, Exporter, Loaded};
+use crate::http::web_config::WebConfig;
 use crate::http::{self as web, ProbeSettings};
 use crate::probe::module::{
     AuthSettings, Credential, MechanismChoice, MessageSettings, Module, TlsMode,
@@ -101,7 +102,7 @@ pub struct WebArgs {
     /// Address to listen on: `HOST:PORT`, or `:PORT` for every address.
     #[arg(long = "web.listen-address", default_value = ":9741")]
     pub listen_address: String,
-    /// Exporter-toolkit web configuration (TLS, basic auth).
+    /// Exporter-toolkit web configuration file: TLS, client certificates, basic auth.
     #[arg(long = "web.config.file")]
     pub web_config_file: Option<PathBuf>,
     /// Subtracted from Prometheus' scrape timeout to get the /probe deadline.
@@ -131,6 +132,9 @@ struct CheckConfigArgs {
     /// Configuration file.
     #[arg(long = "config.file", default_value = DEFAULT_CONFIG_FILE)]
     config_file: PathBuf,
+    /// Also check this exporter-toolkit web configuration file.
+    #[arg(long = "web.config.file")]
+    web_config_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -414,14 +418,15 @@ fn init_logging(args: &LogArgs) {
 }
 
 impl WebArgs {
-    fn probe_settings(&self) -> anyhow::Result<ProbeSettings> {
-        if let Some(path) = &self.web_config_file {
-            bail!(
-                "--web.config.file {}: TLS and basic auth for the exporter are not available in \
-                 this build; put a reverse proxy in front of it",
-                path.display()
-            );
+    /// `--web.config.file`, read and checked; plain HTTP without it.
+    fn web_config(&self) -> anyhow::Result<WebConfig> {
+        match &self.web_config_file {
+            Some(path) => WebConfig::load(path).map_err(|e| anyhow::anyhow!("{e}")),
+            None => Ok(WebConfig::default()),
         }
+    }
+
+    fn probe_settings(&self) -> anyhow::Result<ProbeSettings> {
         let allowed_targets = match &self.allowed_targets {
             Some(pattern) => Some(
                 web::allowed_targets(pattern)
@@ -440,16 +445,19 @@ impl WebArgs {
 async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.log);
     let settings = args.web.probe_settings()?;
+    let web = args.web.web_config()?;
     let exporter = Exporter::start(ConfigSource::File(args.config_file.clone()))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    serve_until_signal(exporter, &args.web, settings, |_| ()).await
+    serve_until_signal(exporter, &args.web, &web, settings, |_| ()).await
 }
 
-/// Serves HTTP until SIGTERM or SIGINT; SIGHUP reloads. `started` is told the bound address.
+/// Serves HTTP (or HTTPS, as `web` says) until SIGTERM or SIGINT; SIGHUP reloads the
+/// configuration (not `web`, which is read at start). `started` is told the bound address.
 async fn serve_until_signal(
     exporter: std::sync::Arc<Exporter>,
     args: &WebArgs,
+    web: &WebConfig,
     settings: ProbeSettings,
     started: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<ExitCode> {
@@ -462,7 +470,13 @@ async fn serve_until_signal(
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tracing::info!(address = %address, version = env!("CARGO_PKG_VERSION"), "listening");
+    tracing::info!(
+        address = %address,
+        version = env!("CARGO_PKG_VERSION"),
+        tls = web.tls_enabled(),
+        basic_auth_users = web.basic_auth_users(),
+        "listening"
+    );
     started(address);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -490,7 +504,7 @@ async fn serve_until_signal(
     let shutdown = async move {
         let _ = stop_rx.await;
     };
-    let result = web::serve(listener, router, shutdown, SHUTDOWN_GRACE).await;
+    let result = web::serve(listener, router, web, shutdown, SHUTDOWN_GRACE).await;
     signals.abort();
     exporter.shutdown();
     result.context("serving HTTP")?;
@@ -506,7 +520,7 @@ async fn run_check_config(args: &CheckConfigArgs) -> ExitCode {
     })
     .await
     .unwrap_or_else(|e| Err(format!("checking was interrupted: {e}")));
-    match checked {
+    let mut ok = match checked {
         Ok(loaded) => {
             println!(
                 "{}: OK, {} modules, {} targets (checksum {})",
@@ -515,12 +529,26 @@ async fn run_check_config(args: &CheckConfigArgs) -> ExitCode {
                 loaded.config.targets.len(),
                 &loaded.config.checksum_hex()[..12]
             );
-            ExitCode::SUCCESS
+            true
         }
         Err(problems) => {
             eprintln!("{problems}");
-            ExitCode::from(EXIT_USAGE)
+            false
         }
+    };
+    if let Some(path) = &args.web_config_file {
+        match WebConfig::load(path) {
+            Ok(web) => println!("{}: OK, {}", path.display(), web.summary()),
+            Err(problems) => {
+                eprintln!("{problems}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_USAGE)
     }
 }
 
@@ -619,6 +647,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     use crate::demo::{DemoPki, DemoServer, Sent, ServerConfig};
     init_logging(&args.log);
     let settings = args.web.probe_settings()?;
+    let web = args.web.web_config()?;
     let pki = DemoPki::localhost();
     let healthy = DemoServer::start(ServerConfig {
         pki: pki.clone(),
@@ -645,7 +674,8 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (healthy_addr, broken_addr) = (healthy.addr(), broken.addr());
-    let code = serve_until_signal(exporter, &args.web, settings, |bound| {
+    let scheme = if web.tls_enabled() { "https" } else { "http" };
+    let code = serve_until_signal(exporter, &args.web, &web, settings, |bound| {
         let host = if bound.ip().is_unspecified() {
             "localhost".to_string()
         } else {
@@ -654,7 +684,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 std::net::SocketAddr::V4(a) => a.ip().to_string(),
             }
         };
-        let base = format!("http://{host}:{}", bound.port());
+        let base = format!("{scheme}://{host}:{}", bound.port());
         println!(
             "smtp-prober demo\n\
              \n  healthy STARTTLS server (full chain, AUTH, token mail): {healthy_addr}\

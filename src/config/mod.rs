@@ -257,7 +257,7 @@ fn decode(text: &str) -> Result<RawConfig, Problem> {
 }
 
 /// The message of a decoding error, without location (we print that ourselves).
-fn yaml_message(e: &serde_saphyr::Error) -> String {
+pub(crate) fn yaml_message(e: &serde_saphyr::Error) -> String {
     use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
     let mut e = e.without_snippet();
     // An error in a value reached through an alias: the original error is inside.

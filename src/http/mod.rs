@@ -8,6 +8,7 @@
 pub mod exporter;
 pub mod exposition;
 mod status;
+pub mod web_config;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use crate::probe::{self, text};
 use crate::scheduler::InFlight;
 use exporter::{Exporter, Reloaded};
 use exposition::Sink;
+use web_config::WebConfig;
 
 /// The header Prometheus sends with its scrape timeout.
 pub const SCRAPE_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
@@ -123,13 +125,33 @@ pub async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets open requests finish for at
-/// most `grace`.
+/// most `grace`. `web` (`--web.config.file`) adds TLS, basic authentication, headers and a rate
+/// limit.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    web: &WebConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    let router = web.protect(router);
+    match web.tls_listener(listener) {
+        Ok(tls) => serve_on(tls, router, shutdown, grace).await,
+        Err(plain) => serve_on(plain, router, shutdown, grace).await,
+    }
+}
+
+/// [`serve`] on any listener (plain TCP or TLS).
+async fn serve_on<L>(
+    listener: L,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown.await;

@@ -1,0 +1,524 @@
+//! The TLS side of `--web.config.file` (RFC 8446, RFC 5246 with rustls' ring provider): the
+//! server certificate, re-read when its files change; client certificates verified against a CA
+//! (RFC 5280), optionally narrowed to some subject alternative names; and the listener that runs
+//! handshakes off the accept path.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+
+use super::read_bounded;
+
+/// A client must finish its TLS handshake within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most this many TLS handshakes run at once; more connections wait to be accepted.
+const MAX_HANDSHAKES: usize = 256;
+
+/// Certificate files are checked for changes at most this often.
+pub(super) const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// PEM text named by the web configuration, with the line and field that named it.
+#[derive(Debug)]
+pub(super) struct PemSource {
+    pub(super) origin: PemOrigin,
+    pub(super) line: Option<u64>,
+    pub(super) field: String,
+}
+
+/// A file's modification time and size.
+type FileStamp = (SystemTime, u64);
+
+/// Where PEM text comes from.
+#[derive(Debug)]
+pub(super) enum PemOrigin {
+    /// Inline in the web configuration.
+    Inline(Vec<u8>),
+    /// A file.
+    File(PathBuf),
+}
+
+impl PemSource {
+    fn read(&self) -> Result<Vec<u8>, String> {
+        match &self.origin {
+            PemOrigin::Inline(bytes) => Ok(bytes.clone()),
+            PemOrigin::File(path) => {
+                read_bounded(path).map_err(|why| format!("cannot read {}: {why}", path.display()))
+            }
+        }
+    }
+
+    /// The file's modification time and size, to notice a replacement.
+    fn stamp(&self) -> Option<FileStamp> {
+        match &self.origin {
+            PemOrigin::Inline(_) => None,
+            PemOrigin::File(path) => {
+                let meta = std::fs::metadata(path).ok()?;
+                Some((meta.modified().ok()?, meta.len()))
+            }
+        }
+    }
+
+    fn is_inline(&self) -> bool {
+        matches!(self.origin, PemOrigin::Inline(_))
+    }
+
+    fn describe(&self) -> String {
+        match &self.origin {
+            PemOrigin::Inline(_) => format!("inline {}", self.field),
+            PemOrigin::File(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// Loads a certificate chain and its private key, checking that they belong together.
+pub(super) fn load_certified_key(
+    cert: &PemSource,
+    key: &PemSource,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
+    let cert_pem = cert.read()?;
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not PEM certificates: {e}", cert.describe()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.describe()));
+    }
+    let key_pem = key.read()?;
+    // Key errors never quote the key.
+    let private: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|_| format!("{}: not a PEM private key", key.describe()))?
+        .ok_or_else(|| format!("{}: no private key in it", key.describe()))?;
+    CertifiedKey::from_der(chain, private, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => format!(
+            "the key ({}) does not belong to the certificate ({})",
+            key.describe(),
+            cert.describe()
+        ),
+        other => format!(
+            "the certificate ({}) and the key ({}) cannot be used: {other}",
+            cert.describe(),
+            key.describe()
+        ),
+    })
+}
+
+/// Builds the verifier of client certificates from the CA PEM.
+pub(super) fn client_verifier(
+    ca: &PemSource,
+    verify: ClientVerify,
+    allowed_sans: &[String],
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let pem = ca.read()?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("{}: not PEM certificates: {e}", ca.describe()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.describe()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in it", ca.describe()));
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = match verify {
+        ClientVerify::IfGiven => builder.allow_unauthenticated(),
+        _ => builder,
+    };
+    let verifier = builder
+        .build()
+        .map_err(|e| format!("{}: {e}", ca.describe()))?;
+    if allowed_sans.is_empty() {
+        return Ok(verifier);
+    }
+    Ok(Arc::new(SanCheck {
+        inner: verifier,
+        allowed: allowed_sans.to_vec(),
+    }))
+}
+
+/// `client_allowed_sans`: a client certificate that verifies must also carry one of these
+/// subject alternative names. Checked inside the handshake, so a refused client gets a TLS
+/// alert rather than a connection closed after a handshake that seemed to succeed.
+#[derive(Debug)]
+struct SanCheck {
+    inner: Arc<dyn ClientCertVerifier>,
+    allowed: Vec<String>,
+}
+
+/// Why [`SanCheck`] refused a certificate (shown in the debug log of the failed handshake).
+#[derive(Debug, thiserror::Error)]
+#[error("client certificate SANs {0:?} are not in client_allowed_sans")]
+struct SanNotAllowed(Vec<String>);
+
+impl ClientCertVerifier for SanCheck {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let sans = cert_sans(end_entity.as_ref());
+        if sans
+            .iter()
+            .any(|san| self.allowed.iter().any(|a| san_matches(san, a)))
+        {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(SanNotAllowed(sans)))),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// How client certificates are treated.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) enum ClientVerify {
+    /// Not asked for.
+    None,
+    /// Verified when sent; a client without one is served.
+    IfGiven,
+    /// Required and verified.
+    Required,
+}
+
+/// The server certificate and key in service, re-read when their files change.
+#[derive(Debug)]
+pub(super) struct ServerCert {
+    cert: PemSource,
+    key: PemSource,
+    provider: Arc<CryptoProvider>,
+    state: Mutex<CertState>,
+}
+
+#[derive(Debug)]
+struct CertState {
+    current: Arc<CertifiedKey>,
+    /// The stamps of the files as last looked at (whether they loaded or not).
+    stamps: (Option<FileStamp>, Option<FileStamp>),
+    checked: Instant,
+}
+
+impl ServerCert {
+    pub(super) fn new(
+        cert: PemSource,
+        key: PemSource,
+        current: CertifiedKey,
+        provider: Arc<CryptoProvider>,
+    ) -> ServerCert {
+        let stamps = (cert.stamp(), key.stamp());
+        ServerCert {
+            cert,
+            key,
+            provider,
+            state: Mutex::new(CertState {
+                current: Arc::new(current),
+                stamps,
+                checked: Instant::now(),
+            }),
+        }
+    }
+
+    /// The pair to present, after re-reading the files when they changed.
+    pub(super) fn current(&self) -> Arc<CertifiedKey> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inline = self.cert.is_inline() && self.key.is_inline();
+        if inline || state.checked.elapsed() < CERT_CHECK_INTERVAL {
+            return state.current.clone();
+        }
+        state.checked = Instant::now();
+        let stamps = (self.cert.stamp(), self.key.stamp());
+        if stamps == state.stamps {
+            return state.current.clone();
+        }
+        // Remembered whatever happens, so that a broken pair is reported once, not per second.
+        state.stamps = stamps;
+        match load_certified_key(&self.cert, &self.key, &self.provider) {
+            Ok(fresh) => {
+                tracing::info!(cert = %self.cert.describe(), "TLS certificate reloaded");
+                state.current = Arc::new(fresh);
+            }
+            Err(why) => tracing::warn!(
+                error = %why,
+                "TLS certificate changed but cannot be loaded; the previous one stays in service"
+            ),
+        }
+        state.current.clone()
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// The TLS side of the server.
+pub(super) struct TlsServer {
+    pub(super) config: Arc<rustls::ServerConfig>,
+    /// The certificate in service (also inside `config`, as its resolver).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) server_cert: Arc<ServerCert>,
+    pub(super) verify: ClientVerify,
+    /// When not empty, a client certificate must carry one of these SANs (for the summary:
+    /// [`SanCheck`] enforces them).
+    pub(super) allowed_sans: Vec<String>,
+}
+
+impl TlsServer {
+    pub(super) fn client_auth_summary(&self) -> String {
+        match self.verify {
+            ClientVerify::None => "no client certificates".to_string(),
+            ClientVerify::IfGiven => "client certificates verified when sent".to_string(),
+            ClientVerify::Required if self.allowed_sans.is_empty() => {
+                "client certificates required".to_string()
+            }
+            ClientVerify::Required => format!(
+                "client certificates required, SANs {}",
+                self.allowed_sans.join(", ")
+            ),
+        }
+    }
+
+    /// Takes a new connection through the handshake. A client speaking plain HTTP gets a 400
+    /// that says so, as Go's server does, rather than a connection closed without a word.
+    async fn handshake(&self, mut tcp: TcpStream) -> Result<TlsStream<TcpStream>, String> {
+        let mut first = [0u8; 1];
+        let n = tcp.peek(&mut first).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before the handshake".into());
+        }
+        // 22 is the record type of a TLS handshake (RFC 8446 §5.1).
+        if first[0] != 22 {
+            if first[0].is_ascii_uppercase() {
+                answer_plain_http(&mut tcp).await;
+                return Err("plain HTTP request on the HTTPS port".into());
+            }
+            return Err("not a TLS handshake".into());
+        }
+        tokio_rustls::TlsAcceptor::from(self.config.clone())
+            .accept(tcp)
+            .await
+            .map_err(|e| handshake_error(&e))
+    }
+}
+
+/// A failed handshake in words; our own refusals ([`SanNotAllowed`]) with their message
+/// rather than rustls' debug form of them.
+fn handshake_error(e: &std::io::Error) -> String {
+    let own = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| match tls {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                other.0.downcast_ref::<SanNotAllowed>()
+            }
+            _ => None,
+        });
+    match own {
+        Some(refusal) => refusal.to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// Reads what the plain-HTTP client sent (so closing does not reset the connection before it
+/// reads the answer), then answers 400.
+async fn answer_plain_http(tcp: &mut TcpStream) {
+    let mut request = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while request.len() < 8192 && !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let _ = tcp
+        .write_all(
+            b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+              Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+        )
+        .await;
+    let _ = tcp.shutdown().await;
+}
+
+/// The subject alternative names of a certificate as text (IP addresses in their usual form).
+pub(super) fn cert_sans(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => {
+                Some((*s).to_string())
+            }
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Exact match, except that IP addresses compare as addresses (`::1` = `0:0:0:0:0:0:0:1`).
+pub(super) fn san_matches(san: &str, allowed: &str) -> bool {
+    match (san.parse::<IpAddr>(), allowed.parse::<IpAddr>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => san == allowed,
+    }
+}
+
+/// A listener that hands axum connections which finished their TLS handshake. Handshakes run
+/// in their own tasks, so a slow or silent client never holds up the next one.
+pub struct TlsListener {
+    local: SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    pub(super) fn new(listener: TcpListener, tls: Arc<TlsServer>) -> TlsListener {
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let accepting = tokio::spawn(accept_loop(listener, tls, tx));
+        TlsListener {
+            local,
+            ready,
+            accepting,
+        }
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        // Stop accepting (and close the socket) when the server lets go of the listener.
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The accept loop ended (it only does when aborted): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<TlsServer>,
+    ready: tokio::sync::mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+                if !matches!(
+                    e.kind(),
+                    ConnectionAborted | ConnectionRefused | ConnectionReset
+                ) {
+                    // Out of file descriptors, most likely: give the system a moment.
+                    tracing::error!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let tls = tls.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.handshake(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let _ = ready.send((stream, peer)).await;
+                }
+                Ok(Err(why)) => {
+                    tracing::debug!(peer = %peer, error = %why, "TLS handshake failed");
+                }
+                Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
