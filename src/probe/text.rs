@@ -146,7 +146,11 @@ pub fn render(o: &ProbeOutcome) -> String {
                 rfc3339(c.not_after),
                 super::chain_cmd::validity_words(c, now),
                 c.key,
-                if c.sent { "from the server".to_string() } else { format!("from {}", source_name(&c.source)) }
+                if c.sent {
+                    "from the server".to_string()
+                } else {
+                    format!("from {}", source_name(&c.source))
+                }
             );
         }
     }
