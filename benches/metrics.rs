@@ -117,7 +117,7 @@ fn by_family(page: &str) -> Vec<(String, usize, usize)> {
             None => families.push((current.clone(), line.len() + 1, 1)),
         }
     }
-    families.sort_by(|a, b| b.1.cmp(&a.1));
+    families.sort_by_key(|f| std::cmp::Reverse(f.1));
     families
 }
 
@@ -176,10 +176,29 @@ fn run_size(n: usize, quick: bool) {
         }
         let first_round = started.elapsed();
         let rss_after = rss_bytes();
+        // Steady state: every target has run often enough to keep its full set of logs. Only
+        // for the smaller sizes: at 10,000 targets it takes five more rounds (about a minute).
+        let mut rss_steady = None;
+        if n <= 1000 && !quick {
+            loop {
+                let targets = exporter.scheduler().targets();
+                let full = targets
+                    .iter()
+                    .all(|t| t.logs().len() >= smtp_prober::scheduler::LOGS_PER_TARGET);
+                if full {
+                    rss_steady = rss_bytes();
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "targets did not reach steady state"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         exporter.shutdown();
         // Let the cancelled probes end.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let rss_stopped = rss_bytes();
 
         let targets = exporter.scheduler().targets();
         let failing = targets
@@ -192,6 +211,10 @@ fn run_size(n: usize, quick: bool) {
             (_, n) if n <= 1000 => 20,
             _ => 7,
         };
+        let runs = std::env::var("SMTP_PROBER_BENCH_RUNS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(runs);
         let mut page = String::new();
         let mut to_string: Vec<Duration> = (0..runs)
             .map(|_| {
@@ -250,16 +273,14 @@ fn run_size(n: usize, quick: bool) {
             .filter_map(|t| t.latest())
             .map(|l| l.metrics.len())
             .sum();
-        let log_bytes: usize = targets
-            .iter()
-            .flat_map(|t| t.logs())
-            .map(|l| l.len())
-            .sum();
+        let log_bytes: usize = targets.iter().flat_map(|t| t.logs()).map(|l| l.len()).sum();
         let s = Percentiles::of(&mut to_string);
         let p = Percentiles::of(&mut to_pieces);
         let lines = page.lines().count();
 
-        heading(&format!("{n} scheduled targets ({failing} failing on purpose)"));
+        heading(&format!(
+            "{n} scheduled targets ({failing} failing on purpose)"
+        ));
         println!(
             "first result of every target after {} (interval {}s, max_concurrency 32)",
             show(first_round),
@@ -291,11 +312,17 @@ fn run_size(n: usize, quick: bool) {
             log_bytes as f64 / 1024.0 / n as f64,
             smtp_prober::scheduler::LOGS_PER_TARGET
         );
-        if let (Some(a), Some(b)) = (rss_before, rss_stopped) {
+        if let (Some(a), Some(b)) = (rss_before, rss_steady) {
+            let per = b.saturating_sub(a) as f64 / n as f64;
             println!(
-                "RSS after the scheduler stopped (tasks and probes in flight gone): \
-                 {:.1} KiB per target",
-                b.saturating_sub(a) as f64 / 1024.0 / n as f64
+                "RSS at steady state ({} logs per target): {:.1} KiB per target",
+                smtp_prober::scheduler::LOGS_PER_TARGET,
+                per / 1024.0
+            );
+            result(
+                &format!("metrics.{n}.rss_per_target_steady"),
+                per / 1024.0,
+                "KiB",
             );
         }
         println!("largest families:");
@@ -306,10 +333,26 @@ fn run_size(n: usize, quick: bool) {
                 bytes
             );
         }
-        result(&format!("metrics.{n}.render_string"), micros(s.median) / 1e3, "ms");
-        result(&format!("metrics.{n}.render_pieces"), micros(p.median) / 1e3, "ms");
-        result(&format!("metrics.{n}.render_merge"), micros(m.median) / 1e3, "ms");
-        result(&format!("metrics.{n}.render_totals"), micros(w.median) / 1e3, "ms");
+        result(
+            &format!("metrics.{n}.render_string"),
+            micros(s.median) / 1e3,
+            "ms",
+        );
+        result(
+            &format!("metrics.{n}.render_pieces"),
+            micros(p.median) / 1e3,
+            "ms",
+        );
+        result(
+            &format!("metrics.{n}.render_merge"),
+            micros(m.median) / 1e3,
+            "ms",
+        );
+        result(
+            &format!("metrics.{n}.render_totals"),
+            micros(w.median) / 1e3,
+            "ms",
+        );
         result(
             &format!("metrics.{n}.page_size"),
             page.len() as f64 / 1e6,

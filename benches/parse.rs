@@ -129,7 +129,11 @@ fn main() {
             per_sec / 1e6,
             mb_s
         );
-        result(&format!("parse.{name}.per_reply"), p.median.as_nanos() as f64, "ns");
+        result(
+            &format!("parse.{name}.per_reply"),
+            p.median.as_nanos() as f64,
+            "ns",
+        );
         result(&format!("parse.{name}.replies_per_s"), per_sec, "1/s");
         result(&format!("parse.{name}.throughput"), mb_s, "MB/s");
     }
@@ -161,7 +165,11 @@ fn main() {
             let _ = black_box(parse_reply(black_box(bytes), &limits));
         });
         println!("{name:<34} whole buffer at once       {}", p.show());
-        result(&format!("parse.reject.{name}"), p.median.as_nanos() as f64, "ns");
+        result(
+            &format!("parse.reject.{name}"),
+            p.median.as_nanos() as f64,
+            "ns",
+        );
     }
 
     // As the session sees them: the buffer grows by one read at a time and is parsed again

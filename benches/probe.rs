@@ -7,7 +7,7 @@
 //! 1. in one process (server and prober on one Tokio runtime): sequential latency, throughput
 //!    with 1, 8 and 32 probes in flight, CPU per probe (both sides together);
 //! 2. step-timing overhead: our `ehlo` step against a bare `NOOP` (and `EHLO`) round trip on a
-//!    socket to the same server;
+//!    socket to the same server, with the server in this process and in a child process;
 //! 3. server in a child process (this benchmark started again in server mode): CPU per probe of
 //!    the prober alone and of the server alone;
 //! 4. the real binary's `/probe` endpoint over HTTP against that server: latency and the
@@ -133,7 +133,10 @@ impl Kinds {
     fn new(root: &Path, starttls: SocketAddr, plain: SocketAddr) -> Kinds {
         let target = |a: SocketAddr| parse_target(&a.to_string(), 25).expect("a target");
         Kinds {
-            starttls: (module("starttls_auth", TlsMode::Starttls, root), target(starttls)),
+            starttls: (
+                module("starttls_auth", TlsMode::Starttls, root),
+                target(starttls),
+            ),
             plain: (module("plain_auth", TlsMode::None, root), target(plain)),
         }
     }
@@ -239,7 +242,11 @@ async fn in_process(plan: &Plan, kinds: &Kinds) -> Percentiles {
         let (mut wall, outcomes) = sequential(prepared, target, plan.sequential, plan.warmup).await;
         let p = Percentiles::of(&mut wall);
         println!("{name:<9} sequential     {}", p.show());
-        result(&format!("probe.{name}.sequential.median"), micros(p.median), "µs");
+        result(
+            &format!("probe.{name}.sequential.median"),
+            micros(p.median),
+            "µs",
+        );
         result(&format!("probe.{name}.sequential.p90"), micros(p.p90), "µs");
         result(&format!("probe.{name}.sequential.p99"), micros(p.p99), "µs");
         println!("          steps (median of each step's own timing):");
@@ -257,7 +264,9 @@ async fn in_process(plan: &Plan, kinds: &Kinds) -> Percentiles {
             let cpu1 = cpu_time(None);
             let mut lat = l.latencies.clone();
             let p = Percentiles::of(&mut lat);
-            let cpu = cpu0.zip(cpu1).map(|(a, b)| (b - a) / l.probes.max(1) as u32);
+            let cpu = cpu0
+                .zip(cpu1)
+                .map(|(a, b)| (b - a) / l.probes.max(1) as u32);
             println!(
                 "{name:<9} concurrency {concurrency:>2}: {:>7.0} probes/s  ({} probes in {}), \
                  latency median {} p99 {}, CPU per probe (prober + server) {}",
@@ -320,7 +329,11 @@ async fn round_trips(addr: SocketAddr, command: &[u8], n: usize) -> Percentiles 
         stream.write_all(command).await.expect("writing");
         read_reply(&mut stream, &mut buf).await;
         let d = t.elapsed();
-        assert!(buf.starts_with(b"250"), "{:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            buf.starts_with(b"250"),
+            "{:?}",
+            String::from_utf8_lossy(&buf)
+        );
         // The first tenth warms the connection up.
         if i >= n / 10 {
             samples.push(d);
@@ -330,9 +343,19 @@ async fn round_trips(addr: SocketAddr, command: &[u8], n: usize) -> Percentiles 
     Percentiles::of(&mut samples)
 }
 
+/// Median of the `ehlo` step over sequential STARTTLS probes.
+async fn ehlo_step(plan: &Plan, kinds: &Kinds) -> Percentiles {
+    let (prepared, target) = &kinds.starttls;
+    let (_, outcomes) = sequential(prepared, target, plan.sequential, plan.warmup).await;
+    step_medians(&outcomes)
+        .into_iter()
+        .find(|(name, _)| *name == StepName::Ehlo)
+        .map(|(_, p)| p)
+        .expect("the STARTTLS probe has an ehlo step")
+}
+
 /// Section 2: what our step timing adds to the loopback round trip.
-async fn step_overhead(plan: &Plan, addr: SocketAddr, ehlo_step: Percentiles) {
-    heading("2. step timing vs the bare loopback round trip (STARTTLS server, before TLS)");
+async fn step_overhead(plan: &Plan, key: &str, addr: SocketAddr, ehlo_step: Percentiles) {
     let noop = round_trips(addr, b"NOOP\r\n", plan.round_trips).await;
     let ehlo = round_trips(addr, b"EHLO bench.test\r\n", plan.round_trips).await;
     println!("our ehlo step (in probes)   {}", ehlo_step.show());
@@ -344,16 +367,28 @@ async fn step_overhead(plan: &Plan, addr: SocketAddr, ehlo_step: Percentiles) {
         diff(ehlo_step.median, noop.median),
         diff(ehlo_step.median, ehlo.median)
     );
-    result("overhead.ehlo_step.median", micros(ehlo_step.median), "µs");
-    result("overhead.bare_noop.median", micros(noop.median), "µs");
-    result("overhead.bare_ehlo.median", micros(ehlo.median), "µs");
     result(
-        "overhead.ehlo_step_minus_noop",
+        &format!("{key}.ehlo_step.median"),
+        micros(ehlo_step.median),
+        "µs",
+    );
+    result(
+        &format!("{key}.bare_noop.median"),
+        micros(noop.median),
+        "µs",
+    );
+    result(
+        &format!("{key}.bare_ehlo.median"),
+        micros(ehlo.median),
+        "µs",
+    );
+    result(
+        &format!("{key}.ehlo_step_minus_noop"),
         diff(ehlo_step.median, noop.median),
         "µs",
     );
     result(
-        "overhead.ehlo_step_minus_bare_ehlo",
+        &format!("{key}.ehlo_step_minus_bare_ehlo"),
         diff(ehlo_step.median, ehlo.median),
         "µs",
     );
@@ -663,12 +698,19 @@ fn main() {
         std::fs::write(&root, pki.root_pem()).expect("writing the root");
         let (starttls, plain) = start_servers(pki).await;
         let kinds = Kinds::new(&root, starttls.addr(), plain.addr());
-        let ehlo_step = in_process(&plan, &kinds).await;
-        step_overhead(&plan, starttls.addr(), ehlo_step).await;
+        let ehlo = in_process(&plan, &kinds).await;
+        heading("2a. step timing vs the bare loopback round trip, server in this process");
+        step_overhead(&plan, "overhead.in_process", starttls.addr(), ehlo).await;
         starttls.shutdown().await;
         plain.shutdown().await;
     });
     let server = ServerProcess::start(dir.path());
-    runtime.block_on(split(&plan, &server));
+    runtime.block_on(async {
+        heading("2b. step timing vs the bare loopback round trip, server in a child process");
+        let kinds = Kinds::new(&server.root, server.starttls, server.plain);
+        let ehlo = ehlo_step(&plan, &kinds).await;
+        step_overhead(&plan, "overhead.split", server.starttls, ehlo).await;
+        split(&plan, &server).await;
+    });
     exporter_http(&plan, &server, dir.path());
 }
