@@ -215,24 +215,15 @@ fn run_size(n: usize, quick: bool) {
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(runs);
-        let mut page = String::new();
-        let mut to_string: Vec<Duration> = (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                let mut out = String::new();
-                exporter.render_metrics(&mut out);
-                let d = t.elapsed();
-                page = out;
-                d
-            })
-            .collect();
+        let pieces = || Pieces {
+            piece: String::with_capacity(PIECE),
+            bytes: 0,
+        };
+        // As served: into 256 KiB pieces.
         let mut to_pieces: Vec<Duration> = (0..runs)
             .map(|_| {
                 let t = Instant::now();
-                let mut out = Pieces {
-                    piece: String::with_capacity(PIECE),
-                    bytes: 0,
-                };
+                let mut out = pieces();
                 exporter.render_metrics(&mut out);
                 std::hint::black_box(out.bytes + out.piece.len());
                 t.elapsed()
@@ -240,10 +231,6 @@ fn run_size(n: usize, quick: bool) {
             .collect();
         // The two halves of a render: the pre-rendered per-probe families, and the scheduled
         // histograms and counters written from numbers.
-        let pieces = || Pieces {
-            piece: String::with_capacity(PIECE),
-            bytes: 0,
-        };
         let mut merge_only: Vec<Duration> = (0..runs)
             .map(|_| {
                 let t = Instant::now();
@@ -264,16 +251,33 @@ fn run_size(n: usize, quick: bool) {
                 t.elapsed()
             })
             .collect();
+        // Last, into one String: the whole page, kept for the size figures below.
+        let mut page = String::new();
+        let mut to_string: Vec<Duration> = (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                let mut out = String::new();
+                exporter.render_metrics(&mut out);
+                let d = t.elapsed();
+                page = out;
+                d
+            })
+            .collect();
         let m = Percentiles::of(&mut merge_only);
         let w = Percentiles::of(&mut totals_only);
-        // What a target keeps: its rendered per-probe families and its logs (one so far; up
-        // to `LOGS_PER_TARGET` once it has run that often).
+        // What a target keeps: its rendered per-probe families and its logs (one so far, or
+        // `LOGS_PER_TARGET` at steady state).
         let chunk_bytes: usize = targets
             .iter()
             .filter_map(|t| t.latest())
             .map(|l| l.metrics.len())
             .sum();
-        let log_bytes: usize = targets.iter().flat_map(|t| t.logs()).map(|l| l.len()).sum();
+        let logs: Vec<usize> = targets
+            .iter()
+            .flat_map(|t| t.logs())
+            .map(|l| l.len())
+            .collect();
+        let log_bytes = logs.iter().sum::<usize>() as f64 / logs.len().max(1) as f64;
         let s = Percentiles::of(&mut to_string);
         let p = Percentiles::of(&mut to_pieces);
         let lines = page.lines().count();
@@ -307,9 +311,9 @@ fn run_size(n: usize, quick: bool) {
         println!("  of which scheduled histograms       {}", w.show());
         println!(
             "kept per target: {:.1} KiB of rendered per-probe families, {:.1} KiB per log \
-             ({} logs kept at most)",
+             (up to {} logs)",
             chunk_bytes as f64 / 1024.0 / n as f64,
-            log_bytes as f64 / 1024.0 / n as f64,
+            log_bytes / 1024.0,
             smtp_prober::scheduler::LOGS_PER_TARGET
         );
         if let (Some(a), Some(b)) = (rss_before, rss_steady) {

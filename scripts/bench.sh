@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (DESIGN §10 "Speed and scale") and prints a summary table.
 #
-#   bash scripts/bench.sh [extra `cargo bench` arguments, e.g. `--bench probe`]
+#   bash scripts/bench.sh [`cargo bench` arguments instead of `--benches`, e.g. `--bench probe`]
 #
 # `cargo bench` builds the release profile and runs benches/{parse,probe,metrics}.rs, which print
 # their figures and `result: NAME = VALUE UNIT` lines; this script keeps the full output in
@@ -15,11 +15,14 @@ if ! command -v cargo >/dev/null && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
   PATH="$HOME/.cargo/bin:$PATH"
 fi
 
+# Only the bench targets by default: plain `cargo bench` would also list every unit test.
+args=("$@")
+[[ ${#args[@]} -gt 0 ]] || args=(--benches)
 log=target/bench.log
 mkdir -p target
-echo "bench.sh: cargo bench $* (full output in $log)" >&2
+echo "bench.sh: cargo bench ${args[*]} (full output in $log)" >&2
 started=$(date +%s)
-if ! cargo bench "$@" >"$log" 2>&1; then
+if ! cargo bench "${args[@]}" >"$log" 2>&1; then
   tail -n 40 "$log" >&2
   echo "bench.sh: cargo bench failed; see $log" >&2
   exit 1
