@@ -7,7 +7,8 @@
 //! 1. in one process (server and prober on one Tokio runtime): sequential latency, throughput
 //!    with 1, 8 and 32 probes in flight, CPU per probe (both sides together);
 //! 2. step-timing overhead: our `ehlo` step against a bare `NOOP` (and `EHLO`) round trip on a
-//!    socket to the same server, with the server in this process and in a child process;
+//!    socket to the same server: server in this process on the 2-worker runtime, then server in
+//!    a child process with the prober on one thread (the cleaner comparison);
 //! 3. server in a child process (this benchmark started again in server mode): CPU per probe of
 //!    the prober alone and of the server alone;
 //! 4. the real binary's `/probe` endpoint over HTTP against that server: latency and the
@@ -45,7 +46,6 @@ struct Plan {
     sequential: usize,
     warmup: usize,
     per_level: Duration,
-    round_trips: usize,
 }
 
 impl Plan {
@@ -55,14 +55,12 @@ impl Plan {
                 sequential: 5,
                 warmup: 2,
                 per_level: Duration::from_millis(100),
-                round_trips: 20,
             }
         } else {
             Plan {
                 sequential: 500,
                 warmup: 30,
                 per_level: Duration::from_millis(1500),
-                round_trips: 2000,
             }
         }
     }
@@ -235,9 +233,8 @@ fn step_medians(outcomes: &[ProbeOutcome]) -> Vec<(StepName, Percentiles)> {
 }
 
 /// Section 1: everything in this process.
-async fn in_process(plan: &Plan, kinds: &Kinds) -> Percentiles {
+async fn in_process(plan: &Plan, kinds: &Kinds) {
     heading("1. in-process probes (prober and demo server on one 2-worker Tokio runtime)");
-    let mut ehlo_step = None;
     for (name, (prepared, target)) in kinds.each() {
         let (mut wall, outcomes) = sequential(prepared, target, plan.sequential, plan.warmup).await;
         let p = Percentiles::of(&mut wall);
@@ -252,9 +249,6 @@ async fn in_process(plan: &Plan, kinds: &Kinds) -> Percentiles {
         println!("          steps (median of each step's own timing):");
         for (step, sp) in step_medians(&outcomes) {
             println!("            {:<14} {}", step.as_str(), sp.show());
-            if name == "starttls" && step == StepName::Ehlo {
-                ehlo_step = Some(sp);
-            }
         }
     }
     for (name, (prepared, target)) in kinds.each() {
@@ -291,7 +285,6 @@ async fn in_process(plan: &Plan, kinds: &Kinds) -> Percentiles {
             }
         }
     }
-    ehlo_step.expect("the STARTTLS probe has an ehlo step")
 }
 
 /// Reads one reply (lines until one whose fourth byte is a space) into `buf`.
@@ -314,62 +307,81 @@ async fn read_reply(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) {
     }
 }
 
-/// Round trips of `command` on one connection to `addr`, after its greeting.
-async fn round_trips(addr: SocketAddr, command: &[u8], n: usize) -> Percentiles {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connecting");
-    stream.set_nodelay(true).expect("TCP_NODELAY");
-    let mut buf = Vec::with_capacity(1024);
-    read_reply(&mut stream, &mut buf).await;
-    assert!(buf.starts_with(b"220"), "greeting");
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n + n / 10 {
-        let t = Instant::now();
-        stream.write_all(command).await.expect("writing");
+/// A connection to the server past its greeting, for bare round trips.
+struct Bare {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Bare {
+    async fn open(addr: SocketAddr) -> Bare {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connecting");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        let mut buf = Vec::with_capacity(1024);
         read_reply(&mut stream, &mut buf).await;
+        assert!(buf.starts_with(b"220"), "greeting");
+        Bare { stream, buf }
+    }
+
+    /// Writes `command`, reads its reply (which must be a 250).
+    async fn round_trip(&mut self, command: &[u8]) -> Duration {
+        let t = Instant::now();
+        self.stream.write_all(command).await.expect("writing");
+        read_reply(&mut self.stream, &mut self.buf).await;
         let d = t.elapsed();
         assert!(
-            buf.starts_with(b"250"),
+            self.buf.starts_with(b"250"),
             "{:?}",
-            String::from_utf8_lossy(&buf)
+            String::from_utf8_lossy(&self.buf)
         );
-        // The first tenth warms the connection up.
-        if i >= n / 10 {
-            samples.push(d);
+        d
+    }
+}
+
+/// Section 2: what our step timing adds to the loopback round trip. The probes and the bare
+/// round trips take turns (a probe, a `NOOP`, an `EHLO`, …), so that whatever state the machine
+/// is in (which core, whether a worker thread had parked: on two shared cores that alone moves
+/// a loopback round trip between ~20 and ~100 µs) weighs on all three alike.
+async fn step_overhead(plan: &Plan, key: &str, kinds: &Kinds, addr: SocketAddr) {
+    let (prepared, target) = &kinds.starttls;
+    let mut bare = Bare::open(addr).await;
+    let (mut step, mut noop, mut ehlo) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..plan.warmup + plan.sequential {
+        let o = probe_once(prepared, target).await;
+        let s = o
+            .session
+            .transcript
+            .step(StepName::Ehlo)
+            .expect("the STARTTLS probe has an ehlo step")
+            .duration;
+        let n = bare.round_trip(b"NOOP\r\n").await;
+        let e = bare.round_trip(b"EHLO bench.test\r\n").await;
+        if i >= plan.warmup {
+            step.push(s);
+            noop.push(n);
+            ehlo.push(e);
         }
     }
-    let _ = stream.write_all(b"QUIT\r\n").await;
-    Percentiles::of(&mut samples)
-}
-
-/// Median of the `ehlo` step over sequential STARTTLS probes.
-async fn ehlo_step(plan: &Plan, kinds: &Kinds) -> Percentiles {
-    let (prepared, target) = &kinds.starttls;
-    let (_, outcomes) = sequential(prepared, target, plan.sequential, plan.warmup).await;
-    step_medians(&outcomes)
-        .into_iter()
-        .find(|(name, _)| *name == StepName::Ehlo)
-        .map(|(_, p)| p)
-        .expect("the STARTTLS probe has an ehlo step")
-}
-
-/// Section 2: what our step timing adds to the loopback round trip.
-async fn step_overhead(plan: &Plan, key: &str, addr: SocketAddr, ehlo_step: Percentiles) {
-    let noop = round_trips(addr, b"NOOP\r\n", plan.round_trips).await;
-    let ehlo = round_trips(addr, b"EHLO bench.test\r\n", plan.round_trips).await;
-    println!("our ehlo step (in probes)   {}", ehlo_step.show());
+    let _ = bare.stream.write_all(b"QUIT\r\n").await;
+    let (step, noop, ehlo) = (
+        Percentiles::of(&mut step),
+        Percentiles::of(&mut noop),
+        Percentiles::of(&mut ehlo),
+    );
+    println!("our ehlo step (in probes)   {}", step.show());
     println!("bare NOOP -> 250            {}", noop.show());
     println!("bare EHLO -> 250 (multi)    {}", ehlo.show());
     let diff = |a: Duration, b: Duration| micros(a) - micros(b);
     println!(
         "ehlo step minus bare NOOP: {:+.1} µs (median), minus bare EHLO: {:+.1} µs",
-        diff(ehlo_step.median, noop.median),
-        diff(ehlo_step.median, ehlo.median)
+        diff(step.median, noop.median),
+        diff(step.median, ehlo.median)
     );
     result(
         &format!("{key}.ehlo_step.median"),
-        micros(ehlo_step.median),
+        micros(step.median),
         "µs",
     );
     result(
@@ -384,12 +396,12 @@ async fn step_overhead(plan: &Plan, key: &str, addr: SocketAddr, ehlo_step: Perc
     );
     result(
         &format!("{key}.ehlo_step_minus_noop"),
-        diff(ehlo_step.median, noop.median),
+        diff(step.median, noop.median),
         "µs",
     );
     result(
         &format!("{key}.ehlo_step_minus_bare_ehlo"),
-        diff(ehlo_step.median, ehlo.median),
+        diff(step.median, ehlo.median),
         "µs",
     );
 }
@@ -698,19 +710,31 @@ fn main() {
         std::fs::write(&root, pki.root_pem()).expect("writing the root");
         let (starttls, plain) = start_servers(pki).await;
         let kinds = Kinds::new(&root, starttls.addr(), plain.addr());
-        let ehlo = in_process(&plan, &kinds).await;
-        heading("2a. step timing vs the bare loopback round trip, server in this process");
-        step_overhead(&plan, "overhead.in_process", starttls.addr(), ehlo).await;
+        in_process(&plan, &kinds).await;
+        heading(
+            "2a. step timing vs the bare loopback round trip, server in this process, \
+             2 workers",
+        );
+        step_overhead(&plan, "overhead.in_process", &kinds, starttls.addr()).await;
         starttls.shutdown().await;
         plain.shutdown().await;
     });
     let server = ServerProcess::start(dir.path());
-    runtime.block_on(async {
-        heading("2b. step timing vs the bare loopback round trip, server in a child process");
+    // On one thread, a reply wakes the task that waits for it on the thread that read it: the
+    // comparison then shows what the step's own code costs, not whether a wake-up had to cross
+    // to the other worker (that alone moves a loopback round trip between ~20 and ~100 µs).
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    single.block_on(async {
+        heading(
+            "2b. step timing vs the bare loopback round trip, server in a child process, \
+             prober on a current-thread runtime",
+        );
         let kinds = Kinds::new(&server.root, server.starttls, server.plain);
-        let ehlo = ehlo_step(&plan, &kinds).await;
-        step_overhead(&plan, "overhead.split", server.starttls, ehlo).await;
-        split(&plan, &server).await;
+        step_overhead(&plan, "overhead.split", &kinds, server.starttls).await;
     });
+    runtime.block_on(split(&plan, &server));
     exporter_http(&plan, &server, dir.path());
 }
