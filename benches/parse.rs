@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use common::{heading, result, show, Percentiles};
-use smtp_prober::smtp::reply::{parse_reply, ReplyError, ReplyLimits};
+use smtp_prober::smtp::reply::{parse_reply, ReplyBuffer, ReplyError, ReplyLimits};
 
 /// What a submission server (Postfix, Exchange) answers to EHLO.
 const EHLO_REPLY: &str = "250-smtp.example.com Hello [192.0.2.10]\r\n\
@@ -80,16 +80,16 @@ fn per_call(budget: Duration, mut f: impl FnMut()) -> Percentiles {
     Percentiles::of(&mut samples)
 }
 
-/// Parses `reply` fed `step` bytes at a time, as the session's read loop does: the buffer grows
-/// and the whole buffer is parsed after each read. Returns the number of parse calls.
+/// Feeds `reply` `step` bytes at a time through the session's `ReplyBuffer`, as its read loop
+/// does. Returns the number of reads and the bytes of the reply (or the rejection).
 fn feed(reply: &[u8], step: usize, limits: &ReplyLimits) -> (usize, Result<usize, ReplyError>) {
-    let mut buf = Vec::with_capacity(1024);
+    let mut buf = ReplyBuffer::new(*limits);
     let mut calls = 0;
     for piece in reply.chunks(step) {
-        buf.extend_from_slice(piece);
+        buf.extend(piece);
         calls += 1;
-        match parse_reply(&buf, limits) {
-            Ok(Some((_, used))) => return (calls, Ok(used)),
+        match buf.next_reply() {
+            Ok(Some(r)) => return (calls, Ok(r.lines.iter().map(|l| l.len() + 6).sum())),
             Ok(None) => {}
             Err(e) => return (calls, Err(e)),
         }
@@ -172,8 +172,8 @@ fn main() {
         );
     }
 
-    // As the session sees them: the buffer grows by one read at a time and is parsed again
-    // from its start after each read.
+    // As the session sees them: the buffer grows by one read at a time and ReplyBuffer decides
+    // when to parse again (a line ended, a line began, a bound was crossed).
     let max_reply = reply_of(limits.max_lines, limits.max_bytes / limits.max_lines);
     let feeds: [(&str, &[u8], usize); 4] = [
         ("endless_line in 4 KiB reads", &endless_line, 4096),
@@ -197,7 +197,7 @@ fn main() {
             .collect();
         let p = Percentiles::of(&mut samples);
         println!(
-            "{name:<42} {calls:>6} parses  total {:>9}  ({what})",
+            "{name:<42} {calls:>6} reads   total {:>9}  ({what})",
             show(p.median)
         );
         let key = name

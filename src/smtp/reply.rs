@@ -261,6 +261,81 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Option<(Reply, us
     }
 }
 
+/// The bytes read from a server, turned into replies as they complete.
+///
+/// Parsing again from the start after every read would make a server that drip-feeds a long
+/// reply cost time quadratic in its size. The buffer re-parses only when a read could have
+/// changed the verdict: a line ended, a line just started (so garbage is caught on its first
+/// bytes), or a bound was crossed. Between those, a read costs only the copy.
+#[derive(Debug)]
+pub struct ReplyBuffer {
+    buf: Vec<u8>,
+    limits: ReplyLimits,
+    /// Bytes since the last line feed: the line being read.
+    partial: usize,
+    /// Whether a parse could give a different answer than the last one.
+    dirty: bool,
+}
+
+impl ReplyBuffer {
+    /// An empty buffer with these bounds.
+    pub fn new(limits: ReplyLimits) -> ReplyBuffer {
+        ReplyBuffer {
+            buf: Vec::with_capacity(1024),
+            limits,
+            partial: 0,
+            dirty: false,
+        }
+    }
+
+    /// Appends bytes as read from the connection.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(i) => {
+                self.partial = bytes.len() - i - 1;
+                self.dirty = true;
+            }
+            None => {
+                // The first four bytes of a line (code and separator) are checked as they come.
+                let line_start = self.partial < 4;
+                self.partial += bytes.len();
+                let over =
+                    self.partial >= self.limits.max_line || self.buf.len() > self.limits.max_bytes;
+                self.dirty |= line_start || over;
+            }
+        }
+    }
+
+    /// The next complete reply, if the buffer holds one; `Ok(None)`: read more.
+    pub fn next_reply(&mut self) -> Result<Option<Reply>, ReplyError> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        match parse_reply(&self.buf, &self.limits)? {
+            Some((reply, used)) => {
+                self.buf.drain(..used);
+                self.partial = match self.buf.iter().rposition(|&b| b == b'\n') {
+                    Some(i) => self.buf.len() - i - 1,
+                    None => self.buf.len(),
+                };
+                // Another reply may already be here (a pipelining server).
+                self.dirty = !self.buf.is_empty();
+                Ok(Some(reply))
+            }
+            None => {
+                self.dirty = false;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether no byte is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
 /// Checks the start of a line that has not ended yet.
 fn check_prefix(partial: &[u8]) -> Result<(), ReplyError> {
     let head = &partial[..partial.len().min(4)];
@@ -472,6 +547,75 @@ mod tests {
             parse_reply(big.as_bytes(), &limits),
             Err(ReplyError::TooLarge(60))
         );
+    }
+
+    #[test]
+    fn reply_buffer_in_any_split() {
+        let input = b"250-mail.example\r\n250-PIPELINING\r\n250 STARTTLS\r\n221 bye\r\n";
+        for step in [1, 2, 3, 5, 7, 64] {
+            let mut rb = ReplyBuffer::new(ReplyLimits::default());
+            let mut replies = Vec::new();
+            for piece in input.chunks(step) {
+                rb.extend(piece);
+                while let Some(r) = rb.next_reply().unwrap() {
+                    replies.push(r.code);
+                }
+            }
+            assert_eq!(replies, vec![250, 221], "step {step}");
+            assert!(rb.is_empty());
+        }
+    }
+
+    #[test]
+    fn reply_buffer_catches_garbage_and_overlong_lines_while_dripping() {
+        let mut rb = ReplyBuffer::new(ReplyLimits::default());
+        rb.extend(b"H");
+        assert!(matches!(rb.next_reply(), Err(ReplyError::Malformed(_))));
+        let mut rb = ReplyBuffer::new(ReplyLimits::default());
+        rb.extend(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03");
+        assert!(
+            matches!(rb.next_reply(), Err(ReplyError::Malformed(_))),
+            "a TLS record in one read"
+        );
+        let mut rb = ReplyBuffer::new(ReplyLimits::default());
+        rb.extend(b"220-ok\r\n2");
+        assert_eq!(rb.next_reply(), Ok(None));
+        rb.extend(b"2x and more");
+        assert!(
+            matches!(rb.next_reply(), Err(ReplyError::Malformed(_))),
+            "garbage in the second line"
+        );
+
+        let limits = ReplyLimits {
+            max_line: 64,
+            max_lines: 4,
+            max_bytes: 200,
+        };
+        let mut rb = ReplyBuffer::new(limits);
+        let mut outcome = Ok(None);
+        for _ in 0..100 {
+            rb.extend(b"x");
+            outcome = rb.next_reply();
+            if outcome.is_err() {
+                break;
+            }
+        }
+        assert!(
+            matches!(outcome, Err(ReplyError::Malformed(_))),
+            "x is not a digit: {outcome:?}"
+        );
+
+        let mut rb = ReplyBuffer::new(limits);
+        rb.extend(b"250 ");
+        let mut outcome = Ok(None);
+        for _ in 0..100 {
+            rb.extend(b"y");
+            outcome = rb.next_reply();
+            if outcome.is_err() {
+                break;
+            }
+        }
+        assert_eq!(outcome, Err(ReplyError::LineTooLong(64)));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::time::timeout_at;
 use super::auth::{self, MechanismChoice, SaslClient, SecretKind};
 use super::command::{self, ClientName, Mailbox};
 use super::extension::ServerInfo;
-use super::reply::{parse_reply, Reply, ReplyError, ReplyLimits};
+use super::reply::{Reply, ReplyBuffer, ReplyError, ReplyLimits};
 use super::transcript::{Failure, Transcript};
 use crate::secret::Secret;
 use crate::tls::{TlsClient, TlsReport};
@@ -791,27 +791,22 @@ enum Stream {
 /// plus one read's worth; bytes past a reply are kept for the next one (pipelined servers).
 struct Connection {
     stream: Stream,
-    buf: Vec<u8>,
-    limits: ReplyLimits,
+    buf: ReplyBuffer,
 }
 
 impl Connection {
     fn new(stream: Stream, limits: ReplyLimits) -> Connection {
         Connection {
             stream,
-            buf: Vec::with_capacity(1024),
-            limits,
+            buf: ReplyBuffer::new(limits),
         }
     }
 
     async fn read_reply(&mut self) -> Result<Reply, ReadError> {
         let mut chunk = [0u8; 4096];
         loop {
-            match parse_reply(&self.buf, &self.limits) {
-                Ok(Some((reply, used))) => {
-                    self.buf.drain(..used);
-                    return Ok(reply);
-                }
+            match self.buf.next_reply() {
+                Ok(Some(reply)) => return Ok(reply),
                 Ok(None) => {}
                 Err(e) => return Err(ReadError::Invalid(e)),
             }
@@ -825,7 +820,7 @@ impl Connection {
                     partial: !self.buf.is_empty(),
                 });
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.buf.extend(&chunk[..n]);
         }
     }
 
