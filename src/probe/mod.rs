@@ -309,7 +309,7 @@ fn resolve_secret(credential: &Credential) -> Result<(Secret, SecretKind), Failu
         Credential::OAuth2(_) => Err(Failure::new(
             StepName::OauthToken,
             Reason::OauthTokenFailed,
-            "OAuth 2.0 client-credentials token fetching is not available in this build",
+            "the module has OAuth 2.0 settings but no token source: it was not built with PreparedModule::new",
         )),
     }
 }
