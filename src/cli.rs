@@ -507,6 +507,7 @@ async fn serve_until_signal(
     let result = web::serve(listener, router, web, shutdown, SHUTDOWN_GRACE).await;
     signals.abort();
     exporter.shutdown();
+    exporter.stopped().await;
     result.context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@
 //! benchmarks. Only `probe`, `scheduler` and `http` know about Prometheus.
 #![forbid(unsafe_code)]
 
+pub mod cancel;
 pub mod cli;
 pub mod config;
 pub mod demo;

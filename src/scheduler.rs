@@ -21,6 +21,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
+
+use crate::cancel::{Cancel, Canceller};
 use std::time::{Duration, SystemTime};
 
 use prometheus::IntGauge;
@@ -408,6 +410,24 @@ impl TargetState {
 struct Running {
     state: Arc<TargetState>,
     task: JoinHandle<()>,
+    canceller: Canceller,
+}
+
+/// How long a cancelled probe gets to say QUIT and close before its task is aborted.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+impl Running {
+    /// Cancels the target's task: a probe in flight stops at its next wait and says QUIT; the
+    /// task is aborted if it has not ended after [`CANCEL_GRACE`]. Returns the task to wait for.
+    fn stop(self) -> JoinHandle<()> {
+        self.canceller.cancel();
+        let mut task = self.task;
+        tokio::spawn(async move {
+            if tokio::time::timeout(CANCEL_GRACE, &mut task).await.is_err() {
+                task.abort();
+            }
+        })
+    }
 }
 
 /// What a [`Scheduler::apply`] changed.
@@ -447,6 +467,8 @@ struct Shared {
 /// Runs the scheduled targets.
 pub struct Scheduler {
     shared: Arc<Shared>,
+    /// Tasks of stopped targets, still saying QUIT; [`Scheduler::stopped`] waits for them.
+    stopping: Mutex<Vec<JoinHandle<()>>>,
     /// Only reload and shutdown take this; probes never do.
     running: Mutex<HashMap<String, Running>>,
     /// The targets in configuration order, for `/metrics` and the status page.
@@ -467,6 +489,7 @@ impl Scheduler {
             running: Mutex::default(),
             view: RwLock::default(),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            stopping: Mutex::default(),
         }
     }
 
@@ -515,8 +538,9 @@ impl Scheduler {
                 }
                 Some(old) => {
                     report.changed += 1;
-                    old.task.abort();
-                    old.state.history.clone()
+                    let history = old.state.history.clone();
+                    self.retire(old);
+                    history
                 }
                 None => {
                     report.added += 1;
@@ -540,13 +564,21 @@ impl Scheduler {
                 latest: Mutex::default(),
                 history,
             });
-            let task = self.start(state.clone());
+            let (canceller, cancel) = Canceller::new();
+            let task = self.start(state.clone(), cancel);
             view.push(state.clone());
-            next.insert(spec.name.clone(), Running { state, task });
+            next.insert(
+                spec.name.clone(),
+                Running {
+                    state,
+                    task,
+                    canceller,
+                },
+            );
         }
         for (_, old) in running.drain() {
             report.removed += 1;
-            old.task.abort();
+            self.retire(old);
         }
         *running = next;
         *write(&self.view) = Arc::new(view);
@@ -563,11 +595,26 @@ impl Scheduler {
         }
     }
 
-    fn start(&self, state: Arc<TargetState>) -> JoinHandle<()> {
+    fn start(&self, state: Arc<TargetState>, cancel: Cancel) -> JoinHandle<()> {
         if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
             return tokio::spawn(async {});
         }
-        tokio::spawn(run_target(state, self.shared.clone()))
+        tokio::spawn(run_target(state, self.shared.clone(), cancel))
+    }
+
+    /// Stops a target's task (see [`Running::stop`]) and remembers it for [`Scheduler::stopped`].
+    fn retire(&self, old: Running) {
+        let mut stopping = lock(&self.stopping);
+        stopping.retain(|t| !t.is_finished());
+        stopping.push(old.stop());
+    }
+
+    /// Waits until every stopped target's task has ended (each is aborted after its grace).
+    pub async fn stopped(&self) {
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.stopping));
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 
     /// The targets, in configuration order.
@@ -580,19 +627,27 @@ impl Scheduler {
         lock(&self.running).get(name).map(|r| r.state.clone())
     }
 
-    /// Stops every target; probes in flight are cancelled (their connections closed).
+    /// Stops every target: probes in flight say QUIT and close (await [`Scheduler::stopped`]
+    /// to let them), or are aborted after a short grace.
     pub fn shutdown(&self) {
         self.stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        for (_, r) in lock(&self.running).iter() {
-            r.task.abort();
+        let running: Vec<Running> = lock(&self.running).drain().map(|(_, r)| r).collect();
+        for r in running {
+            self.retire(r);
         }
     }
 }
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        self.shutdown();
+        // No runtime may be left to say QUIT on: abort what still runs.
+        for (_, r) in lock(&self.running).drain() {
+            r.task.abort();
+        }
+        for t in lock(&self.stopping).drain(..) {
+            t.abort();
+        }
     }
 }
 
@@ -624,7 +679,7 @@ fn jitter(interval: Duration) -> Duration {
     Duration::from_millis(rand::random_range(0..ms))
 }
 
-async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>) {
+async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>, cancel: Cancel) {
     let interval = state.spec.interval.max(Duration::from_millis(1));
     let mut ticker = tokio::time::interval_at(Instant::now() + jitter(interval), interval);
     // A probe longer than the interval delays the next one instead of causing a burst.
@@ -633,24 +688,38 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>) {
     // is when mail left by a crash or a cancelled probe is found.
     let mut next_sweep = Instant::now();
     loop {
-        ticker.tick().await;
         let permits = read(&shared.permits).clone();
-        let Ok(_permit) = permits.acquire_owned().await else {
+        let waited = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            permit = async {
+                ticker.tick().await;
+                let permit = permits.acquire_owned().await.ok()?;
+                let probing = state.history.probing.lock().await;
+                Some((permit, probing))
+            } => permit,
+        };
+        let Some((_permit, _probing)) = waited else {
             return;
         };
-        let _probing = state.history.probing.lock().await;
         let module = state.module();
         let outcome = {
             let _flight = InFlight::enter(&shared.in_flight);
             // A probe's future is kilobytes; boxed, it is allocated while the probe runs instead
             // of living inline in every idle target's task (10,000 of them).
-            Box::pin(probe::run(
+            Box::pin(probe::run_cancellable(
                 &module,
                 &state.spec.target,
                 module.module.timeout,
+                None,
+                cancel.clone(),
             ))
             .await
         };
+        if outcome.cancelled {
+            // Stopped by a shutdown or a reload: the verdict of a half-run probe means nothing.
+            return;
+        }
         tracing::debug!(
             target_name = %state.spec.name,
             success = outcome.success(),
@@ -899,6 +968,7 @@ mod tests {
             session.transcript.record(*name, began, None, None, None);
         }
         ProbeOutcome {
+            cancelled: false,
             target: "127.0.0.1:25".into(),
             module: "plain".into(),
             started_at: SystemTime::now(),

@@ -498,6 +498,64 @@ fn sigterm_and_sigint_exit_zero() {
     }
 }
 
+/// A server that greets and then never answers; it reports every line it gets.
+fn stalling_server() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = conn.write_all(b"220 stall.test ESMTP\r\n");
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    let _ = tx.send(line.trim_end().to_string());
+                    line.clear();
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn shutdown_cancels_a_probe_in_flight_with_quit() {
+    let (addr, lines) = stalling_server();
+    let files = Files::new();
+    files.write(&format!(
+        "modules:\n  plain:\n    timeout: 30s\n    tls: none\n    ehlo: prober.test\n\
+         targets:\n  - {{name: stall, target: \"{addr}\", module: plain, interval: 1s}}\n"
+    ));
+    let exporter = Exporter::start(&[&files.config_arg()]);
+    // The probe hangs in its EHLO step (30 s deadline) until the exporter is told to stop.
+    let _ = exporter.metrics_until("a probe in flight", |page| {
+        page.lines()
+            .any(|l| l.starts_with("smtp_prober_probes_in_flight ") && !l.ends_with(" 0"))
+    });
+    let first = lines
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the EHLO line");
+    assert_eq!(first, "EHLO prober.test");
+    let began = Instant::now();
+    exporter.signal("TERM");
+    let status = exporter.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "exit took {:?}",
+        began.elapsed()
+    );
+    let got: Vec<String> = lines.try_iter().collect();
+    assert!(
+        got.iter().any(|l| l == "QUIT"),
+        "the server never got QUIT: {got:?}"
+    );
+}
+
 #[test]
 fn check_config_exit_codes() {
     let files = Files::new();

@@ -304,10 +304,15 @@ impl Exporter {
         out.put(&render_text(&self.metrics.registry.gather()));
     }
 
-    /// Stops scheduling and cancels scheduled probes in flight.
+    /// Stops scheduling and cancels scheduled probes in flight (they say QUIT and close).
     pub fn shutdown(&self) {
         self.ready.store(false, Ordering::SeqCst);
         self.scheduler.shutdown();
+    }
+
+    /// Waits until cancelled probes have closed their connections (a second at most each).
+    pub async fn stopped(&self) {
+        self.scheduler.stopped().await;
     }
 }
 

@@ -14,6 +14,7 @@ pub mod token;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::cancel::Cancel;
 use crate::secret::Secret;
 use crate::smtp::auth::SecretKind;
 use crate::smtp::reply::ReplyLimits;
@@ -91,6 +92,8 @@ pub struct ProbeOutcome {
     pub probe_id: Option<String>,
     /// The delivery check, when configured.
     pub delivery: Option<DeliveryReport>,
+    /// Whether the probe was cancelled before it ended (its verdict means nothing then).
+    pub cancelled: bool,
 }
 
 impl ProbeOutcome {
@@ -125,6 +128,17 @@ pub async fn run_capped(
     target: &Target,
     timeout: Duration,
     cap: Option<Instant>,
+) -> ProbeOutcome {
+    run_cancellable(prepared, target, timeout, cap, Cancel::never()).await
+}
+
+/// Like [`run_capped`], stopping early (with a best-effort QUIT) when `cancel` fires.
+pub async fn run_cancellable(
+    prepared: &PreparedModule,
+    target: &Target,
+    timeout: Duration,
+    cap: Option<Instant>,
+    cancel: Cancel,
 ) -> ProbeOutcome {
     let started = Instant::now();
     let started_at = SystemTime::now();
@@ -202,6 +216,7 @@ pub async fn run_capped(
         deadline,
         started,
         limits: ReplyLimits::default(),
+        cancel: cancel.clone(),
     };
     let mut session = if early_failure.is_some() || token_failed {
         session::SessionReport::empty(started)
@@ -266,8 +281,12 @@ pub async fn run_capped(
         session.message_accepted_at,
     ) {
         let began = Instant::now();
-        let (report, delivery_failure) =
-            delivery::check(settings, imap_tls, &mail.probe_id, accepted_at, cap).await;
+        // A cancelled wait just ends: the mail, if it arrives, is swept later.
+        let (report, delivery_failure) = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => (DeliveryReport::default(), None),
+            checked = delivery::check(settings, imap_tls, &mail.probe_id, accepted_at, cap) => checked,
+        };
         session.transcript.record(
             StepName::Delivery,
             began,
@@ -290,6 +309,7 @@ pub async fn run_capped(
         failure,
         probe_id: mail.map(|m| m.probe_id),
         delivery,
+        cancelled: cancel.is_cancelled(),
     }
 }
 

@@ -19,6 +19,7 @@ use super::command::{self, ClientName, Mailbox};
 use super::extension::ServerInfo;
 use super::reply::{Reply, ReplyBuffer, ReplyError, ReplyLimits};
 use super::transcript::{Failure, Transcript};
+use crate::cancel::Cancel;
 use crate::secret::Secret;
 use crate::tls::{TlsClient, TlsReport};
 use crate::vocab::{Reason, StepName};
@@ -112,6 +113,9 @@ pub struct SessionPlan<'a> {
     pub started: Instant,
     /// Reply bounds.
     pub limits: ReplyLimits,
+    /// Fires when the probe must stop early (shutdown, reload): the session then ends as if its
+    /// deadline had come, with a best-effort QUIT.
+    pub cancel: Cancel,
 }
 
 /// What one session found out.
@@ -241,8 +245,9 @@ impl Session<'_> {
     async fn resolve(&mut self) -> StepResult<SocketAddr> {
         let began = Instant::now();
         let host = self.plan.host.trim_start_matches('[').trim_end_matches(']');
-        let lookup = timeout_at(
-            self.plan.deadline.into(),
+        let lookup = until(
+            self.plan.deadline,
+            &self.plan.cancel,
             tokio::net::lookup_host((host, self.plan.port)),
         )
         .await;
@@ -278,7 +283,13 @@ impl Session<'_> {
 
     async fn connect(&mut self, addr: SocketAddr) -> StepResult<TcpStream> {
         let began = Instant::now();
-        match timeout_at(self.plan.deadline.into(), TcpStream::connect(addr)).await {
+        match until(
+            self.plan.deadline,
+            &self.plan.cancel,
+            TcpStream::connect(addr),
+        )
+        .await
+        {
             Ok(Ok(tcp)) => {
                 // Replies are small and every one is timed: do not let Nagle delay our commands.
                 let _ = tcp.set_nodelay(true);
@@ -320,8 +331,9 @@ impl Session<'_> {
         let tls = self.plan.tls;
         let name =
             tls.server_name_for(self.plan.host.trim_start_matches('[').trim_end_matches(']'));
-        let outcome = timeout_at(
-            self.plan.deadline.into(),
+        let outcome = until(
+            self.plan.deadline,
+            &self.plan.cancel,
             tls.handshake(tcp, name, SystemTime::now()),
         )
         .await;
@@ -686,7 +698,7 @@ impl Session<'_> {
                 "no connection",
             );
         };
-        match timeout_at(deadline.into(), conn.write(bytes)).await {
+        match until(deadline, &self.plan.cancel, conn.write(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => self.fail(
                 step,
@@ -724,7 +736,7 @@ impl Session<'_> {
                 "no connection",
             );
         };
-        let outcome = timeout_at(deadline.into(), conn.read_reply()).await;
+        let outcome = until(deadline, &self.plan.cancel, conn.read_reply()).await;
         let (reason, detail) = match outcome {
             Ok(Ok(reply)) => return Ok(reply),
             Err(_) => (
@@ -768,6 +780,23 @@ impl Session<'_> {
         detail: impl Into<String>,
     ) -> StepResult<T> {
         self.fail(step, Instant::now(), None, None, reason, detail)
+    }
+}
+
+/// The deadline came, or the probe was cancelled.
+#[derive(Debug)]
+struct Stopped;
+
+/// Runs `fut` until it completes, the deadline passes or `cancel` fires, whichever is first.
+async fn until<F: std::future::Future>(
+    deadline: Instant,
+    cancel: &Cancel,
+    fut: F,
+) -> Result<F::Output, Stopped> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Stopped),
+        outcome = timeout_at(deadline.into(), fut) => outcome.map_err(|_| Stopped),
     }
 }
 
