@@ -132,8 +132,9 @@ main() {
   trap 'stop_leftover_stacks "'"$run_dir"'" >/dev/null; rmdir "'"$run_dir"'" 2>/dev/null || true' EXIT
 
   cargo build --all-targets --quiet
-  local status=0
-  cargo test --all-targets --quiet "$@" || status=$?
+  local status=0 output
+  output=$(mktemp)
+  cargo test --all-targets --quiet "$@" 2>&1 | tee "$output" || status=$?
 
   # Stacks shared by a test binary are stopped by their watchdog just after the binary exits.
   local waited=0
@@ -147,6 +148,10 @@ main() {
     log "$leftovers test mail stack(s) outlived the tests (stopped now): a cleanup bug"
     status=1
   fi
+  # One closing line over every test binary (benchmarks print after the last test summary).
+  awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
+       END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, s }' "$output"
+  rm -f "$output"
   return "$status"
 }
 
