@@ -298,9 +298,22 @@ fn field_path(path: &serde_path_to_error::Path) -> String {
     render_segments(path.iter())
 }
 
-/// See [`field_path`].
+/// See [`field_path`]: `modules` and `labels` are followed by user-chosen keys.
 fn render_segments<'a>(
     segments: impl IntoIterator<Item = &'a serde_path_to_error::Segment>,
+) -> String {
+    render_path(segments, |so_far, key| {
+        (so_far.is_empty() && key == "modules") || key == "labels"
+    })
+}
+
+/// Renders a tracked serde path as `a.b[2].c`, dropping the `value` keys that located values
+/// add. `user_map(path_so_far, key)` says whether `key` is followed by a user-chosen key (a
+/// module or user name), which is kept even when it is spelled `value`. Shared by every YAML
+/// file we read.
+pub(crate) fn render_path<'a>(
+    segments: impl IntoIterator<Item = &'a serde_path_to_error::Segment>,
+    user_map: impl Fn(&str, &str) -> bool,
 ) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
@@ -318,7 +331,7 @@ fn render_segments<'a>(
             }
             Segment::Map { key } if key == "value" => {}
             Segment::Map { key } => {
-                user_key_next = (out.is_empty() && key == "modules") || key == "labels";
+                user_key_next = user_map(&out, key);
                 if !out.is_empty() {
                     out.push('.');
                 }

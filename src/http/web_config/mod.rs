@@ -335,32 +335,9 @@ fn decode(text: &str) -> Result<RawWebConfig, Problem> {
 /// A field path like `tls_server_config.min_version` from the tracked serde path. Located
 /// values add a `value` key of their own, which is dropped, except as a user or header name.
 fn field_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    let mut user_key_next = false;
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => {
-                out.push_str(&format!("[{index}]"));
-                user_key_next = false;
-            }
-            Segment::Map { key } if user_key_next => {
-                out.push('.');
-                out.push_str(key);
-                user_key_next = false;
-            }
-            Segment::Map { key } if key == "value" => {}
-            Segment::Map { key } => {
-                user_key_next = (out.is_empty() && key == "basic_auth_users") || key == "headers";
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Segment::Enum { .. } | Segment::Unknown => {}
-        }
-    }
-    out
+    crate::config::render_path(path.iter(), |so_far, key| {
+        (so_far.is_empty() && key == "basic_auth_users") || key == "headers"
+    })
 }
 
 /// The line of a located value, `None` when the parser could not tell.
