@@ -40,7 +40,15 @@ use Act::*;
 
 /// Serves one connection with the script; returns the lines it received.
 async fn serve(script: Vec<Act>) -> (SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on("127.0.0.1:0", script).await
+}
+
+/// [`serve`] on a given address (`[::1]:0` for IPv6).
+async fn serve_on(
+    bind: &str,
+    script: Vec<Act>,
+) -> (SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let handle = tokio::spawn(async move {
         let mut received = Vec::new();
@@ -662,4 +670,43 @@ async fn quit_without_221_does_not_fail_the_probe() {
         .unwrap()
         .reply
         .is_none());
+}
+
+#[tokio::test]
+async fn ipv6_target_and_address_family_choice() {
+    let script = || {
+        vec![
+            Say(GREETING),
+            Expect("EHLO"),
+            Say(EHLO_OK),
+            Expect("QUIT"),
+            Say(b"221 bye\r\n"),
+        ]
+    };
+    let (addr, _s) = serve_on("[::1]:0", script()).await;
+    assert_eq!(addr.to_string(), format!("[::1]:{}", addr.port()));
+    let o = probe(plain_module(), addr).await;
+    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.session.peer.unwrap().is_ipv6());
+    let metrics = probe::metrics::render_text(&probe::metrics::outcome_families(&o, &[], false));
+    assert!(metrics.contains("probe_ip_protocol 6"), "{metrics}");
+
+    // `localhost` resolves through /etc/hosts (to one or both families); ip4 picks 127.0.0.1.
+    let (addr, _s) = serve(script()).await;
+    let mut m = plain_module();
+    m.ip_protocol = smtp_prober::probe::module::IpProtocol::Ip4;
+    let prepared = PreparedModule::new("test", m).unwrap();
+    let target = parse_target(&format!("localhost:{}", addr.port()), 25).unwrap();
+    let o = probe::run(&prepared, &target, prepared.module.timeout).await;
+    assert!(o.success(), "{}", probe::text::render(&o));
+    assert_eq!(o.session.peer.unwrap().ip().to_string(), "127.0.0.1");
+
+    // An IPv6 literal cannot be reached over IPv4: a DNS-stage failure, no connection attempt.
+    let mut m = plain_module();
+    m.ip_protocol = smtp_prober::probe::module::IpProtocol::Ip4;
+    let prepared = PreparedModule::new("test", m).unwrap();
+    let target = parse_target("[::1]:25", 25).unwrap();
+    let o = probe::run(&prepared, &target, prepared.module.timeout).await;
+    assert_eq!(failed(&o), (StepName::Resolve, Reason::DnsError));
+    assert!(o.session.transcript.step(StepName::Connect).is_none());
 }
