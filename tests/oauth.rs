@@ -4,6 +4,8 @@
 //! registry). Caching, refresh, endpoint failures, the server's JSON error challenge, a static
 //! token file, and that no token or client secret is ever printed.
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,7 @@ use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::{ClientName, Mailbox};
 use smtp_prober::tls::TlsSettings;
 use smtp_prober::vocab::{Reason, StepName};
+use support::outcome::{failure, metrics, step_codes};
 
 const USER: &str = "mfa-probe@example.test";
 const SCOPE: &str = "https://outlook.office365.com/.default";
@@ -121,33 +124,8 @@ async fn run(prepared: &PreparedModule, server: &DemoServer) -> ProbeOutcome {
     probe::run(prepared, &target, prepared.module.timeout).await
 }
 
-fn failure(o: &ProbeOutcome) -> (StepName, Reason) {
-    let f = o
-        .failure
-        .as_ref()
-        .unwrap_or_else(|| panic!("expected a failure:\n{}", probe::text::render(o)));
-    (f.step, f.reason)
-}
-
 fn assert_success(o: &ProbeOutcome) {
     assert!(o.success(), "{}", probe::text::render(o));
-}
-
-fn metrics(o: &ProbeOutcome) -> String {
-    probe::metrics::render_text(&probe::metrics::outcome_families(
-        o,
-        &[],
-        o.probe_id.is_some(),
-    ))
-}
-
-fn step_codes(o: &ProbeOutcome) -> Vec<(&'static str, Option<u16>)> {
-    o.session
-        .transcript
-        .steps()
-        .iter()
-        .map(|s| (s.name.as_str(), s.reply.as_ref().map(|r| r.code)))
-        .collect()
 }
 
 fn auth_detail(o: &ProbeOutcome) -> String {

@@ -1,6 +1,8 @@
 //! The probe engine against the embedded STARTTLS server: every TLS mode, AUTH, a full token
 //! send, and the TLS failure reasons, each checked on the outcome and on its metrics.
 
+mod support;
+
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,6 +17,7 @@ use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::{ClientName, Mailbox};
 use smtp_prober::tls::TlsSettings;
 use smtp_prober::vocab::{Reason, StepName};
+use support::outcome::{failure, metrics, step_codes, FULL_STARTTLS_SEND};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -74,31 +77,6 @@ async fn run(m: Module, server: &DemoServer) -> ProbeOutcome {
     probe::run(&prepared, &target, prepared.module.timeout).await
 }
 
-fn failure(o: &ProbeOutcome) -> (StepName, Reason) {
-    let f = o
-        .failure
-        .as_ref()
-        .unwrap_or_else(|| panic!("expected a failure:\n{}", probe::text::render(o)));
-    (f.step, f.reason)
-}
-
-fn metrics(o: &ProbeOutcome) -> String {
-    probe::metrics::render_text(&probe::metrics::outcome_families(
-        o,
-        &[],
-        o.probe_id.is_some(),
-    ))
-}
-
-fn step_codes(o: &ProbeOutcome) -> Vec<(&'static str, Option<u16>)> {
-    o.session
-        .transcript
-        .steps()
-        .iter()
-        .map(|s| (s.name.as_str(), s.reply.as_ref().map(|r| r.code)))
-        .collect()
-}
-
 #[tokio::test]
 async fn starttls_auth_and_token_send() {
     let server = DemoServer::start(ServerConfig::default()).await.unwrap();
@@ -109,24 +87,7 @@ async fn starttls_auth_and_token_send() {
     )
     .await;
     assert!(o.success(), "{}", probe::text::render(&o));
-    assert_eq!(
-        step_codes(&o),
-        vec![
-            ("resolve", None),
-            ("connect", None),
-            ("greeting", Some(220)),
-            ("ehlo", Some(250)),
-            ("starttls", Some(220)),
-            ("tls_handshake", None),
-            ("ehlo_tls", Some(250)),
-            ("auth", Some(235)),
-            ("mail", Some(250)),
-            ("rcpt", Some(250)),
-            ("data", Some(354)),
-            ("message", Some(250)),
-            ("quit", Some(221)),
-        ]
-    );
+    assert_eq!(step_codes(&o), FULL_STARTTLS_SEND);
     let tls = o.session.tls.as_ref().unwrap();
     assert!(tls.chain.valid() && tls.chain.sent_complete);
     assert_eq!(tls.chain.sent.len(), 2);

@@ -18,6 +18,7 @@ use smtp_prober::smtp::command::{ClientName, Mailbox};
 use smtp_prober::tls::TlsSettings;
 use smtp_prober::vocab::{Reason, StepName};
 use support::mailstack::{maildir_messages, plant, MailStack, INBOX, PROBE};
+use support::outcome::{failure, step_codes, FULL_STARTTLS_SEND};
 
 fn tls(stack: &MailStack) -> TlsSettings {
     TlsSettings {
@@ -81,23 +82,6 @@ async fn run(m: Module, addr: std::net::SocketAddr) -> ProbeOutcome {
     probe::run(&prepared, &target, prepared.module.timeout).await
 }
 
-fn codes(o: &ProbeOutcome) -> Vec<(&'static str, Option<u16>)> {
-    o.session
-        .transcript
-        .steps()
-        .iter()
-        .map(|s| (s.name.as_str(), s.reply.as_ref().map(|r| r.code)))
-        .collect()
-}
-
-fn failure(o: &ProbeOutcome) -> (StepName, Reason) {
-    let f = o
-        .failure
-        .as_ref()
-        .unwrap_or_else(|| panic!("expected a failure:\n{}", probe::text::render(o)));
-    (f.step, f.reason)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn postfix_submission_full_send_steps() {
     let stack = MailStack::shared();
@@ -112,24 +96,7 @@ async fn postfix_submission_full_send_steps() {
         probe::text::render(&o),
         stack.log_tail()
     );
-    assert_eq!(
-        codes(&o),
-        vec![
-            ("resolve", None),
-            ("connect", None),
-            ("greeting", Some(220)),
-            ("ehlo", Some(250)),
-            ("starttls", Some(220)),
-            ("tls_handshake", None),
-            ("ehlo_tls", Some(250)),
-            ("auth", Some(235)),
-            ("mail", Some(250)),
-            ("rcpt", Some(250)),
-            ("data", Some(354)),
-            ("message", Some(250)),
-            ("quit", Some(221)),
-        ]
-    );
+    assert_eq!(step_codes(&o), FULL_STARTTLS_SEND);
     let tls = o.session.tls.as_ref().unwrap();
     assert!(tls.chain.valid() && tls.chain.sent_complete);
     assert_eq!(tls.chain.sent.len(), 2);
@@ -150,7 +117,7 @@ async fn postfix_implicit_tls_plain_port_and_rejections() {
     let stack = MailStack::shared();
     let o = run(module(stack, TlsMode::Implicit), stack.smtps_addr()).await;
     assert!(o.success(), "{}", probe::text::render(&o));
-    assert_eq!(codes(&o)[2].0, "tls_handshake");
+    assert_eq!(step_codes(&o)[2].0, "tls_handshake");
 
     let mut plain = module(stack, TlsMode::None);
     plain.auth = None;

@@ -2,6 +2,8 @@
 //! writes down, byte for byte, what the server says and what it expects, so the failure reasons
 //! of DESIGN §5 that a plain-text server can cause are each proven by a test.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use smtp_prober::probe::{self, PreparedModule, ProbeOutcome};
 use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::Mailbox;
 use smtp_prober::vocab::{Reason, StepName};
+use support::outcome::failure as failed;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -152,11 +155,6 @@ async fn probe(module: Module, addr: SocketAddr) -> ProbeOutcome {
     let prepared: Arc<PreparedModule> = PreparedModule::new("test", module).unwrap();
     let target = parse_target(&addr.to_string(), 25).unwrap();
     probe::run(&prepared, &target, prepared.module.timeout).await
-}
-
-fn failed(o: &ProbeOutcome) -> (StepName, Reason) {
-    let f = o.failure.as_ref().expect("the probe should have failed");
-    (f.step, f.reason)
 }
 
 const GREETING: &[u8] = b"220 mx.example.test ESMTP scripted\r\n";

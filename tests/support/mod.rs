@@ -4,3 +4,4 @@
 
 pub mod exporter;
 pub mod mailstack;
+pub mod outcome;
