@@ -44,6 +44,7 @@ pub(crate) fn analyze(
             reason: Reason::CertIncompleteChain,
             depth: None,
             detail: "the server sent no certificate".into(),
+            openssl_code: None,
         });
         return report;
     };
@@ -53,6 +54,7 @@ pub(crate) fn analyze(
             reason: Reason::CertBadSignature,
             depth: Some(0),
             detail: "the leaf certificate is not valid X.509 DER".into(),
+            openssl_code: None,
         });
         return report;
     };
@@ -64,7 +66,6 @@ pub(crate) fn analyze(
         .chain(store.intermediates.iter().map(|s| &s.der))
         .map(|d| CertificateDer::from(d.as_ref()))
         .collect();
-    let sent_only = &with_local[..sent.len() - 1];
     let verified = leaf.verify_for_usage(
         algorithms,
         &store.webpki_anchors,
@@ -120,26 +121,32 @@ pub(crate) fn analyze(
             }
             report.error = check_name(&leaf, &report.sent[0], server_name);
             // Whether the path needs what only we hold; the name check is not part of it.
-            report.sent_complete = !used_local
-                || leaf
-                    .verify_for_usage(
-                        algorithms,
-                        &store.webpki_anchors,
-                        sent_only,
-                        now,
-                        KeyUsage::server_auth(),
-                        None,
-                        None,
-                    )
-                    .is_ok();
+            report.sent_complete = !used_local || sent_reaches_anchor(store, sent, now);
         }
         Err(webpki_error) => {
-            let walk = walk(store, sent, now);
+            let walk = walk(store, sent, now, Intermediates::SentAndLocal);
+            let sent_path = matches!(walk.end, WalkEnd::Anchor)
+                && walk.built.iter().rev().skip(1).all(|c| c.sent);
+            report.sent_complete = sent_path || sent_reaches_anchor(store, sent, now);
             report.built = walk.built;
             report.error = Some(diagnose(&report.built, walk.end, &webpki_error, now));
         }
     }
     report
+}
+
+/// Whether the certificates the server sent reach a trust anchor by issuer name and signature,
+/// without any local intermediate and whatever their validity dates (completeness is about what
+/// was sent; dates have verdicts of their own).
+fn sent_reaches_anchor(
+    store: &TrustStore,
+    sent: &[CertificateDer<'static>],
+    now: UnixTime,
+) -> bool {
+    matches!(
+        walk(store, sent, now, Intermediates::SentOnly).end,
+        WalkEnd::Anchor
+    )
 }
 
 /// The hostname check (RFC 6125 via webpki: SAN DNS names and IP addresses; the CN is ignored).
@@ -161,6 +168,7 @@ fn check_name(
             "the certificate names [{}] and does not cover {server_name:?}",
             facts.sans.join(", ")
         ),
+        openssl_code: Some(62),
     })
 }
 
@@ -178,6 +186,15 @@ enum WalkEnd {
     BadSignature,
     /// The chain grew past [`MAX_CHAIN_LEN`].
     TooLong,
+}
+
+/// Which intermediates the fallback builder may use besides the sent certificates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Intermediates {
+    /// The sent certificates and the local ones from `ca_files`: the chain this client builds.
+    SentAndLocal,
+    /// The sent certificates only: the chain any client holding the root builds.
+    SentOnly,
 }
 
 /// The result of the fallback builder.
@@ -199,7 +216,12 @@ struct Candidate<'a> {
 /// if its key verifies the head's signature, and among several a currently valid one is
 /// preferred. Greedy, without backtracking: it explains a failure that webpki (which does
 /// backtrack) already established, it does not decide validity.
-fn walk(store: &TrustStore, sent: &[CertificateDer<'static>], now: UnixTime) -> Walk {
+fn walk(
+    store: &TrustStore,
+    sent: &[CertificateDer<'static>],
+    now: UnixTime,
+    intermediates: Intermediates,
+) -> Walk {
     let mut built = vec![CertFacts::from_der(&sent[0], 0, true, CertSource::Server)];
     let mut head_der = sent[0].clone();
     loop {
@@ -236,6 +258,7 @@ fn walk(store: &TrustStore, sent: &[CertificateDer<'static>], now: UnixTime) -> 
         let local = store
             .intermediates
             .iter()
+            .filter(|_| intermediates == Intermediates::SentAndLocal)
             .filter(|s| s.subject == issuer_name)
             .map(|s| Candidate {
                 der: &s.der,
@@ -384,6 +407,7 @@ fn diagnose(
                             facts.depth,
                             timestamp(facts.not_before)
                         ),
+                        openssl_code: Some(9),
                     };
                 }
                 if now > facts.not_after {
@@ -396,6 +420,7 @@ fn diagnose(
                             facts.depth,
                             timestamp(facts.not_after)
                         ),
+                        openssl_code: Some(10),
                     };
                 }
             }
@@ -408,6 +433,7 @@ fn diagnose(
                 "the server sent the self-signed certificate {:?}, which no trust source holds",
                 head.subject
             ),
+            openssl_code: Some(18),
         },
         WalkEnd::SelfSigned => ChainError {
             reason: Reason::CertUnknownIssuer,
@@ -416,6 +442,7 @@ fn diagnose(
                 "the chain ends at the root {:?} (depth {last}), which no trust source holds",
                 head.subject
             ),
+            openssl_code: Some(19),
         },
         WalkEnd::IssuerNotFound { namesake } if last == 0 => ChainError {
             reason: Reason::CertIncompleteChain,
@@ -426,6 +453,7 @@ fn diagnose(
                 head.issuer,
                 namesake_note(namesake)
             ),
+            openssl_code: Some(20),
         },
         WalkEnd::IssuerNotFound { namesake } => ChainError {
             reason: Reason::CertUnknownIssuer,
@@ -437,6 +465,9 @@ fn diagnose(
                 head.issuer,
                 namesake_note(namesake)
             ),
+            // OpenSSL says 2 when the certificate whose issuer is missing came from its own
+            // store rather than from the peer.
+            openssl_code: Some(if head.sent { 20 } else { 2 }),
         },
         WalkEnd::BadSignature => ChainError {
             reason: Reason::CertBadSignature,
@@ -446,11 +477,13 @@ fn diagnose(
                  certificate named {:?}",
                 head.subject, head.issuer
             ),
+            openssl_code: Some(7),
         },
         WalkEnd::TooLong => ChainError {
             reason: Reason::CertUnknownIssuer,
             depth: None,
             detail: format!("no trust anchor within {MAX_CHAIN_LEN} certificates"),
+            openssl_code: None,
         },
     }
 }
@@ -471,21 +504,26 @@ fn namesake_note(namesake: bool) -> &'static str {
 /// they become `cert_unknown_issuer` with webpki's words in the detail.
 fn map_webpki_error(error: &webpki::Error) -> ChainError {
     use webpki::Error as E;
-    let reason = match error {
-        E::CertExpired { .. } => Reason::CertExpired,
-        E::CertNotValidYet { .. } => Reason::CertNotYetValid,
+    let (reason, openssl_code) = match error {
+        E::CertExpired { .. } => (Reason::CertExpired, Some(10)),
+        E::CertNotValidYet { .. } => (Reason::CertNotYetValid, Some(9)),
         E::BadDer
         | E::BadDerTime
         | E::InvalidSignatureForPublicKey
         | E::UnsupportedSignatureAlgorithmContext(_)
         | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
-        | E::SignatureAlgorithmMismatch => Reason::CertBadSignature,
-        _ => Reason::CertUnknownIssuer,
+        | E::SignatureAlgorithmMismatch => (Reason::CertBadSignature, Some(7)),
+        E::RequiredEkuNotFoundContext(_) => (Reason::CertUnknownIssuer, Some(26)),
+        E::CaUsedAsEndEntity | E::EndEntityUsedAsCa => (Reason::CertUnknownIssuer, Some(24)),
+        E::PathLenConstraintViolated => (Reason::CertUnknownIssuer, Some(25)),
+        E::NameConstraintViolation => (Reason::CertUnknownIssuer, Some(47)),
+        _ => (Reason::CertUnknownIssuer, None),
     };
     ChainError {
         reason,
         depth: None,
         detail: format!("the chain does not verify: {error}"),
+        openssl_code,
     }
 }
 

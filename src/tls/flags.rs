@@ -7,6 +7,7 @@
 //! Each finding is one small pure function over fingerprints, names or dates, so that it can be
 //! tested without a handshake; [`ChainReport::flags`] applies them all.
 
+use super::trust::is_public_root;
 use super::{CertFacts, CertSource, ChainReport};
 
 /// The longest leaf lifetime the CA/Browser Forum Baseline Requirements allow for certificates
@@ -29,7 +30,9 @@ pub struct ChainFlags {
     /// Depths in the built chain of certificates signed with SHA-1. A self-signed root's own
     /// signature is never checked, so roots are not listed.
     pub sha1_signed: Vec<usize>,
-    /// The leaf's lifetime in days, when longer than [`MAX_LEAF_LIFETIME_DAYS`].
+    /// The leaf's lifetime in days, when longer than [`MAX_LEAF_LIFETIME_DAYS`] and the chain
+    /// ends at a publicly trusted root (the limit binds public CAs only; a private CA may issue
+    /// what it likes).
     pub leaf_lifetime_days: Option<i64>,
     /// Depths in the built chain of intermediates taken from a local CA file because the server
     /// did not send them (`probe_tls_chain_sent_complete 0` when the chain verifies).
@@ -76,11 +79,10 @@ impl ChainReport {
                 .filter(|c| !c.self_signed && is_sha1(&c.signature_algorithm))
                 .map(|c| c.depth)
                 .collect(),
-            leaf_lifetime_days: chain
-                .first()
-                .filter(|leaf| !leaf.is_ca)
-                .map(|leaf| lifetime_days(leaf.not_before, leaf.not_after))
-                .filter(|&days| days > MAX_LEAF_LIFETIME_DAYS),
+            leaf_lifetime_days: chain.first().and_then(|leaf| {
+                let public = self.anchor().is_some_and(|a| is_public_root(&a.der));
+                long_lived_leaf(leaf, public)
+            }),
             local_intermediates: self
                 .built
                 .iter()
@@ -103,6 +105,15 @@ impl ChainReport {
     pub fn leaf_pinned(&self) -> bool {
         self.valid() && self.built.len() == 1
     }
+}
+
+/// The lifetime in days of a leaf over the public CAs' limit, when the chain ends at a public
+/// root.
+pub fn long_lived_leaf(leaf: &CertFacts, public_anchor: bool) -> Option<i64> {
+    if !public_anchor || leaf.is_ca {
+        return None;
+    }
+    Some(lifetime_days(leaf.not_before, leaf.not_after)).filter(|&d| d > MAX_LEAF_LIFETIME_DAYS)
 }
 
 /// Position after the leaf of the first self-signed CA certificate.
@@ -307,8 +318,12 @@ mod tests {
         let (lc, _dir3) = client(&long, &[]);
         let report = lc.verify_chain(&long.chain(&crate::demo::Sent::Full), "localhost", now);
         assert!(report.valid());
-        // From yesterday to 500 days ahead: 501 days.
-        assert_eq!(report.flags().leaf_lifetime_days, Some(501));
+        // From yesterday to 500 days ahead: 501 days, which only a public CA may not issue.
+        assert_eq!(report.flags().leaf_lifetime_days, None);
+        assert_eq!(long_lived_leaf(&report.built[0], true), Some(501));
+        assert_eq!(long_lived_leaf(&report.built[0], false), None);
+        assert!(!is_public_root(&long.root.der));
+        assert!(is_public_root(&webpki_root_certs::TLS_SERVER_ROOT_CERTS[0]));
 
         let untrusted = c.verify_chain(std::slice::from_ref(&other.leaf.der), "localhost", now);
         assert!(!untrusted.valid());

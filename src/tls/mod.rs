@@ -12,6 +12,7 @@ mod cert;
 mod chain;
 pub mod export;
 pub mod flags;
+mod ocsp;
 mod trust;
 mod verifier;
 
@@ -30,6 +31,7 @@ use verifier::ChainDeferringVerifier;
 
 pub use export::{export_missing, missing_issuer, MissingIssuer};
 pub use flags::ChainFlags;
+pub use ocsp::{OcspCertStatus, OcspStaple};
 
 /// Where trust anchors come from (`tls_config.trust`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -143,6 +145,33 @@ pub struct ChainError {
     pub depth: Option<usize>,
     /// What is wrong, in words.
     pub detail: String,
+    /// The error OpenSSL's verifier reports for the same chain (`openssl s_client
+    /// -verify_return_error`, `openssl verify`): 20 for a missing issuer, 19 for an untrusted
+    /// root sent along, 10 expired, 62 hostname mismatch, ... `None` where OpenSSL has no
+    /// single equivalent. See [`openssl_verify_text`].
+    pub openssl_code: Option<u32>,
+}
+
+/// OpenSSL's words for a verify error code (`X509_verify_cert_error_string`, OpenSSL 3), as an
+/// admin finds them quoted in vendor knowledge-base articles.
+pub fn openssl_verify_text(code: u32) -> &'static str {
+    match code {
+        0 => "ok",
+        2 => "unable to get issuer certificate",
+        7 => "certificate signature failure",
+        9 => "certificate is not yet valid",
+        10 => "certificate has expired",
+        18 => "self-signed certificate",
+        19 => "self-signed certificate in certificate chain",
+        20 => "unable to get local issuer certificate",
+        21 => "unable to verify the first certificate",
+        24 => "invalid CA certificate",
+        25 => "path length constraint exceeded",
+        26 => "unsupported certificate purpose",
+        47 => "permitted subtree violation",
+        62 => "hostname mismatch",
+        _ => "unknown verify error",
+    }
 }
 
 /// The certificate chain of one handshake.
@@ -154,9 +183,10 @@ pub struct ChainReport {
     pub built: Vec<CertFacts>,
     /// `None` when the chain verified.
     pub error: Option<ChainError>,
-    /// Whether the sent certificates alone reach a trust anchor: the chain verifies without any
-    /// intermediate from `ca_files`. Independent of the hostname check; false when the chain
-    /// does not verify.
+    /// Whether the sent certificates alone reach a trust anchor, by issuer name and signature:
+    /// no intermediate had to come from `ca_files`. It says which certificates the server sent,
+    /// nothing about their dates or the hostname: an expired leaf sent with its intermediate is
+    /// complete, a leaf sent alone is not, and neither is a chain no trust source anchors.
     pub sent_complete: bool,
     /// The name the leaf was checked against.
     pub server_name: String,
@@ -174,8 +204,16 @@ impl ChainReport {
 pub struct TlsReport {
     /// `TLSv1.2` or `TLSv1.3`.
     pub version: String,
-    /// IANA cipher suite name, such as `TLS13_AES_256_GCM_SHA384`.
+    /// rustls's name of the cipher suite, such as `TLS13_AES_256_GCM_SHA384`; see
+    /// [`iana_cipher_name`] for the IANA spelling.
     pub cipher: String,
+    /// The key exchange group, such as `X25519` or `secp256r1`.
+    pub key_exchange_group: Option<String>,
+    /// The scheme of the server's handshake signature (IANA TLS SignatureScheme name, such as
+    /// `ecdsa_secp256r1_sha256` or `rsa_pss_rsae_sha256`).
+    pub signature_scheme: Option<String>,
+    /// The stapled OCSP response; `None` when the server stapled none.
+    pub ocsp: Option<OcspStaple>,
     /// The chain and its verdict.
     pub chain: ChainReport,
 }
@@ -326,13 +364,14 @@ impl TlsClient {
             ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
             _ => server_name.to_owned(),
         };
-        let tls = self
-            .inner
-            .connector
-            .connect(name, stream)
-            .await
-            .map_err(handshake_failure)?;
+        let (connected, observed) =
+            verifier::observing(self.inner.connector.connect(name, stream)).await;
+        let tls = connected.map_err(handshake_failure)?;
         let (_, connection) = tls.get_ref();
+        let key_exchange_group = connection
+            .negotiated_key_exchange_group()
+            .map(|g| named_group(g.name()));
+        let signature_scheme = observed.signature_scheme.map(signature_scheme_name);
         let version = match connection.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_owned(),
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_owned(),
@@ -354,15 +393,72 @@ impl TlsClient {
             &checked_name,
             unix_time(now),
         );
+        let ocsp = (!observed.ocsp_response.is_empty()).then(|| {
+            let leaf_serial = sent
+                .first()
+                .and_then(|leaf| cert::parse(leaf).map(|c| c.raw_serial().to_vec()))
+                .unwrap_or_default();
+            OcspStaple::parse(&observed.ocsp_response, &leaf_serial)
+        });
         Ok((
             tls,
             TlsReport {
                 version,
                 cipher,
+                key_exchange_group,
+                signature_scheme,
+                ocsp,
                 chain,
             },
         ))
     }
+}
+
+/// The IANA name of a cipher suite (`TLS_AES_256_GCM_SHA384`, as OpenSSL and blackbox_exporter
+/// print it) from rustls's name, which prefixes TLS 1.3 suites with `TLS13_`.
+pub fn iana_cipher_name(rustls_name: &str) -> String {
+    match rustls_name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => rustls_name.to_owned(),
+    }
+}
+
+/// A TLS version as blackbox_exporter spells it in `probe_tls_version_info` (`TLS 1.3`), from
+/// the `TLSv1.3` spelling of transcripts.
+pub fn blackbox_version_name(version: &str) -> String {
+    match version.strip_prefix("TLSv") {
+        Some(number) => format!("TLS {number}"),
+        None => version.to_owned(),
+    }
+}
+
+/// The name of a key exchange group (rustls spells them as the IANA registry does).
+fn named_group(group: rustls::NamedGroup) -> String {
+    group
+        .as_str()
+        .map_or_else(|| format!("{group:?}"), str::to_owned)
+}
+
+/// The IANA TLS SignatureScheme name (RFC 8446 §4.2.3), which OpenSSL prints too.
+fn signature_scheme_name(scheme: rustls::SignatureScheme) -> String {
+    use rustls::SignatureScheme as S;
+    let name = match scheme {
+        S::RSA_PKCS1_SHA1 => "rsa_pkcs1_sha1",
+        S::ECDSA_SHA1_Legacy => "ecdsa_sha1",
+        S::RSA_PKCS1_SHA256 => "rsa_pkcs1_sha256",
+        S::ECDSA_NISTP256_SHA256 => "ecdsa_secp256r1_sha256",
+        S::RSA_PKCS1_SHA384 => "rsa_pkcs1_sha384",
+        S::ECDSA_NISTP384_SHA384 => "ecdsa_secp384r1_sha384",
+        S::RSA_PKCS1_SHA512 => "rsa_pkcs1_sha512",
+        S::ECDSA_NISTP521_SHA512 => "ecdsa_secp521r1_sha512",
+        S::RSA_PSS_SHA256 => "rsa_pss_rsae_sha256",
+        S::RSA_PSS_SHA384 => "rsa_pss_rsae_sha384",
+        S::RSA_PSS_SHA512 => "rsa_pss_rsae_sha512",
+        S::ED25519 => "ed25519",
+        S::ED448 => "ed448",
+        other => return format!("{other:?}"),
+    };
+    name.to_owned()
 }
 
 /// A server name for rustls: an IP literal (brackets around IPv6 allowed) or a DNS name.

@@ -189,6 +189,16 @@ fn server_config(
     key: &KeyPair,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ServerConfig> {
+    stapling_server_config(chain, key, versions, Vec::new())
+}
+
+/// A server that staples `ocsp` (none when empty).
+fn stapling_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: &KeyPair,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    ocsp: Vec<u8>,
+) -> Arc<rustls::ServerConfig> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -196,7 +206,7 @@ fn server_config(
     .with_protocol_versions(versions)
     .unwrap()
     .with_no_client_auth()
-    .with_single_cert(chain, key)
+    .with_single_cert_with_ocsp(chain, key, ocsp)
     .unwrap();
     Arc::new(config)
 }
@@ -245,6 +255,10 @@ async fn chain_of(
         .await
         .expect("handshake failed");
     (report.chain, files)
+}
+
+fn openssl_code(report: &ChainReport) -> Option<u32> {
+    report.error.as_ref().and_then(|e| e.openssl_code)
 }
 
 fn reason(report: &ChainReport) -> Option<(Reason, Option<usize>)> {
@@ -317,6 +331,7 @@ async fn leaf_only_is_an_incomplete_chain() {
     let (chain, _files) = chain_of(vec![p.leaf.der.clone()], &p.leaf.key, &[p.root.pem()]).await;
     assert_eq!(reason(&chain), Some((Reason::CertIncompleteChain, None)));
     assert!(!chain.sent_complete);
+    assert_eq!(openssl_code(&chain), Some(20));
     assert_eq!(fingerprints(&chain.built), vec![fp(&p.leaf.der)]);
 
     let missing = missing_issuer(&chain).unwrap();
@@ -406,7 +421,9 @@ async fn expired_leaf_names_depth_0() {
     assert_eq!(reason(&chain), Some((Reason::CertExpired, Some(0))));
     assert_eq!(chain.built.len(), 3);
     assert_eq!(chain.built[0].not_after, unix(2024, 1, 1));
-    assert!(!chain.sent_complete);
+    // The server sent leaf and intermediate: complete, however old the leaf.
+    assert!(chain.sent_complete);
+    assert_eq!(openssl_code(&chain), Some(10));
 }
 
 #[tokio::test]
@@ -427,6 +444,48 @@ async fn expired_intermediate_names_depth_1() {
     .await;
     assert_eq!(reason(&chain), Some((Reason::CertExpired, Some(1))));
     assert_eq!(chain.built[1].not_after, unix(2024, 6, 1));
+    assert!(chain.sent_complete);
+}
+
+#[tokio::test]
+async fn outdated_intermediate_sent_with_a_renewed_copy_held_locally() {
+    // The server sends an expired intermediate; a CA file holds the renewed one (same name and
+    // key, new dates). This client verifies with the local copy; the server's own chain is
+    // still complete by name and signature: its fault is a date, not a missing certificate.
+    let root = root("Test Root CA", Alg::Ecdsa);
+    let old = intermediate(
+        "Test Intermediate CA",
+        Alg::Ecdsa,
+        &root,
+        ((2020, 1, 1), (2024, 6, 1)),
+    );
+    let renewed = ca_params("Test Intermediate CA", VALID)
+        .signed_by(&old.key, &root.issuer())
+        .unwrap()
+        .der()
+        .clone();
+    let leaf = leaf(&[NAME], Alg::Ecdsa, &old, VALID);
+    let bundle = format!("{}{}", root.pem(), export::pem(&renewed));
+    let (chain, _files) = chain_of(
+        vec![leaf.der.clone(), old.der.clone()],
+        &leaf.key,
+        &[bundle],
+    )
+    .await;
+    assert_eq!(chain.error, None);
+    assert!(!chain.built[1].sent);
+    assert!(chain.sent_complete);
+
+    // Without the renewed copy, the same chain is expired at depth 1 and still complete.
+    let (chain, _files) = chain_of(
+        vec![leaf.der.clone(), old.der.clone()],
+        &leaf.key,
+        &[root.pem()],
+    )
+    .await;
+    assert_eq!(reason(&chain), Some((Reason::CertExpired, Some(1))));
+    assert!(chain.sent_complete);
+    assert_eq!(openssl_code(&chain), Some(10));
 }
 
 #[tokio::test]
@@ -441,6 +500,8 @@ async fn not_yet_valid_leaf() {
     .await;
     assert_eq!(reason(&chain), Some((Reason::CertNotYetValid, Some(0))));
     assert_eq!(chain.built[0].not_before, unix(2030, 1, 1));
+    assert!(chain.sent_complete);
+    assert_eq!(openssl_code(&chain), Some(9));
 }
 
 #[tokio::test]
@@ -461,6 +522,7 @@ async fn hostname_mismatch() {
     assert_eq!(chain.built[0].sans, vec!["other.example.test"]);
     // The chain itself reached the anchor with what the server sent.
     assert!(chain.sent_complete);
+    assert_eq!(openssl_code(&chain), Some(62));
     let detail = &chain.error.as_ref().unwrap().detail;
     assert!(detail.contains("other.example.test"), "{detail}");
 }
@@ -471,6 +533,8 @@ async fn lone_self_signed_leaf() {
     let leaf = self_signed_leaf(NAME);
     let (chain, _files) = chain_of(vec![leaf.der.clone()], &leaf.key, &[unrelated.pem()]).await;
     assert_eq!(reason(&chain), Some((Reason::CertSelfSigned, Some(0))));
+    assert!(!chain.sent_complete);
+    assert_eq!(openssl_code(&chain), Some(18));
     assert_eq!(chain.built.len(), 1);
     assert!(chain.built[0].self_signed);
     assert_eq!(missing_issuer(&chain), None);
@@ -501,6 +565,8 @@ async fn unknown_root() {
         fingerprints(&chain.built),
         vec![fp(&p.leaf.der), fp(&p.int.der)]
     );
+    assert!(!chain.sent_complete);
+    assert_eq!(openssl_code(&chain), Some(20));
     let missing = missing_issuer(&chain).unwrap();
     assert_eq!(missing.depth, 1);
     assert_eq!(missing.issuer, "CN=Test Root CA,O=smtp-prober tests");
@@ -513,6 +579,8 @@ async fn untrusted_root_sent_by_the_server() {
     let sent = vec![p.leaf.der.clone(), p.int.der.clone(), p.root.der.clone()];
     let (chain, _files) = chain_of(sent, &p.leaf.key, &[other.pem()]).await;
     assert_eq!(reason(&chain), Some((Reason::CertUnknownIssuer, None)));
+    assert_eq!(openssl_code(&chain), Some(19));
+    assert!(!chain.sent_complete);
     assert_eq!(chain.built.len(), 3);
     assert!(chain.built[2].self_signed && chain.built[2].sent);
 }
@@ -643,6 +711,13 @@ async fn tls12_server_and_min_version() {
         report.cipher
     );
     assert!(report.chain.valid());
+    // The ServerKeyExchange signature, and no staple from a server that has none.
+    assert_eq!(
+        report.signature_scheme.as_deref(),
+        Some("ecdsa_secp256r1_sha256")
+    );
+    assert!(report.key_exchange_group.is_some());
+    assert_eq!(report.ocsp, None);
 
     let failure = handshake_with(
         &client(&files, MinVersion::Tls13),
@@ -769,4 +844,57 @@ fn system_store_is_optional_when_a_ca_file_gives_anchors() {
     assert!(anchors >= 1);
     let report = client.verify_chain(&[p.leaf.der.clone(), p.int.der.clone()], NAME, now());
     assert!(report.valid(), "{:?}", report.error);
+}
+
+#[tokio::test]
+async fn handshake_reports_group_signature_scheme_and_stapled_ocsp() {
+    use x509_ocsp::CertStatus;
+    for (alg, scheme) in [
+        (Alg::Ecdsa, "ecdsa_secp256r1_sha256"),
+        (Alg::Rsa, "rsa_pss_rsae_sha512"),
+    ] {
+        let p = pki(alg);
+        let files = ca_files(&[p.root.pem()]);
+        let serial = cert::parse(&p.leaf.der).unwrap().raw_serial().to_vec();
+        let staple = ocsp::tests::response(&serial, CertStatus::Good(der::asn1::Null), NOW_SECS);
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        spawn_server(
+            server_io,
+            stapling_server_config(
+                vec![p.leaf.der.clone(), p.int.der.clone()],
+                &p.leaf.key,
+                rustls::ALL_VERSIONS,
+                staple,
+            ),
+        );
+        let (_, report) = client(&files, MinVersion::Tls12)
+            .handshake(client_io, NAME, now())
+            .await
+            .unwrap();
+        assert_eq!(report.version, "TLSv1.3");
+        assert_eq!(report.key_exchange_group.as_deref(), Some("X25519"));
+        assert_eq!(report.signature_scheme.as_deref(), Some(scheme));
+        let ocsp = report.ocsp.expect("a stapled response");
+        assert_eq!(ocsp.response_status, "successful");
+        assert_eq!(ocsp.cert_status, Some(OcspCertStatus::Good));
+        assert_eq!(ocsp.next_update, Some(NOW_SECS as i64 + 86_400));
+    }
+}
+
+#[test]
+fn blackbox_spellings_of_version_and_cipher() {
+    assert_eq!(blackbox_version_name("TLSv1.3"), "TLS 1.3");
+    assert_eq!(blackbox_version_name("TLSv1.2"), "TLS 1.2");
+    assert_eq!(
+        iana_cipher_name("TLS13_AES_256_GCM_SHA384"),
+        "TLS_AES_256_GCM_SHA384"
+    );
+    assert_eq!(
+        iana_cipher_name("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+    );
+    assert_eq!(
+        openssl_verify_text(20),
+        "unable to get local issuer certificate"
+    );
 }

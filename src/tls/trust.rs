@@ -18,6 +18,14 @@ use std::path::{Path, PathBuf};
 /// Largest CA file read; a PEM bundle of every public root is about 250 KiB.
 const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Whether `der` is one of the publicly trusted roots (the bundled Mozilla set), whichever
+/// trust source it was found in: a system store holds the same roots plus any private ones.
+pub(crate) fn is_public_root(der: &[u8]) -> bool {
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .any(|root| root.as_ref() == der)
+}
+
 /// A certificate held by a trust source.
 #[derive(Clone, Debug)]
 pub(crate) struct StoredCert {
