@@ -321,6 +321,9 @@ async fn judge_at(s: &Scenario, addr: SocketAddr, pki: Arc<DemoPki>) -> Judged {
     let name = s.name;
     assert_eq!(ours, s.ours, "{name}: our verdict\n{text}");
     assert_eq!(o.code, s.openssl, "{name}: openssl verdict {o:?}\n{text}");
+    // The OpenSSL code we quote next to our reason is the one OpenSSL itself reports.
+    let our_code = chain.error.as_ref().map_or(Some(0), |e| e.openssl_code);
+    assert_eq!(our_code, Some(o.code), "{name}: our OpenSSL verify code");
     let allowed = reasons_for_openssl(o.code)
         .unwrap_or_else(|| panic!("{name}: unmapped openssl code {o:?}"));
     match ours {
@@ -633,6 +636,8 @@ async fn expired_leaf() {
         3
     );
     has(&m, "probe_ssl_earliest_cert_expiry ");
+    // Leaf and intermediate were sent: complete, whatever the leaf's dates.
+    has(&m, "probe_tls_chain_sent_complete 1");
     let t = j.text();
     has(&t, "EXPIRED 1.0 days ago");
     has(&t, "Renew the server certificate");
@@ -642,12 +647,14 @@ async fn expired_leaf() {
 async fn expired_intermediate() {
     let j = judge(scenarios::expired_intermediate()).await;
     has(&j.text(), "The server sends an outdated intermediate");
+    has(&j.metrics(), "probe_tls_chain_sent_complete 1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_yet_valid() {
     let j = judge(scenarios::not_yet_valid()).await;
     has(&j.text(), "NOT YET VALID, starts in 1.0 days");
+    has(&j.metrics(), "probe_tls_chain_sent_complete 1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
