@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use common::{heading, micros, result, rss_bytes, show, Percentiles};
 use smtp_prober::config::Config;
 use smtp_prober::demo::{DemoPki, DemoServer, Sent, ServerConfig};
-use smtp_prober::http::exporter::{ConfigSource, Exporter};
-use smtp_prober::http::exposition::{merge, Chunk, Sink};
+use smtp_prober::exporter::{ConfigSource, Exporter};
+use smtp_prober::exposition::{merge, Chunk, Sink};
 use smtp_prober::scheduler::write_totals;
 
 /// Set in the child process: how many targets to schedule.

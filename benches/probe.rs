@@ -30,7 +30,8 @@ use common::{cpu_time, heading, micros, result, show, Percentiles};
 use smtp_prober::demo::{DemoPki, DemoServer, ServerConfig, TlsMode as ServerTls};
 use smtp_prober::probe::module::{AuthSettings, Credential, MechanismChoice, Module, TlsMode};
 use smtp_prober::probe::target::{parse_target, Target};
-use smtp_prober::probe::{self, PreparedModule, ProbeOutcome};
+use smtp_prober::probe::{self, Budget, PreparedModule, ProbeOutcome};
+use smtp_prober::report;
 use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::ClientName;
 use smtp_prober::tls::TlsSettings;
@@ -112,11 +113,11 @@ fn module(name: &str, tls: TlsMode, root: &Path) -> Arc<PreparedModule> {
 
 /// One probe, which must succeed.
 async fn probe_once(prepared: &PreparedModule, target: &Target) -> ProbeOutcome {
-    let o = probe::run(prepared, target, prepared.module.timeout).await;
+    let o = probe::run(prepared, target, Budget::new(prepared.module.timeout)).await;
     assert!(
         o.success(),
         "benchmark probe failed:\n{}",
-        probe::text::render(&o)
+        report::text::render(&o)
     );
     o
 }

@@ -1,16 +1,22 @@
 //! smtp-prober: a Prometheus exporter and synthetic SMTP delivery prober.
 //!
-//! Dependency direction, top to bottom: `cli` → `config` → `http`/`scheduler` → `probe` →
-//! `smtp` → `tls` → `vocab`/`secret`. `demo` is a server used by the `demo` command, tests and
-//! benchmarks. Only `probe`, `scheduler` and `http` know about Prometheus.
+//! The layers, top to bottom (ARCHITECTURE.md): `cli` → `http` → `exporter` → `scheduler` →
+//! `report`/`exposition` → `probe` → `smtp` → `tls` → `vocab`/`secret`/`clock`; `config` is
+//! read by `cli` and `exporter` and builds `probe` modules. `demo` is a server used by the
+//! `demo` command, tests and benchmarks. Only `report`, `exposition` and `exporter` know about
+//! Prometheus.
 #![forbid(unsafe_code)]
 
 pub mod cancel;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod exporter;
+pub mod exposition;
 pub mod http;
 pub mod probe;
+pub mod report;
 pub mod scheduler;
 pub mod secret;
 pub mod smtp;

@@ -5,7 +5,7 @@
 //!
 //! Scale (DESIGN §10, 10,000 targets): each target is one task with its own timer; nothing global
 //! is locked while a probe runs. A result is rendered to text once, when it arrives (see
-//! [`crate::http::exposition`]), so a `/metrics` scrape only copies bytes. Per-target state sits
+//! [`crate::exposition`]), so a `/metrics` scrape only copies bytes. Per-target state sits
 //! behind small locks that are held for an `Arc` swap or clone, never across an `.await`.
 //!
 //! Reload keeps what did not change: a target whose settings and module are equal to the running
@@ -23,36 +23,22 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::cancel::{Cancel, Canceller};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use prometheus::IntGauge;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::http::exposition::{self, Chunk, Kind, Sink};
-use crate::probe::metrics::outcome_families;
+use crate::clock::{rfc3339, unix_seconds};
+use crate::exposition::scheduled::{self, Series, Sweep};
+use crate::exposition::{Chunk, Sink};
 use crate::probe::target::Target;
-use crate::probe::{self, PreparedModule, ProbeOutcome};
-use crate::vocab::StepName;
+use crate::probe::{self, Budget, PreparedModule, ProbeOutcome};
+use crate::report;
 
 /// Transcripts kept per target for `/logs`.
 pub const LOGS_PER_TARGET: usize = 5;
-
-/// Bounds of `smtp_prober_step_duration_seconds`: loopback steps take well under a millisecond,
-/// a slow submission server's DATA several seconds.
-const STEP_BOUNDS: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-/// [`STEP_BOUNDS`] as `le` label values.
-const STEP_LE: [&str; 13] = [
-    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
-    "10",
-];
-/// Bounds of `smtp_prober_delivery_duration_seconds`: seconds to minutes.
-const DELIVERY_BOUNDS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
-/// [`DELIVERY_BOUNDS`] as `le` label values.
-const DELIVERY_LE: [&str; 10] = ["1", "2", "5", "10", "20", "30", "60", "120", "300", "600"];
 
 /// The sweep of stale probe mail runs at least this far apart: a tiny `sweep_older_than` must
 /// not turn into an IMAP login after every probe.
@@ -68,57 +54,10 @@ pub fn sweep_period(sweep_older_than: Duration) -> Duration {
     sweep_older_than.clamp(SWEEP_EVERY_MIN, SWEEP_EVERY_MAX)
 }
 
-/// A histogram as numbers: observations per bucket (not cumulative), the last slot for those
-/// above every bound, and their sum. About a hundred bytes, where the client library's
-/// histogram with its labels and descriptors takes kilobytes: it matters at 10,000 targets.
-#[derive(Clone, Debug)]
-struct Buckets<const N: usize> {
-    counts: [u64; N],
-    above: u64,
-    sum: f64,
-}
-
-impl<const N: usize> Buckets<N> {
-    fn new() -> Self {
-        Buckets {
-            counts: [0; N],
-            above: 0,
-            sum: 0.0,
-        }
-    }
-
-    fn observe(&mut self, bounds: &[f64; N], value: f64) {
-        match bounds.iter().position(|&b| value <= b) {
-            Some(i) => self.counts[i] += 1,
-            None => self.above += 1,
-        }
-        self.sum += value;
-    }
-
-    fn write(&self, out: &mut String, name: &str, labels: &str, le: &[&str; N]) {
-        exposition::write_histogram(out, name, labels, le, &self.counts, self.above, self.sum);
-    }
-}
-
-/// What a target's name has accumulated: `smtp_prober_step_duration_seconds`,
-/// `smtp_prober_delivery_duration_seconds`, `smtp_prober_probes_total` and the sweep counters.
-#[derive(Debug, Default)]
-struct Totals {
-    /// In the order steps first ran.
-    steps: Vec<(StepName, Buckets<13>)>,
-    delivery: Option<Buckets<10>>,
-    success: u64,
-    failure: u64,
-    /// Stale probe mails deleted and sweeps failed; `None` until the target checks delivery,
-    /// then exported from 0 on so that `rate()` and `increase()` see the first one.
-    swept: Option<(u64, u64)>,
-}
-
 /// What outlives a change of a target's settings: keyed by its name.
 struct History {
-    /// `name="…"`, escaped once.
-    name_label: String,
-    totals: Mutex<Totals>,
+    /// Its scheduled histograms and counters.
+    series: Series,
     /// Newest last.
     logs: Mutex<VecDeque<Arc<str>>>,
     /// Held while probing, so that a restarted target's new task never overlaps the old one's
@@ -129,60 +68,9 @@ struct History {
 impl History {
     fn new(name: &str) -> History {
         History {
-            name_label: format!("name=\"{}\"", exposition::escape_label_value(name)),
-            totals: Mutex::default(),
+            series: Series::new(name),
             logs: Mutex::new(VecDeque::with_capacity(LOGS_PER_TARGET)),
             probing: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    fn observe(&self, outcome: &ProbeOutcome, delivery_configured: bool) {
-        let mut totals = lock(&self.totals);
-        // One observation per step and probe: a step that ran twice (one RCPT per recipient)
-        // counts with its summed time, as in `probe_smtp_step_duration_seconds`.
-        let mut per_step: Vec<(StepName, Duration)> = Vec::with_capacity(16);
-        for step in outcome.session.transcript.steps() {
-            match per_step.iter_mut().find(|(n, _)| *n == step.name) {
-                Some(entry) => entry.1 += step.duration,
-                None => per_step.push((step.name, step.duration)),
-            }
-        }
-        for (name, duration) in per_step {
-            let at = match totals.steps.iter().position(|(n, _)| *n == name) {
-                Some(i) => i,
-                None => {
-                    totals.steps.push((name, Buckets::new()));
-                    totals.steps.len() - 1
-                }
-            };
-            totals.steps[at]
-                .1
-                .observe(&STEP_BOUNDS, duration.as_secs_f64());
-        }
-        if delivery_configured {
-            totals.delivery.get_or_insert_with(Buckets::new);
-            totals.swept.get_or_insert((0, 0));
-        }
-        if let Some(d) = outcome.delivery.as_ref().and_then(|d| d.duration) {
-            totals
-                .delivery
-                .get_or_insert_with(Buckets::new)
-                .observe(&DELIVERY_BOUNDS, d.as_secs_f64());
-        }
-        if outcome.success() {
-            totals.success += 1;
-        } else {
-            totals.failure += 1;
-        }
-    }
-
-    /// Counts one sweep: how many mails it deleted, or that it failed.
-    fn observe_sweep(&self, result: Result<usize, ()>) {
-        let mut totals = lock(&self.totals);
-        let (swept, errors) = totals.swept.get_or_insert((0, 0));
-        match result {
-            Ok(n) => *swept += n as u64,
-            Err(()) => *errors += 1,
         }
     }
 
@@ -195,112 +83,10 @@ impl History {
     }
 }
 
-/// The scheduled histograms and counters, in the order they are written.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Family {
-    Steps,
-    Delivery,
-    Probes,
-    Swept,
-    SweepErrors,
-}
-
-impl Family {
-    const ALL: [Family; 5] = [
-        Family::Steps,
-        Family::Delivery,
-        Family::Probes,
-        Family::Swept,
-        Family::SweepErrors,
-    ];
-
-    /// Name, help text and type.
-    fn describe(self) -> (&'static str, &'static str, Kind) {
-        match self {
-            Family::Steps => (
-                "smtp_prober_step_duration_seconds",
-                "Duration of each step of scheduled probes.",
-                Kind::Histogram,
-            ),
-            Family::Delivery => (
-                "smtp_prober_delivery_duration_seconds",
-                "From the end of DATA to the token mail being visible, of scheduled probes.",
-                Kind::Histogram,
-            ),
-            Family::Probes => (
-                "smtp_prober_probes_total",
-                "Scheduled probes run, by result.",
-                Kind::Counter,
-            ),
-            Family::Swept => (
-                "smtp_prober_delivery_swept_total",
-                "Stale probe mails of this target deleted by the periodic sweep of its mailboxes.",
-                Kind::Counter,
-            ),
-            Family::SweepErrors => (
-                "smtp_prober_delivery_sweep_errors_total",
-                "Sweeps of this target's mailboxes for stale probe mail that failed.",
-                Kind::Counter,
-            ),
-        }
-    }
-
-    /// Writes this family's series of one target.
-    fn write(self, totals: &Totals, name_label: &str, buf: &mut String) {
-        let (name, _, _) = self.describe();
-        match self {
-            Family::Steps => {
-                for (step, buckets) in &totals.steps {
-                    let labels = format!("{name_label},step=\"{step}\"");
-                    buckets.write(buf, name, &labels, &STEP_LE);
-                }
-            }
-            Family::Delivery => {
-                if let Some(d) = &totals.delivery {
-                    d.write(buf, name, name_label, &DELIVERY_LE);
-                }
-            }
-            Family::Probes => {
-                for (result, n) in [("success", totals.success), ("failure", totals.failure)] {
-                    let labels = format!("{name_label},result=\"{result}\"");
-                    exposition::write_sample(buf, name, &labels, n);
-                }
-            }
-            Family::Swept => {
-                if let Some((swept, _)) = totals.swept {
-                    exposition::write_sample(buf, name, name_label, swept);
-                }
-            }
-            Family::SweepErrors => {
-                if let Some((_, errors)) = totals.swept {
-                    exposition::write_sample(buf, name, name_label, errors);
-                }
-            }
-        }
-    }
-}
-
-/// Writes the scheduled histograms and counters of `targets`: one family after the other, each
-/// with every target's series. Each target's numbers are read under its own lock, briefly.
+/// Writes the scheduled histograms and counters of `targets` (see
+/// [`crate::exposition::scheduled`]).
 pub fn write_totals(targets: &[Arc<TargetState>], out: &mut impl Sink) {
-    // Per target, its text is built in a small buffer, then handed on.
-    let mut buf = String::with_capacity(8 * 1024);
-    for family in Family::ALL {
-        let (name, help, kind) = family.describe();
-        let mut header = false;
-        for t in targets {
-            buf.clear();
-            family.write(&lock(&t.history.totals), &t.history.name_label, &mut buf);
-            if buf.is_empty() {
-                continue;
-            }
-            if !header {
-                exposition::write_header(out, name, help, kind);
-                header = true;
-            }
-            out.put(&buf);
-        }
-    }
+    scheduled::write_totals(targets.iter().map(|t| &t.history.series), out);
 }
 
 /// One scheduled target, as the scheduler runs it.
@@ -333,8 +119,6 @@ pub struct TargetState {
     pub spec: TargetSpec,
     /// `target` label value: the target as `host:port`.
     target_label: String,
-    /// Whether its module sends a token mail (`probe_smtp_message_accepted` is exported).
-    sends: bool,
     /// Whether its module checks delivery.
     delivery: bool,
     /// Its module, replaced by an equal one built by a reload.
@@ -379,18 +163,13 @@ impl TargetState {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        let metrics = Chunk::from_families(&outcome_families(&outcome, &common, self.sends));
-        self.history.observe(&outcome, self.delivery);
-        let started = outcome
-            .started_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let metrics = Chunk::from_families(&report::metrics::outcome_families(&outcome, &common));
+        self.history.series.observe(&outcome, self.delivery);
         let log = format!(
             "{} {}\n{}",
-            probe::json::rfc3339(started),
+            rfc3339(unix_seconds(outcome.started_at)),
             self.spec.name,
-            probe::text::render(&outcome)
+            report::text::render(&outcome)
         );
         self.history.push_log(log.into());
         // The DER of every certificate is the bulk of an outcome and nothing downstream of the
@@ -558,7 +337,6 @@ impl Scheduler {
             let state = Arc::new(TargetState {
                 spec: spec.clone(),
                 target_label: spec.target.to_string(),
-                sends: module.module.message.is_some(),
                 delivery: module.module.delivery.is_some(),
                 module: Mutex::new(module.clone()),
                 latest: Mutex::default(),
@@ -707,12 +485,10 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>, cancel: Cancel
             let _flight = InFlight::enter(&shared.in_flight);
             // A probe's future is kilobytes; boxed, it is allocated while the probe runs instead
             // of living inline in every idle target's task (10,000 of them).
-            Box::pin(probe::run_cancellable(
+            Box::pin(probe::run(
                 &module,
                 &state.spec.target,
-                module.module.timeout,
-                None,
-                cancel.clone(),
+                Budget::new(module.module.timeout).cancelled_by(cancel.clone()),
             ))
             .await
         };
@@ -807,7 +583,10 @@ async fn sweep(state: &TargetState, module: &PreparedModule) -> Option<Duration>
             "sweep for stale probe mail failed"
         ),
     }
-    state.history.observe_sweep(result.map_err(|_| ()));
+    state.history.series.observe_sweep(match result {
+        Ok(n) => Sweep::Deleted(n),
+        Err(_) => Sweep::Failed,
+    });
     Some(sweep_period(settings.sweep_older_than))
 }
 
@@ -884,7 +663,7 @@ mod tests {
         let latest = wait_for_result(&state).await;
         assert!(!latest.outcome.success());
         let mut text = String::new();
-        crate::http::exposition::merge(&[&latest.metrics], &mut text);
+        crate::exposition::merge(&[&latest.metrics], &mut text);
         let want = format!(
             "probe_success{{name=\"a\",target=\"127.0.0.1:{port}\",module=\"plain\",site=\"hq\"}} 0"
         );
@@ -956,99 +735,6 @@ mod tests {
         let err = s.apply(&[bad], &modules(), 1).expect_err("unknown module");
         assert_eq!(err.to_string(), "target \"x\": unknown module \"nope\"");
         assert!(s.targets().is_empty());
-    }
-
-    fn outcome(steps: &[(StepName, u64)], success: bool) -> ProbeOutcome {
-        use crate::smtp::session::SessionReport;
-        use crate::smtp::transcript::Failure;
-        let now = std::time::Instant::now();
-        let mut session = SessionReport::empty(now);
-        for (name, ms) in steps {
-            let began = now - Duration::from_millis(*ms);
-            session.transcript.record(*name, began, None, None, None);
-        }
-        ProbeOutcome {
-            cancelled: false,
-            target: "127.0.0.1:25".into(),
-            module: "plain".into(),
-            started_at: SystemTime::now(),
-            duration: Duration::from_millis(10),
-            timeout: Duration::from_secs(5),
-            session,
-            failure: (!success)
-                .then(|| Failure::new(StepName::Ehlo, crate::vocab::Reason::Timeout, "slow")),
-            probe_id: None,
-            delivery: Some(probe::DeliveryReport {
-                success: true,
-                duration: Some(Duration::from_secs(7)),
-                mailbox: Some("INBOX".into()),
-                received: Vec::new(),
-                polls: 1,
-                cleaned_up: true,
-            }),
-        }
-    }
-
-    #[test]
-    fn totals_are_written_as_histograms_and_counters() {
-        let history = History::new("x\"y");
-        history.observe(&outcome(&[(StepName::Ehlo, 3)], true), true);
-        history.observe(
-            &outcome(&[(StepName::Ehlo, 700), (StepName::Quit, 20_000)], false),
-            true,
-        );
-        history.observe_sweep(Ok(2));
-        history.observe_sweep(Ok(0));
-        history.observe_sweep(Err(()));
-        let state = Arc::new(TargetState {
-            spec: spec("x\"y", 25, 1000),
-            target_label: "127.0.0.1:25".into(),
-            sends: false,
-            delivery: true,
-            module: Mutex::new(modules()["plain"].clone()),
-            latest: Mutex::default(),
-            history: Arc::new(history),
-        });
-        let mut out = String::new();
-        write_totals(&[state], &mut out);
-        let lines: Vec<&str> = out.lines().collect();
-        let n = r#"name="x\"y""#;
-        for want in [
-            "# TYPE smtp_prober_step_duration_seconds histogram".to_string(),
-            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="0.0025"}} 0"#),
-            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="0.005"}} 1"#),
-            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="0.5"}} 1"#),
-            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="1"}} 2"#),
-            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="+Inf"}} 2"#),
-            format!(r#"smtp_prober_step_duration_seconds_count{{{n},step="ehlo"}} 2"#),
-            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="quit",le="10"}} 0"#),
-            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="quit",le="+Inf"}} 1"#),
-            "# TYPE smtp_prober_delivery_duration_seconds histogram".to_string(),
-            format!(r#"smtp_prober_delivery_duration_seconds_bucket{{{n},le="5"}} 0"#),
-            format!(r#"smtp_prober_delivery_duration_seconds_bucket{{{n},le="10"}} 2"#),
-            format!(r#"smtp_prober_delivery_duration_seconds_sum{{{n}}} 14"#),
-            "# TYPE smtp_prober_probes_total counter".to_string(),
-            format!(r#"smtp_prober_probes_total{{{n},result="success"}} 1"#),
-            format!(r#"smtp_prober_probes_total{{{n},result="failure"}} 1"#),
-            "# TYPE smtp_prober_delivery_swept_total counter".to_string(),
-            format!(r#"smtp_prober_delivery_swept_total{{{n}}} 2"#),
-            "# TYPE smtp_prober_delivery_sweep_errors_total counter".to_string(),
-            format!(r#"smtp_prober_delivery_sweep_errors_total{{{n}}} 1"#),
-        ] {
-            assert!(lines.contains(&want.as_str()), "no {want:?} in\n{out}");
-        }
-        // Each family's header once, the families in a fixed order.
-        assert_eq!(out.matches("# TYPE ").count(), 5);
-    }
-
-    #[test]
-    fn sweep_counters_only_for_targets_that_check_delivery() {
-        let history = History::new("plain");
-        history.observe(&outcome(&[(StepName::Ehlo, 3)], true), false);
-        assert!(lock(&history.totals).swept.is_none());
-        let checking = History::new("checking");
-        checking.observe(&outcome(&[(StepName::Ehlo, 3)], true), true);
-        assert_eq!(lock(&checking.totals).swept, Some((0, 0)));
     }
 
     #[test]

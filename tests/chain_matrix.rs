@@ -39,11 +39,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::CertificateDer;
+use smtp_prober::cli::chain;
 use smtp_prober::demo::{DemoPki, DemoServer, KeyKind, PkiOptions, Sent, ServerConfig};
-use smtp_prober::probe::chain_cmd::{self, ChainRun};
 use smtp_prober::probe::module::{Module, TlsMode};
 use smtp_prober::probe::target::parse_target;
-use smtp_prober::probe::{self, PreparedModule};
+use smtp_prober::probe::PreparedModule;
+use smtp_prober::report;
+use smtp_prober::report::chain::ChainRun;
 use smtp_prober::smtp::command::ClientName;
 use smtp_prober::tls::{ChainFlags, ChainReport, TlsSettings};
 use smtp_prober::vocab::Reason;
@@ -127,15 +129,11 @@ impl Judged {
     }
 
     fn metrics(&self) -> String {
-        probe::metrics::render_text(&probe::metrics::outcome_families(
-            &self.run.outcome,
-            &[],
-            false,
-        ))
+        report::metrics::render(&self.run.outcome)
     }
 
     fn text(&self) -> String {
-        chain_cmd::render(&self.run, SystemTime::now())
+        report::chain::render(&self.run, SystemTime::now())
     }
 }
 
@@ -212,7 +210,7 @@ fn unrelated_root_pem() -> String {
 
 /// The module of a `chain` run that trusts only `ca`.
 fn chain_module(ca: &Path, server_name: &str) -> Module {
-    chain_cmd::chain_module(Module {
+    chain::chain_module(Module {
         tls: TlsMode::Starttls,
         timeout: Duration::from_secs(10),
         ehlo: ClientName::new("probe.test").unwrap(),
@@ -299,7 +297,7 @@ async fn judge_at(s: &Scenario, addr: SocketAddr, pki: Arc<DemoPki>) -> Judged {
 
     let prepared = PreparedModule::new("chain", chain_module(&ca, s.server_name)).unwrap();
     let target = parse_target(&addr.to_string(), 25).unwrap();
-    let run = chain_cmd::run(&prepared, &target, Duration::from_secs(10), None).await;
+    let run = chain::run(&prepared, &target, Duration::from_secs(10), None).await;
     let openssl = openssl_verdict(addr.port(), &ca, s.server_name).await;
 
     let judged = Judged {

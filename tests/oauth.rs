@@ -18,7 +18,8 @@ use smtp_prober::probe::module::{
     AuthSettings, Credential, MechanismChoice, MessageSettings, Module, OAuth2Settings, TlsMode,
 };
 use smtp_prober::probe::target::parse_target;
-use smtp_prober::probe::{self, PreparedModule, ProbeOutcome};
+use smtp_prober::probe::{self, Budget, PreparedModule, ProbeOutcome};
+use smtp_prober::report;
 use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::{ClientName, Mailbox};
 use smtp_prober::tls::TlsSettings;
@@ -121,11 +122,11 @@ fn prepare(m: Module) -> Arc<PreparedModule> {
 
 async fn run(prepared: &PreparedModule, server: &DemoServer) -> ProbeOutcome {
     let target = parse_target(&server.addr().to_string(), 587).unwrap();
-    probe::run(prepared, &target, prepared.module.timeout).await
+    probe::run(prepared, &target, Budget::new(prepared.module.timeout)).await
 }
 
 fn assert_success(o: &ProbeOutcome) {
-    assert!(o.success(), "{}", probe::text::render(o));
+    assert!(o.success(), "{}", report::text::render(o));
 }
 
 fn auth_detail(o: &ProbeOutcome) -> String {
@@ -138,8 +139,8 @@ fn auth_detail(o: &ProbeOutcome) -> String {
 /// Every way the outcome is shown: text, JSON, metrics and Debug.
 fn every_output(o: &ProbeOutcome) -> [String; 4] {
     [
-        probe::text::render(o),
-        probe::json::to_json(o),
+        report::text::render(o),
+        report::json::to_json(o),
         metrics(o),
         format!("{o:?}"),
     ]
@@ -170,7 +171,7 @@ async fn client_credentials_and_xoauth2_like_office_365() {
     assert_success(&o);
     // `auto` with a token source picks XOAUTH2 from `AUTH LOGIN XOAUTH2`, and says so.
     assert_eq!(o.session.auth_mechanism, Some("XOAUTH2"));
-    assert!(probe::text::render(&o).contains("auth mechanism used: XOAUTH2"));
+    assert!(report::text::render(&o).contains("auth mechanism used: XOAUTH2"));
     assert_eq!(
         step_codes(&o),
         [
@@ -216,7 +217,7 @@ async fn client_credentials_and_xoauth2_like_office_365() {
         text.contains(r#"probe_smtp_step_duration_seconds{step="oauth_token"} "#),
         "{text}"
     );
-    let json: serde_json::Value = serde_json::from_str(&probe::json::to_json(&o)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&report::json::to_json(&o)).unwrap();
     assert_eq!(json["steps"][0]["step"], "oauth_token");
     assert_eq!(json["steps"][0]["reply_code"], 200);
     assert_eq!(json["auth_mechanism"], "XOAUTH2");
@@ -378,10 +379,10 @@ async fn a_refused_token_gets_the_json_challenge_and_the_provider_hint() {
     assert_eq!(auth.reply.as_ref().map(|r| r.code), Some(535));
     assert_eq!(auth.sent.as_deref(), Some("AUTH XOAUTH2 ****"));
     assert_eq!(o.provider_hint().map(|h| h.id), Some("bad_credentials"));
-    let text = probe::text::render(&o);
+    let text = report::text::render(&o);
     assert!(text.contains("hint (bad_credentials)"), "{text}");
     assert!(text.contains(XOAUTH2_ERROR), "{text}");
-    let json: serde_json::Value = serde_json::from_str(&probe::json::to_json(&o)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&report::json::to_json(&o)).unwrap();
     assert_eq!(json["reason"], "auth_failed");
     assert_eq!(json["provider_hint"]["id"], "bad_credentials");
     assert!(
@@ -479,7 +480,7 @@ async fn token_endpoint_down_fails_at_the_oauth_token_step() {
         "{text}"
     );
     assert!(!text.contains(r#"probe_smtp_step_reply_code{step="oauth_token"}"#));
-    assert!(probe::text::render(&o).contains(Reason::OauthTokenFailed.hint()));
+    assert!(report::text::render(&o).contains(Reason::OauthTokenFailed.hint()));
 
     // Up but failing: the HTTP status is the step's reply code.
     s.endpoint

@@ -15,7 +15,8 @@ use smtp_prober::probe::module::{
     OAuth2Settings, TlsMode,
 };
 use smtp_prober::probe::target::parse_target;
-use smtp_prober::probe::{self, PreparedModule, ProbeOutcome};
+use smtp_prober::probe::{self, Budget, PreparedModule, ProbeOutcome};
+use smtp_prober::report;
 use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::{ClientName, Mailbox};
 use smtp_prober::tls::TlsSettings;
@@ -131,7 +132,7 @@ fn client_credentials(f: &Fixture) -> Credential {
 
 async fn run(prepared: &PreparedModule, addr: std::net::SocketAddr) -> ProbeOutcome {
     let target = parse_target(&addr.to_string(), 587).unwrap();
-    probe::run(prepared, &target, prepared.module.timeout).await
+    probe::run(prepared, &target, Budget::new(prepared.module.timeout)).await
 }
 
 fn oauth_addr(f: &Fixture) -> std::net::SocketAddr {
@@ -142,7 +143,7 @@ fn assert_success(f: &Fixture, o: &ProbeOutcome) {
     assert!(
         o.success(),
         "{}\n{}",
-        probe::text::render(o),
+        report::text::render(o),
         f.stack.log_tail()
     );
 }
@@ -156,10 +157,10 @@ fn auth_reply(o: &ProbeOutcome) -> Option<(u16, String)> {
 }
 
 fn assert_nothing_secret(o: &ProbeOutcome, tokens: &[Secret]) {
-    let metrics = probe::metrics::render_text(&probe::metrics::outcome_families(o, &[], true));
+    let metrics = report::metrics::render(o);
     for out in [
-        probe::text::render(o),
-        probe::json::to_json(o),
+        report::text::render(o),
+        report::json::to_json(o),
         metrics,
         format!("{o:?}"),
     ] {
@@ -265,7 +266,7 @@ async fn refused_tokens_get_dovecots_json_challenge_then_535() {
         o.failure.as_ref().map(|x| (x.step, x.reason)),
         Some((StepName::Auth, Reason::AuthFailed)),
         "{}",
-        probe::text::render(&o)
+        report::text::render(&o)
     );
     assert_eq!(auth_reply(&o), Some((535, "5.7.8".into())));
     let detail = &o.failure.as_ref().unwrap().detail;
@@ -290,7 +291,7 @@ async fn refused_tokens_get_dovecots_json_challenge_then_535() {
         o.failure.as_ref().map(|x| (x.step, x.reason)),
         Some((StepName::Auth, Reason::AuthFailed)),
         "{}",
-        probe::text::render(&o)
+        report::text::render(&o)
     );
     assert_eq!(auth_reply(&o), Some((535, "5.7.8".into())));
     let detail = &o.failure.as_ref().unwrap().detail;

@@ -12,7 +12,8 @@ use smtp_prober::probe::module::{
     AuthSettings, Credential, MechanismChoice, MessageSettings, Module, TlsMode,
 };
 use smtp_prober::probe::target::parse_target;
-use smtp_prober::probe::{self, PreparedModule, ProbeOutcome};
+use smtp_prober::probe::{self, Budget, PreparedModule, ProbeOutcome};
+use smtp_prober::report;
 use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::{ClientName, Mailbox};
 use smtp_prober::tls::TlsSettings;
@@ -74,7 +75,7 @@ fn with_message(mut m: Module) -> Module {
 async fn run(m: Module, server: &DemoServer) -> ProbeOutcome {
     let prepared: Arc<PreparedModule> = PreparedModule::new("test", m).unwrap();
     let target = parse_target(&server.addr().to_string(), 25).unwrap();
-    probe::run(&prepared, &target, prepared.module.timeout).await
+    probe::run(&prepared, &target, Budget::new(prepared.module.timeout)).await
 }
 
 #[tokio::test]
@@ -86,7 +87,7 @@ async fn starttls_auth_and_token_send() {
         &server,
     )
     .await;
-    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.success(), "{}", report::text::render(&o));
     assert_eq!(step_codes(&o), FULL_STARTTLS_SEND);
     let tls = o.session.tls.as_ref().unwrap();
     assert!(tls.chain.valid() && tls.chain.sent_complete);
@@ -147,8 +148,8 @@ async fn starttls_auth_and_token_send() {
         .unwrap()
         .to_string();
     for out in [
-        probe::text::render(&o),
-        probe::json::to_json(&o),
+        report::text::render(&o),
+        report::json::to_json(&o),
         text,
         format!("{o:?}"),
     ] {
@@ -167,7 +168,7 @@ async fn implicit_tls_and_plain() {
     .unwrap();
     let ca = root_file(server.pki());
     let o = run(with_auth(module(TlsMode::Implicit, &ca), "secret"), &server).await;
-    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.success(), "{}", report::text::render(&o));
     assert_eq!(
         step_codes(&o)[2..],
         [
@@ -186,7 +187,7 @@ async fn implicit_tls_and_plain() {
     .await
     .unwrap();
     let o = run(module(TlsMode::None, &ca), &server).await;
-    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.success(), "{}", report::text::render(&o));
     assert!(o.session.tls.is_none());
     assert!(!metrics(&o).contains("probe_tls_"));
 }
@@ -199,7 +200,7 @@ async fn auth_535_over_starttls() {
     assert_eq!(failure(&o), (StepName::Auth, Reason::AuthFailed));
     assert!(metrics(&o)
         .contains(r#"probe_smtp_reply_info{step="auth",code="535",enhanced_code="5.7.8"} 1"#));
-    assert!(probe::text::render(&o).contains("hint (bad_credentials)"));
+    assert!(report::text::render(&o).contains("hint (bad_credentials)"));
 }
 
 #[tokio::test]
@@ -369,7 +370,7 @@ async fn insecure_skip_verify_reports_and_carries_on() {
         m.tls_config.insecure_skip_verify = true;
     })
     .await;
-    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.success(), "{}", report::text::render(&o));
     assert!(o.session.transcript.step(StepName::EhloTls).is_some());
     let text = metrics(&o);
     assert!(text.contains("probe_success 1"));

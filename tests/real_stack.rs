@@ -12,7 +12,8 @@ use smtp_prober::probe::module::{
     TlsMode,
 };
 use smtp_prober::probe::target::parse_target;
-use smtp_prober::probe::{self, PreparedModule, ProbeOutcome};
+use smtp_prober::probe::{self, Budget, PreparedModule, ProbeOutcome};
+use smtp_prober::report;
 use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::{ClientName, Mailbox};
 use smtp_prober::tls::TlsSettings;
@@ -79,7 +80,7 @@ fn with_delivery(
 async fn run(m: Module, addr: std::net::SocketAddr) -> ProbeOutcome {
     let prepared: Arc<PreparedModule> = PreparedModule::new("real", m).unwrap();
     let target = parse_target(&addr.to_string(), 25).unwrap();
-    probe::run(&prepared, &target, prepared.module.timeout).await
+    probe::run(&prepared, &target, Budget::new(prepared.module.timeout)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -93,7 +94,7 @@ async fn postfix_submission_full_send_steps() {
     assert!(
         o.success(),
         "{}\n{}",
-        probe::text::render(&o),
+        report::text::render(&o),
         stack.log_tail()
     );
     assert_eq!(step_codes(&o), FULL_STARTTLS_SEND);
@@ -116,7 +117,7 @@ async fn postfix_submission_full_send_steps() {
 async fn postfix_implicit_tls_plain_port_and_rejections() {
     let stack = MailStack::shared();
     let o = run(module(stack, TlsMode::Implicit), stack.smtps_addr()).await;
-    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.success(), "{}", report::text::render(&o));
     assert_eq!(step_codes(&o)[2].0, "tls_handshake");
 
     let mut plain = module(stack, TlsMode::None);
@@ -126,7 +127,7 @@ async fn postfix_implicit_tls_plain_port_and_rejections() {
         stack.smtp_addr(),
     )
     .await;
-    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.success(), "{}", report::text::render(&o));
 
     // An unknown recipient: 550 5.1.1 from a real Postfix.
     let o = run(
@@ -197,7 +198,7 @@ async fn delivery_twice_cleans_up_and_spares_other_mail() {
         assert!(
             o.success(),
             "{}\n{}",
-            probe::text::render(&o),
+            report::text::render(&o),
             stack.log_tail()
         );
         let d = o.delivery.as_ref().unwrap();
@@ -211,7 +212,7 @@ async fn delivery_twice_cleans_up_and_spares_other_mail() {
         let duration = d.duration.unwrap();
         assert!(duration > Duration::ZERO);
         durations.push(duration);
-        let metrics = probe::metrics::render_text(&probe::metrics::outcome_families(&o, &[], true));
+        let metrics = report::metrics::render(&o);
         assert!(metrics.contains("probe_delivery_success 1"));
         assert!(metrics.contains(r#"probe_delivery_mailbox_info{mailbox="INBOX"} 1"#));
         assert!(metrics.contains(r#"probe_smtp_step_duration_seconds{step="delivery"}"#));
@@ -248,7 +249,7 @@ async fn delivery_to_junk_over_imap_starttls() {
         },
     );
     let o = run(m, stack.submission_addr()).await;
-    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.success(), "{}", report::text::render(&o));
     assert_eq!(
         o.delivery.as_ref().unwrap().mailbox.as_deref(),
         Some("Junk")
@@ -297,7 +298,7 @@ async fn delivery_failures_have_their_reasons() {
         took >= Duration::from_secs(3) && took < Duration::from_secs(6),
         "{took:?}"
     );
-    let metrics = probe::metrics::render_text(&probe::metrics::outcome_families(&o, &[], true));
+    let metrics = report::metrics::render(&o);
     assert!(metrics.contains("probe_delivery_success 0"));
     assert!(metrics
         .contains(r#"probe_smtp_failed_step_info{step="delivery",reason="delivery_timeout"} 1"#));

@@ -12,7 +12,8 @@ use smtp_prober::probe::module::{
     AuthSettings, Credential, MechanismChoice, MessageSettings, Module, TlsMode,
 };
 use smtp_prober::probe::target::parse_target;
-use smtp_prober::probe::{self, PreparedModule, ProbeOutcome};
+use smtp_prober::probe::{self, Budget, PreparedModule, ProbeOutcome};
+use smtp_prober::report;
 use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::Mailbox;
 use smtp_prober::vocab::{Reason, StepName};
@@ -154,7 +155,7 @@ fn with_message(mut m: Module) -> Module {
 async fn probe(module: Module, addr: SocketAddr) -> ProbeOutcome {
     let prepared: Arc<PreparedModule> = PreparedModule::new("test", module).unwrap();
     let target = parse_target(&addr.to_string(), 25).unwrap();
-    probe::run(&prepared, &target, prepared.module.timeout).await
+    probe::run(&prepared, &target, Budget::new(prepared.module.timeout)).await
 }
 
 const GREETING: &[u8] = b"220 mx.example.test ESMTP scripted\r\n";
@@ -185,7 +186,7 @@ async fn plain_full_send_records_every_step() {
         addr,
     )
     .await;
-    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.success(), "{}", report::text::render(&o));
     let steps: Vec<(&str, Option<u16>)> = o
         .session
         .transcript
@@ -236,9 +237,9 @@ async fn plain_full_send_records_every_step() {
 
     // Neither the password nor the token shows in any output format.
     let outputs = [
-        probe::text::render(&o),
-        probe::json::to_json(&o),
-        probe::metrics::render_text(&probe::metrics::outcome_families(&o, &[], true)),
+        report::text::render(&o),
+        report::json::to_json(&o),
+        report::metrics::render(&o),
         format!("{o:?}"),
     ];
     for out in outputs {
@@ -267,7 +268,7 @@ async fn auth_login_and_535() {
     ])
     .await;
     let o = probe(with_auth(plain_module(), MechanismChoice::Auto), addr).await;
-    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.success(), "{}", report::text::render(&o));
     assert_eq!(o.session.auth_mechanism, Some("LOGIN"));
     let auth = o.session.transcript.step(StepName::Auth).unwrap();
     assert_eq!(auth.sent.as_deref(), Some("AUTH LOGIN"));
@@ -355,7 +356,7 @@ async fn multiline_greeting_is_accepted() {
     ])
     .await;
     let o = probe(plain_module(), addr).await;
-    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.success(), "{}", report::text::render(&o));
     assert_eq!(
         o.session
             .transcript
@@ -495,7 +496,7 @@ async fn envelope_rejections() {
         script.extend([Expect("QUIT"), Say(b"221 bye\r\n")]);
         let (addr, _s) = serve(script).await;
         let o = probe(with_message(plain_module()), addr).await;
-        assert_eq!(failed(&o), (step, reason), "{}", probe::text::render(&o));
+        assert_eq!(failed(&o), (step, reason), "{}", report::text::render(&o));
         assert!(!o.session.message_accepted);
     }
     // The enhanced code of the RCPT rejection is kept as data.
@@ -523,7 +524,7 @@ async fn envelope_rejections() {
         (r.code, r.enhanced.unwrap().to_string()),
         (550, "5.1.1".into())
     );
-    let metrics = probe::metrics::render_text(&probe::metrics::outcome_families(&o, &[], true));
+    let metrics = report::metrics::render(&o);
     assert!(
         metrics
             .contains(r#"probe_smtp_failed_step_info{step="rcpt",reason="recipient_rejected"} 1"#),
@@ -629,7 +630,7 @@ async fn hostile_replies_are_protocol_errors() {
             failed(&o),
             (step, Reason::ProtocolError),
             "{}",
-            probe::text::render(&o)
+            report::text::render(&o)
         );
         assert!(
             began.elapsed() < Duration::from_secs(2),
@@ -684,9 +685,9 @@ async fn ipv6_target_and_address_family_choice() {
     let (addr, _s) = serve_on("[::1]:0", script()).await;
     assert_eq!(addr.to_string(), format!("[::1]:{}", addr.port()));
     let o = probe(plain_module(), addr).await;
-    assert!(o.success(), "{}", probe::text::render(&o));
+    assert!(o.success(), "{}", report::text::render(&o));
     assert!(o.session.peer.unwrap().is_ipv6());
-    let metrics = probe::metrics::render_text(&probe::metrics::outcome_families(&o, &[], false));
+    let metrics = report::metrics::render(&o);
     assert!(metrics.contains("probe_ip_protocol 6"), "{metrics}");
 
     // `localhost` resolves through /etc/hosts (to one or both families); ip4 picks 127.0.0.1.
@@ -695,8 +696,8 @@ async fn ipv6_target_and_address_family_choice() {
     m.ip_protocol = smtp_prober::probe::module::IpProtocol::Ip4;
     let prepared = PreparedModule::new("test", m).unwrap();
     let target = parse_target(&format!("localhost:{}", addr.port()), 25).unwrap();
-    let o = probe::run(&prepared, &target, prepared.module.timeout).await;
-    assert!(o.success(), "{}", probe::text::render(&o));
+    let o = probe::run(&prepared, &target, Budget::new(prepared.module.timeout)).await;
+    assert!(o.success(), "{}", report::text::render(&o));
     assert_eq!(o.session.peer.unwrap().ip().to_string(), "127.0.0.1");
 
     // An IPv6 literal cannot be reached over IPv4: a DNS-stage failure, no connection attempt.
@@ -704,7 +705,7 @@ async fn ipv6_target_and_address_family_choice() {
     m.ip_protocol = smtp_prober::probe::module::IpProtocol::Ip4;
     let prepared = PreparedModule::new("test", m).unwrap();
     let target = parse_target("[::1]:25", 25).unwrap();
-    let o = probe::run(&prepared, &target, prepared.module.timeout).await;
+    let o = probe::run(&prepared, &target, Budget::new(prepared.module.timeout)).await;
     assert_eq!(failed(&o), (StepName::Resolve, Reason::DnsError));
     assert!(o.session.transcript.step(StepName::Connect).is_none());
 }

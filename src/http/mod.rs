@@ -2,11 +2,9 @@
 //! `/metrics` (scheduled results, histograms, self and process metrics), `/` (status page),
 //! `/logs`, `/config` (redacted), `/-/healthy`, `/-/ready`, `/-/reload` (POST).
 //!
-//! Handlers are thin: the probe engine does the work, [`exporter::Exporter`] holds the state, and
-//! [`exposition`] keeps `/metrics` a matter of copying pre-rendered text.
+//! Handlers are thin: the probe engine does the work, [`Exporter`] holds the state, and
+//! [`crate::exposition`] keeps `/metrics` a matter of copying pre-rendered text.
 
-pub mod exporter;
-pub mod exposition;
 mod status;
 pub mod web_config;
 
@@ -23,12 +21,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use regex::Regex;
 
-use crate::probe::metrics::{outcome_families, render_text};
+use crate::exporter::{Exporter, Reloaded};
+use crate::exposition::Sink;
 use crate::probe::target::parse_target;
-use crate::probe::{self, text};
-use crate::scheduler::InFlight;
-use exporter::{Exporter, Reloaded};
-use exposition::Sink;
+use crate::probe::Budget;
+use crate::report;
 use web_config::WebConfig;
 
 /// The header Prometheus sends with its scrape timeout.
@@ -260,12 +257,9 @@ async fn probe_handler(
         Ok(t) => t,
         Err(why) => return text_response(StatusCode::BAD_REQUEST, format!("{why}\n")),
     };
-    let outcome = {
-        let _flight = InFlight::enter(app.exporter.in_flight());
-        // The delivery check, too, must end before Prometheus gives up on the scrape.
-        let cap = std::time::Instant::now() + timeout;
-        probe::run_capped(&prepared, &target, timeout, Some(cap)).await
-    };
+    // The delivery check, too, must end before Prometheus gives up on the scrape.
+    let budget = Budget::new(timeout).capped(std::time::Instant::now() + timeout);
+    let outcome = app.exporter.probe(&prepared, &target, budget).await;
     tracing::debug!(
         target = %outcome.target,
         module = %outcome.module,
@@ -273,13 +267,12 @@ async fn probe_handler(
         duration_seconds = outcome.duration.as_secs_f64(),
         "probe done"
     );
-    let sends = prepared.module.message.is_some();
-    let metrics = render_text(&outcome_families(&outcome, &[], sends));
+    let metrics = report::metrics::render(&outcome);
     if param("debug").is_some_and(|d| d == "true") {
         let body = format!(
             "Logs for the probe:\n{}\n\nMetrics that would have been returned:\n{}\n\
              Module configuration:\n{:#?}\n",
-            text::render(&outcome),
+            report::text::render(&outcome),
             metrics,
             prepared.module
         );

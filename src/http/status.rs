@@ -5,9 +5,10 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use super::exporter::Exporter;
-use crate::probe::json::rfc3339;
+use crate::clock::{rfc3339, unix_seconds as unix};
+use crate::exporter::Exporter;
 use crate::probe::ProbeOutcome;
+use crate::report::{listed_certificates, millis};
 
 /// Escapes text for HTML element content and quoted attribute values.
 fn esc(s: &str) -> String {
@@ -39,18 +40,7 @@ fn query_value(s: &str) -> String {
 }
 
 fn ms(d: std::time::Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 10.0 {
-        format!("{ms:.2} ms")
-    } else {
-        format!("{ms:.0} ms")
-    }
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    millis(d, " ms")
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
@@ -186,12 +176,7 @@ fn chain(out: &mut String, o: &ProbeOutcome, now: i64) {
             c.sent.len(),
             esc(&tls.version)
         );
-        let certs = if c.built.is_empty() {
-            &c.sent
-        } else {
-            &c.built
-        };
-        for cert in certs {
+        for cert in listed_certificates(c) {
             let days = (cert.not_after - now) / 86_400;
             let _ = write!(
                 out,

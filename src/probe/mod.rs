@@ -1,14 +1,12 @@
-//! The probe: runs one module against one target and turns the outcome into metrics, JSON and a
-//! human transcript. The only layer below HTTP that knows about Prometheus.
+//! The probe: runs one module against one target, within a [`Budget`], and returns what it found
+//! as plain data ([`ProbeOutcome`]). Reading the credentials, the SMTP session (with the OAuth
+//! token retry) and the delivery check over IMAP are its three parts. Every output format is
+//! rendered from the outcome by [`crate::report`]; nothing here knows about Prometheus.
 
-pub mod chain_cmd;
 pub mod delivery;
-pub mod json;
-pub mod metrics;
 pub mod module;
 pub mod oauth;
 pub mod target;
-pub mod text;
 pub mod token;
 
 use std::sync::Arc;
@@ -94,6 +92,8 @@ pub struct ProbeOutcome {
     pub delivery: Option<DeliveryReport>,
     /// Whether the probe was cancelled before it ended (its verdict means nothing then).
     pub cancelled: bool,
+    /// Whether the module sends a token mail (`probe_smtp_message_accepted` is exported).
+    pub message_configured: bool,
 }
 
 impl ProbeOutcome {
@@ -115,31 +115,52 @@ impl ProbeOutcome {
     }
 }
 
-/// Runs one probe of `prepared` against `target`: the SMTP session within `timeout`, then the
-/// delivery check (if configured) within the module's delivery timeout.
-pub async fn run(prepared: &PreparedModule, target: &Target, timeout: Duration) -> ProbeOutcome {
-    run_capped(prepared, target, timeout, None).await
+/// How long a probe may take and what may stop it early.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    /// The SMTP session's deadline, counted from the probe's start; the delivery check has the
+    /// module's own `delivery.timeout`. Exported as `probe_timeout_seconds`.
+    pub timeout: Duration,
+    /// When set, the whole probe, delivery check included, ends by then at the latest (a
+    /// `/probe` request cannot wait minutes for a mail).
+    pub cap: Option<Instant>,
+    /// Stops the probe early, with a best-effort QUIT (shutdown, reload).
+    pub cancel: Cancel,
 }
 
-/// Like [`run`], with the whole probe, delivery check included, ending by `cap` at the latest
-/// (a `/probe` request cannot wait minutes for a mail).
-pub async fn run_capped(
-    prepared: &PreparedModule,
-    target: &Target,
-    timeout: Duration,
-    cap: Option<Instant>,
-) -> ProbeOutcome {
-    run_cancellable(prepared, target, timeout, cap, Cancel::never()).await
+impl Budget {
+    /// `timeout` for the session, no cap, never cancelled.
+    pub fn new(timeout: Duration) -> Budget {
+        Budget {
+            timeout,
+            cap: None,
+            cancel: Cancel::never(),
+        }
+    }
+
+    /// The same budget, with the whole probe ending by `cap`.
+    pub fn capped(self, cap: Instant) -> Budget {
+        Budget {
+            cap: Some(cap),
+            ..self
+        }
+    }
+
+    /// The same budget, stopped early when `cancel` fires.
+    pub fn cancelled_by(self, cancel: Cancel) -> Budget {
+        Budget { cancel, ..self }
+    }
 }
 
-/// Like [`run_capped`], stopping early (with a best-effort QUIT) when `cancel` fires.
-pub async fn run_cancellable(
-    prepared: &PreparedModule,
-    target: &Target,
-    timeout: Duration,
-    cap: Option<Instant>,
-    cancel: Cancel,
-) -> ProbeOutcome {
+/// Runs one probe of `prepared` against `target`: the SMTP session within the budget's
+/// timeout, then the delivery check (if configured) within the module's delivery timeout and
+/// the budget's cap.
+pub async fn run(prepared: &PreparedModule, target: &Target, budget: Budget) -> ProbeOutcome {
+    let Budget {
+        timeout,
+        cap,
+        cancel,
+    } = budget;
     let started = Instant::now();
     let started_at = SystemTime::now();
     let deadline = started + timeout;
@@ -310,6 +331,7 @@ pub async fn run_cancellable(
         probe_id: mail.map(|m| m.probe_id),
         delivery,
         cancelled: cancel.is_cancelled(),
+        message_configured: module.message.is_some(),
     }
 }
 

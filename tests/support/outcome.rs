@@ -1,6 +1,7 @@
 //! Reading a probe outcome in tests: its failure, its metrics page, its steps with reply codes.
 
-use smtp_prober::probe::{self, ProbeOutcome};
+use smtp_prober::probe::ProbeOutcome;
+use smtp_prober::report;
 use smtp_prober::vocab::{Reason, StepName};
 
 /// Where and why the probe failed; panics with the transcript when it did not.
@@ -8,17 +9,13 @@ pub fn failure(o: &ProbeOutcome) -> (StepName, Reason) {
     let f = o
         .failure
         .as_ref()
-        .unwrap_or_else(|| panic!("expected a failure:\n{}", probe::text::render(o)));
+        .unwrap_or_else(|| panic!("expected a failure:\n{}", report::text::render(o)));
     (f.step, f.reason)
 }
 
 /// The outcome as a `/probe` page would show it.
 pub fn metrics(o: &ProbeOutcome) -> String {
-    probe::metrics::render_text(&probe::metrics::outcome_families(
-        o,
-        &[],
-        o.probe_id.is_some(),
-    ))
+    report::metrics::render(o)
 }
 
 /// Every step that ran, with its reply code.

@@ -6,9 +6,9 @@
 //! and own labels prepended).
 
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
-use prometheus::Encoder as _;
 
-use super::ProbeOutcome;
+use crate::exposition::render_text;
+use crate::probe::ProbeOutcome;
 use crate::tls::CertFacts;
 
 /// Builds metric families in insertion order, merging samples of the same name.
@@ -68,16 +68,6 @@ fn label(name: &str, value: &str) -> LabelPair {
     l
 }
 
-/// Renders families in the Prometheus text exposition format.
-pub fn render_text(families: &[MetricFamily]) -> String {
-    let mut out = Vec::with_capacity(4096);
-    // Encoding into a Vec cannot fail for I/O reasons; a malformed family would be our bug.
-    if let Err(e) = prometheus::TextEncoder::new().encode(families, &mut out) {
-        tracing::error!(error = %e, "encoding metrics");
-    }
-    String::from_utf8(out).unwrap_or_default()
-}
-
 fn secs(d: std::time::Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -90,11 +80,15 @@ fn bool01(b: bool) -> f64 {
     }
 }
 
+/// The metrics of one probe as `/probe` returns them (and `probe --format=prometheus` prints).
+pub fn render(outcome: &ProbeOutcome) -> String {
+    render_text(&outcome_families(outcome, &[]))
+}
+
 /// Every metric of one probe outcome, each sample carrying `common` labels first.
-pub fn outcome_families(
+pub(crate) fn outcome_families(
     outcome: &ProbeOutcome,
     common: &[(&str, &str)],
-    message_configured: bool,
 ) -> Vec<MetricFamily> {
     let mut f = Families::with_labels(common);
     let s = &outcome.session;
@@ -214,7 +208,7 @@ pub fn outcome_families(
             );
         }
     }
-    if message_configured {
+    if outcome.message_configured {
         f.gauge(
             "probe_smtp_message_accepted",
             "Whether the token mail got a 2xx reply after its content.",

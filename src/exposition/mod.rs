@@ -14,12 +14,23 @@
 //! [`write_sample`], which do no more than a formatted copy. Everything is written into a
 //! [`Sink`], which may be a `String` or the pieces of a streamed response.
 
+pub(crate) mod scheduled;
+
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use prometheus::proto::MetricFamily;
+use prometheus::Encoder as _;
 
-use crate::probe::metrics::render_text;
+/// Renders families in the Prometheus text exposition format.
+pub fn render_text(families: &[MetricFamily]) -> String {
+    let mut out = Vec::with_capacity(4096);
+    // Encoding into a Vec cannot fail for I/O reasons; a malformed family would be our bug.
+    if let Err(e) = prometheus::TextEncoder::new().encode(families, &mut out) {
+        tracing::error!(error = %e, "encoding metrics");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
 
 /// Family headers (`# HELP` and `# TYPE` lines) by family id, in the order families were
 /// first seen; the ids index [`Chunk`] parts.
@@ -264,7 +275,7 @@ fn push_u64(out: &mut String, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::metrics::Families;
+    use crate::report::metrics::Families;
 
     fn chunk(target: &str, success: f64) -> Chunk {
         let mut f = Families::with_labels(&[("name", target)]);

@@ -3,8 +3,10 @@
 
 use serde::Serialize;
 
-use super::ProbeOutcome;
-use crate::tls::{CertFacts, CertSource};
+use super::{listed_certificates, source_name};
+use crate::clock::rfc3339;
+use crate::probe::ProbeOutcome;
+use crate::tls::CertFacts;
 
 /// The JSON document.
 #[derive(Serialize)]
@@ -83,27 +85,6 @@ struct DeliveryJson<'a> {
     mailbox: Option<&'a str>,
 }
 
-/// An RFC 3339 UTC timestamp from Unix seconds.
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
-}
-
-/// Where a certificate came from, in words.
-pub fn source_name(source: &CertSource) -> String {
-    match source {
-        CertSource::Server => "server".into(),
-        CertSource::System => "system".into(),
-        CertSource::Bundled => "bundled".into(),
-        CertSource::File(p) => format!("file:{}", p.display()),
-    }
-}
-
 fn cert_json(c: &CertFacts) -> CertJson<'_> {
     CertJson {
         depth: c.depth,
@@ -175,11 +156,10 @@ impl<'a> ProbeJson<'a> {
                 chain_error_detail: t.chain.error.as_ref().map(|e| e.detail.as_str()),
                 chain_sent_complete: t.chain.sent_complete,
                 certs_sent: t.chain.sent.len(),
-                certificates: if t.chain.built.is_empty() {
-                    t.chain.sent.iter().map(cert_json).collect()
-                } else {
-                    t.chain.built.iter().map(cert_json).collect()
-                },
+                certificates: listed_certificates(&t.chain)
+                    .iter()
+                    .map(cert_json)
+                    .collect(),
             }),
             delivery: o.delivery.as_ref().map(|d| DeliveryJson {
                 success: d.success,

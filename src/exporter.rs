@@ -1,5 +1,6 @@
-//! The running exporter: the loaded configuration with its prepared modules, the scheduler, the
-//! self metrics, and reload (SIGHUP, `POST /-/reload`).
+//! The running exporter, what `serve` is independent of HTTP: the loaded configuration with its
+//! prepared modules, the scheduler, probes in flight, the self metrics, and reload (SIGHUP,
+//! `POST /-/reload`). The HTTP layer only routes requests here.
 //!
 //! Reload follows blackbox_exporter and Prometheus: the file's checksum decides whether anything
 //! changed (an unchanged file is a no-op, unless a secret file it names changed); a file that
@@ -14,12 +15,11 @@ use std::time::SystemTime;
 
 use prometheus::{Gauge, IntGauge, Opts, Registry};
 
-use super::exposition::{merge, Chunk, Sink};
 use crate::config::{Config, ConfigError};
-use crate::probe::metrics::render_text;
+use crate::exposition::{merge, render_text, Chunk, Sink};
 use crate::probe::target::Target;
-use crate::probe::PreparedModule;
-use crate::scheduler::{write_totals, ApplyReport, ScheduleError, Scheduler, TargetSpec};
+use crate::probe::{self, Budget, PreparedModule, ProbeOutcome};
+use crate::scheduler::{write_totals, ApplyReport, InFlight, ScheduleError, Scheduler, TargetSpec};
 use crate::tls::TlsSetupError;
 
 /// Where the configuration comes from.
@@ -163,11 +163,8 @@ impl SelfMetrics {
 
     fn loaded_now(&self, at: SystemTime) {
         self.reload_successful.set(1);
-        let secs = at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        self.reload_timestamp.set(secs);
+        self.reload_timestamp
+            .set(crate::clock::unix_seconds_f64(at));
     }
 }
 
@@ -239,9 +236,16 @@ impl Exporter {
         self.ready.load(Ordering::SeqCst)
     }
 
-    /// `smtp_prober_probes_in_flight`, for `/probe` to count its probes in.
-    pub fn in_flight(&self) -> &IntGauge {
-        &self.metrics.in_flight
+    /// Runs one probe outside the schedule (a `/probe` request), counted in
+    /// `smtp_prober_probes_in_flight` while it runs.
+    pub async fn probe(
+        &self,
+        prepared: &PreparedModule,
+        target: &Target,
+        budget: Budget,
+    ) -> ProbeOutcome {
+        let _flight = InFlight::enter(&self.metrics.in_flight);
+        probe::run(prepared, target, budget).await
     }
 
     /// Re-reads the configuration file. A file that fails keeps the running configuration.

@@ -5,17 +5,12 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use super::json::{rfc3339, source_name};
-use super::ProbeOutcome;
-use crate::tls::CertFacts;
+use super::{listed_certificates, millis, source_name, validity_words};
+use crate::clock::{rfc3339, unix_seconds};
+use crate::probe::ProbeOutcome;
 
 fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 10.0 {
-        format!("{ms:.2}ms")
-    } else {
-        format!("{ms:.0}ms")
-    }
+    millis(d, "ms")
 }
 
 /// Renders the transcript.
@@ -125,16 +120,8 @@ pub fn render(o: &ProbeOutcome) -> String {
                 );
             }
         }
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let certs: &[CertFacts] = if chain.built.is_empty() {
-            &chain.sent
-        } else {
-            &chain.built
-        };
-        for c in certs {
+        let now = unix_seconds(SystemTime::now());
+        for c in listed_certificates(chain) {
             let _ = writeln!(
                 out,
                 "  {} {:<7} {}\n              issuer {}\n              valid {} .. {} ({}), {}, {}",
@@ -144,7 +131,7 @@ pub fn render(o: &ProbeOutcome) -> String {
                 c.issuer,
                 rfc3339(c.not_before),
                 rfc3339(c.not_after),
-                super::chain_cmd::validity_words(c, now),
+                validity_words(c, now),
                 c.key,
                 if c.sent {
                     "from the server".to_string()

@@ -1,23 +1,18 @@
-//! `smtp-prober chain`: connects like `probe` (resolve, connect, greeting, EHLO, STARTTLS or
-//! implicit TLS), then explains the server's certificate chain in words — what the server sent,
-//! the chain built to a trust anchor with every certificate's facts, where building stopped and
-//! why, what else is worth fixing, and what to do — and with `--export-dir` writes the PEM files
-//! (RFC 7468) a client trust store must import.
-//!
-//! The session runs with `insecure_skip_verify` forced on, so that it always completes and the
-//! chain report is there whatever the verdict; the verdict decides the exit code instead.
+//! The explanation `smtp-prober chain` prints: what the server sent, the chain built to a trust
+//! anchor with every certificate's facts, where building stopped and why, what else is worth
+//! fixing, and what to do, naming the settings and flags that fix it. The run itself (the
+//! session with `insecure_skip_verify` forced on, and the `--export-dir` PEM files, RFC 7468)
+//! is the command's: [`crate::cli::chain`].
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::time::SystemTime;
 
-use super::json::rfc3339;
-use super::module::{Expect, Module, TlsMode};
-use super::target::Target;
-use super::{PreparedModule, ProbeOutcome};
+use super::validity_words;
+use crate::clock::{rfc3339, unix_seconds};
+use crate::probe::ProbeOutcome;
 use crate::tls::{
-    export_missing, missing_issuer, CertFacts, CertSource, ChainFlags, ChainReport, MissingIssuer,
-    TlsReport,
+    missing_issuer, CertFacts, CertSource, ChainFlags, ChainReport, MissingIssuer, TlsReport,
 };
 use crate::vocab::Reason;
 
@@ -27,7 +22,17 @@ pub struct Export {
     /// The directory asked for.
     pub dir: PathBuf,
     /// The files written (leaf side first), or why writing failed.
-    pub written: Result<Vec<PathBuf>, String>,
+    pub written: Result<Vec<PathBuf>, ExportError>,
+}
+
+/// Why `--export-dir` wrote nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("writing to {}: {source}", dir.display())]
+pub struct ExportError {
+    /// The directory asked for.
+    pub dir: PathBuf,
+    /// What failed.
+    pub source: std::io::Error,
 }
 
 /// What `smtp-prober chain` found.
@@ -51,47 +56,9 @@ impl ChainRun {
     }
 }
 
-/// The module `chain` runs: `module` without AUTH, token mail, delivery check and expectations,
-/// and with `insecure_skip_verify`, so that the session completes whatever the chain. Fails when
-/// the module does not use TLS.
-pub fn chain_module(mut module: Module) -> Result<Module, String> {
-    if module.tls == TlsMode::None {
-        return Err("the chain command needs TLS: use --tls=starttls or --tls=implicit".into());
-    }
-    module.auth = None;
-    module.message = None;
-    module.delivery = None;
-    module.expect = Expect::default();
-    module.tls_config.insecure_skip_verify = true;
-    Ok(module)
-}
-
-/// Runs the session and, when `export_dir` is given and TLS was established, writes the
-/// certificates of the built chain that the server did not send.
-pub async fn run(
-    prepared: &PreparedModule,
-    target: &Target,
-    timeout: Duration,
-    export_dir: Option<&Path>,
-) -> ChainRun {
-    let outcome = super::run(prepared, target, timeout).await;
-    let export = match (export_dir, outcome.session.tls.as_ref()) {
-        (Some(dir), Some(tls)) => Some(Export {
-            dir: dir.to_path_buf(),
-            written: export_missing(&tls.chain, dir)
-                .map_err(|e| format!("writing to {}: {e}", dir.display())),
-        }),
-        _ => None,
-    };
-    ChainRun { outcome, export }
-}
-
 /// The report in words, with days left counted from `now`.
 pub fn render(run: &ChainRun, now: SystemTime) -> String {
-    let now = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = unix_seconds(now);
     let mut out = String::with_capacity(4096);
     let o = &run.outcome;
     let Some(tls) = run.tls() else {
@@ -254,21 +221,6 @@ fn source_words(source: &CertSource) -> String {
         CertSource::System => "the system trust store".into(),
         CertSource::Bundled => "the bundled Mozilla roots".into(),
         CertSource::File(p) => format!("CA file {}", p.display()),
-    }
-}
-
-/// "365 days left", "EXPIRED 3 days ago", "NOT YET VALID, starts in 2 days".
-pub fn validity_words(c: &CertFacts, now: i64) -> String {
-    let days = |secs: i64| secs as f64 / 86_400.0;
-    if now < c.not_before {
-        format!(
-            "NOT YET VALID, starts in {:.1} days",
-            days(c.not_before - now)
-        )
-    } else if now > c.not_after {
-        format!("EXPIRED {:.1} days ago", days(now - c.not_after))
-    } else {
-        format!("{:.0} days left", days(c.not_after - now).floor())
     }
 }
 
@@ -621,29 +573,5 @@ mod tests {
     fn key_identifiers_print_like_openssl() {
         assert_eq!(colon_hex("0a1bff"), "0A:1B:FF");
         assert_eq!(colon_hex(""), "");
-    }
-
-    #[test]
-    fn chain_module_strips_what_chain_does_not_do() {
-        let mut m = Module {
-            expect: Expect {
-                cert_min_validity: Some(Duration::from_secs(86_400)),
-            },
-            ..Module::default()
-        };
-        m.auth = Some(super::super::module::AuthSettings {
-            mechanism: super::super::module::MechanismChoice::Auto,
-            username: "u".into(),
-            credential: super::super::module::Credential::Password(crate::secret::Secret::new("p")),
-        });
-        let c = chain_module(m).unwrap();
-        assert!(c.auth.is_none() && c.message.is_none() && c.delivery.is_none());
-        assert_eq!(c.expect, Expect::default());
-        assert!(c.tls_config.insecure_skip_verify);
-        let plain = Module {
-            tls: TlsMode::None,
-            ..Module::default()
-        };
-        assert!(chain_module(plain).unwrap_err().contains("needs TLS"));
     }
 }

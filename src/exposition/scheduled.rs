@@ -1,0 +1,363 @@
+//! The metrics only scheduled mode has: per target name, histograms of step and delivery
+//! durations and counters of probes and sweeps, accumulated over every probe since the start
+//! (and across reloads that keep the name). A new per-target scheduled metric is a [`Family`]
+//! variant with its name, help and type, the numbers it needs in [`Totals`], and its lines in
+//! [`Family::write`].
+//!
+//! Histograms and counters change with every result and would cost more memory as text than as
+//! numbers, so they are kept as numbers and written on every scrape by [`write_totals`], which
+//! does no more than a formatted copy per series.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{escape_label_value, write_header, write_histogram, write_sample, Kind, Sink};
+use crate::probe::ProbeOutcome;
+use crate::vocab::StepName;
+
+/// Bounds of `smtp_prober_step_duration_seconds`: loopback steps take well under a millisecond,
+/// a slow submission server's DATA several seconds.
+const STEP_BOUNDS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// [`STEP_BOUNDS`] as `le` label values.
+const STEP_LE: [&str; 13] = [
+    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
+    "10",
+];
+/// Bounds of `smtp_prober_delivery_duration_seconds`: seconds to minutes.
+const DELIVERY_BOUNDS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+/// [`DELIVERY_BOUNDS`] as `le` label values.
+const DELIVERY_LE: [&str; 10] = ["1", "2", "5", "10", "20", "30", "60", "120", "300", "600"];
+
+/// A histogram as numbers: observations per bucket (not cumulative), the last slot for those
+/// above every bound, and their sum. About a hundred bytes, where the client library's
+/// histogram with its labels and descriptors takes kilobytes: it matters at 10,000 targets.
+#[derive(Clone, Debug)]
+pub(crate) struct Buckets<const N: usize> {
+    counts: [u64; N],
+    above: u64,
+    sum: f64,
+}
+
+impl<const N: usize> Buckets<N> {
+    fn new() -> Self {
+        Buckets {
+            counts: [0; N],
+            above: 0,
+            sum: 0.0,
+        }
+    }
+
+    fn observe(&mut self, bounds: &[f64; N], value: f64) {
+        match bounds.iter().position(|&b| value <= b) {
+            Some(i) => self.counts[i] += 1,
+            None => self.above += 1,
+        }
+        self.sum += value;
+    }
+
+    fn write(&self, out: &mut String, name: &str, labels: &str, le: &[&str; N]) {
+        write_histogram(out, name, labels, le, &self.counts, self.above, self.sum);
+    }
+}
+
+/// What a target's name has accumulated: `smtp_prober_step_duration_seconds`,
+/// `smtp_prober_delivery_duration_seconds`, `smtp_prober_probes_total` and the sweep counters.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    /// In the order steps first ran.
+    steps: Vec<(StepName, Buckets<13>)>,
+    delivery: Option<Buckets<10>>,
+    success: u64,
+    failure: u64,
+    /// Stale probe mails deleted and sweeps failed; `None` until the target checks delivery,
+    /// then exported from 0 on so that `rate()` and `increase()` see the first one.
+    swept: Option<(u64, u64)>,
+}
+
+/// One target name's scheduled series: its numbers, and its `name` label rendered once.
+#[derive(Debug)]
+pub(crate) struct Series {
+    /// `name="…"`, escaped once.
+    name_label: String,
+    totals: Mutex<Totals>,
+}
+
+/// What one sweep for stale probe mail did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Sweep {
+    /// It deleted this many mails (0 when there were none).
+    Deleted(usize),
+    /// It failed (logged where it happened); the next sweep tries again.
+    Failed,
+}
+
+impl Series {
+    /// No observations yet for the target called `name`.
+    pub(crate) fn new(name: &str) -> Series {
+        Series {
+            name_label: format!("name=\"{}\"", escape_label_value(name)),
+            totals: Mutex::default(),
+        }
+    }
+
+    /// Counts one finished probe; `delivery_configured` starts the delivery histogram and the
+    /// sweep counters at zero.
+    pub(crate) fn observe(&self, outcome: &ProbeOutcome, delivery_configured: bool) {
+        let mut totals = lock(&self.totals);
+        // One observation per step and probe: a step that ran twice (one RCPT per recipient)
+        // counts with its summed time, as in `probe_smtp_step_duration_seconds`.
+        let mut per_step: Vec<(StepName, Duration)> = Vec::with_capacity(16);
+        for step in outcome.session.transcript.steps() {
+            match per_step.iter_mut().find(|(n, _)| *n == step.name) {
+                Some(entry) => entry.1 += step.duration,
+                None => per_step.push((step.name, step.duration)),
+            }
+        }
+        for (name, duration) in per_step {
+            let at = match totals.steps.iter().position(|(n, _)| *n == name) {
+                Some(i) => i,
+                None => {
+                    totals.steps.push((name, Buckets::new()));
+                    totals.steps.len() - 1
+                }
+            };
+            totals.steps[at]
+                .1
+                .observe(&STEP_BOUNDS, duration.as_secs_f64());
+        }
+        if delivery_configured {
+            totals.delivery.get_or_insert_with(Buckets::new);
+            totals.swept.get_or_insert((0, 0));
+        }
+        if let Some(d) = outcome.delivery.as_ref().and_then(|d| d.duration) {
+            totals
+                .delivery
+                .get_or_insert_with(Buckets::new)
+                .observe(&DELIVERY_BOUNDS, d.as_secs_f64());
+        }
+        if outcome.success() {
+            totals.success += 1;
+        } else {
+            totals.failure += 1;
+        }
+    }
+
+    /// Counts one sweep.
+    pub(crate) fn observe_sweep(&self, sweep: Sweep) {
+        let mut totals = lock(&self.totals);
+        let (swept, errors) = totals.swept.get_or_insert((0, 0));
+        match sweep {
+            Sweep::Deleted(n) => *swept += n as u64,
+            Sweep::Failed => *errors += 1,
+        }
+    }
+}
+
+/// The scheduled histograms and counters, in the order they are written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    Steps,
+    Delivery,
+    Probes,
+    Swept,
+    SweepErrors,
+}
+
+impl Family {
+    const ALL: [Family; 5] = [
+        Family::Steps,
+        Family::Delivery,
+        Family::Probes,
+        Family::Swept,
+        Family::SweepErrors,
+    ];
+
+    /// Name, help text and type.
+    fn describe(self) -> (&'static str, &'static str, Kind) {
+        match self {
+            Family::Steps => (
+                "smtp_prober_step_duration_seconds",
+                "Duration of each step of scheduled probes.",
+                Kind::Histogram,
+            ),
+            Family::Delivery => (
+                "smtp_prober_delivery_duration_seconds",
+                "From the end of DATA to the token mail being visible, of scheduled probes.",
+                Kind::Histogram,
+            ),
+            Family::Probes => (
+                "smtp_prober_probes_total",
+                "Scheduled probes run, by result.",
+                Kind::Counter,
+            ),
+            Family::Swept => (
+                "smtp_prober_delivery_swept_total",
+                "Stale probe mails of this target deleted by the periodic sweep of its mailboxes.",
+                Kind::Counter,
+            ),
+            Family::SweepErrors => (
+                "smtp_prober_delivery_sweep_errors_total",
+                "Sweeps of this target's mailboxes for stale probe mail that failed.",
+                Kind::Counter,
+            ),
+        }
+    }
+
+    /// Writes this family's series of one target.
+    fn write(self, totals: &Totals, name_label: &str, buf: &mut String) {
+        let (name, _, _) = self.describe();
+        match self {
+            Family::Steps => {
+                for (step, buckets) in &totals.steps {
+                    let labels = format!("{name_label},step=\"{step}\"");
+                    buckets.write(buf, name, &labels, &STEP_LE);
+                }
+            }
+            Family::Delivery => {
+                if let Some(d) = &totals.delivery {
+                    d.write(buf, name, name_label, &DELIVERY_LE);
+                }
+            }
+            Family::Probes => {
+                for (result, n) in [("success", totals.success), ("failure", totals.failure)] {
+                    let labels = format!("{name_label},result=\"{result}\"");
+                    write_sample(buf, name, &labels, n);
+                }
+            }
+            Family::Swept => {
+                if let Some((swept, _)) = totals.swept {
+                    write_sample(buf, name, name_label, swept);
+                }
+            }
+            Family::SweepErrors => {
+                if let Some((_, errors)) = totals.swept {
+                    write_sample(buf, name, name_label, errors);
+                }
+            }
+        }
+    }
+}
+
+/// Writes the scheduled histograms and counters of every series: one family after the other,
+/// each with every target's series. Each target's numbers are read under its own lock, briefly.
+pub(crate) fn write_totals<'a>(
+    series: impl Iterator<Item = &'a Series> + Clone,
+    out: &mut impl Sink,
+) {
+    // Per target, its text is built in a small buffer, then handed on.
+    let mut buf = String::with_capacity(8 * 1024);
+    for family in Family::ALL {
+        let (name, help, kind) = family.describe();
+        let mut header = false;
+        for s in series.clone() {
+            buf.clear();
+            family.write(&lock(&s.totals), &s.name_label, &mut buf);
+            if buf.is_empty() {
+                continue;
+            }
+            if !header {
+                write_header(out, name, help, kind);
+                header = true;
+            }
+            out.put(&buf);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each lock guards plain numbers updated in one go: a panic elsewhere leaves them
+    // consistent, so keep serving rather than poisoning every later scrape.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(steps: &[(StepName, u64)], success: bool) -> ProbeOutcome {
+        use crate::smtp::session::SessionReport;
+        use crate::smtp::transcript::Failure;
+        let now = std::time::Instant::now();
+        let mut session = SessionReport::empty(now);
+        for (name, ms) in steps {
+            let began = now - Duration::from_millis(*ms);
+            session.transcript.record(*name, began, None, None, None);
+        }
+        ProbeOutcome {
+            cancelled: false,
+            target: "127.0.0.1:25".into(),
+            module: "plain".into(),
+            started_at: std::time::SystemTime::now(),
+            duration: Duration::from_millis(10),
+            timeout: Duration::from_secs(5),
+            session,
+            failure: (!success)
+                .then(|| Failure::new(StepName::Ehlo, crate::vocab::Reason::Timeout, "slow")),
+            probe_id: None,
+            message_configured: false,
+            delivery: Some(crate::probe::DeliveryReport {
+                success: true,
+                duration: Some(Duration::from_secs(7)),
+                mailbox: Some("INBOX".into()),
+                received: Vec::new(),
+                polls: 1,
+                cleaned_up: true,
+            }),
+        }
+    }
+
+    #[test]
+    fn totals_are_written_as_histograms_and_counters() {
+        let series = Series::new("x\"y");
+        series.observe(&outcome(&[(StepName::Ehlo, 3)], true), true);
+        series.observe(
+            &outcome(&[(StepName::Ehlo, 700), (StepName::Quit, 20_000)], false),
+            true,
+        );
+        series.observe_sweep(Sweep::Deleted(2));
+        series.observe_sweep(Sweep::Deleted(0));
+        series.observe_sweep(Sweep::Failed);
+        let mut out = String::new();
+        write_totals([&series].into_iter(), &mut out);
+        let lines: Vec<&str> = out.lines().collect();
+        let n = r#"name="x\"y""#;
+        for want in [
+            "# TYPE smtp_prober_step_duration_seconds histogram".to_string(),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="0.0025"}} 0"#),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="0.005"}} 1"#),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="0.5"}} 1"#),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="1"}} 2"#),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="+Inf"}} 2"#),
+            format!(r#"smtp_prober_step_duration_seconds_count{{{n},step="ehlo"}} 2"#),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="quit",le="10"}} 0"#),
+            format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="quit",le="+Inf"}} 1"#),
+            "# TYPE smtp_prober_delivery_duration_seconds histogram".to_string(),
+            format!(r#"smtp_prober_delivery_duration_seconds_bucket{{{n},le="5"}} 0"#),
+            format!(r#"smtp_prober_delivery_duration_seconds_bucket{{{n},le="10"}} 2"#),
+            format!(r#"smtp_prober_delivery_duration_seconds_sum{{{n}}} 14"#),
+            "# TYPE smtp_prober_probes_total counter".to_string(),
+            format!(r#"smtp_prober_probes_total{{{n},result="success"}} 1"#),
+            format!(r#"smtp_prober_probes_total{{{n},result="failure"}} 1"#),
+            "# TYPE smtp_prober_delivery_swept_total counter".to_string(),
+            format!(r#"smtp_prober_delivery_swept_total{{{n}}} 2"#),
+            "# TYPE smtp_prober_delivery_sweep_errors_total counter".to_string(),
+            format!(r#"smtp_prober_delivery_sweep_errors_total{{{n}}} 1"#),
+        ] {
+            assert!(lines.contains(&want.as_str()), "no {want:?} in\n{out}");
+        }
+        // Each family's header once, the families in a fixed order.
+        assert_eq!(out.matches("# TYPE ").count(), 5);
+    }
+
+    #[test]
+    fn sweep_counters_only_for_targets_that_check_delivery() {
+        let series = Series::new("plain");
+        series.observe(&outcome(&[(StepName::Ehlo, 3)], true), false);
+        assert!(lock(&series.totals).swept.is_none());
+        let checking = Series::new("checking");
+        checking.observe(&outcome(&[(StepName::Ehlo, 3)], true), true);
+        assert_eq!(lock(&checking.totals).swept, Some((0, 0)));
+    }
+}
