@@ -15,6 +15,7 @@ pub mod demo;
 pub mod exporter;
 pub mod exposition;
 pub mod http;
+pub mod imap;
 pub mod probe;
 pub mod report;
 pub mod scheduler;

@@ -105,11 +105,12 @@ pub enum Reason {
     ConnectionClosed,
     DeliveryTimeout,
     ImapError,
+    ImapProtocolError,
 }
 
 impl Reason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::DnsError,
         Reason::ConnectRefused,
         Reason::ConnectTimeout,
@@ -138,6 +139,7 @@ impl Reason {
         Reason::ConnectionClosed,
         Reason::DeliveryTimeout,
         Reason::ImapError,
+        Reason::ImapProtocolError,
     ];
 
     /// The label value.
@@ -171,6 +173,7 @@ impl Reason {
             Reason::ConnectionClosed => "connection_closed",
             Reason::DeliveryTimeout => "delivery_timeout",
             Reason::ImapError => "imap_error",
+            Reason::ImapProtocolError => "imap_protocol_error",
         }
     }
 
@@ -209,7 +212,8 @@ impl Reason {
             Reason::ProtocolError => "the server's reply broke the SMTP protocol (malformed, overlong or unexpected)",
             Reason::ConnectionClosed => "the server closed the connection unexpectedly",
             Reason::DeliveryTimeout => "the message was accepted but did not appear in the mailbox in time",
-            Reason::ImapError => "the IMAP check failed (login, mailbox or TLS); see the delivery step",
+            Reason::ImapError => "the IMAP check failed (login, mailbox, TLS, or the IMAP server stopped answering); see the delivery step",
+            Reason::ImapProtocolError => "the IMAP server's answer broke the protocol or the delivery check's limits (overlong line, oversized literal, endless responses); the mail server's IMAP side needs a look, not the mail flow",
         }
     }
 }

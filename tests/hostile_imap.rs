@@ -1,0 +1,523 @@
+//! Hostile IMAP servers against the delivery check: each case is a scripted in-process server
+//! (implicit TLS on 127.0.0.1:0, the demo PKI) that answers normally up to one command and then
+//! misbehaves. Every case asserts the reason, a short printable detail, the wall time within the
+//! deadline plus 100 ms, and a memory ceiling.
+//!
+//! Memory is measured as the peak of heap bytes live on the thread that runs the check
+//! (allocation-counter's per-thread counts): the check runs alone on a current-thread runtime,
+//! the server on a thread of its own, so neither the server's buffers nor tests running in
+//! parallel count, and a figure does not depend on what the allocator keeps from earlier tests
+//! (as process RSS would). Everything the check holds (async-imap's buffer, the transport's,
+//! the TLS session's, what the check collects) is allocated on that thread.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::PrivateKeyDer;
+use smtp_prober::demo::pki::{DemoPki, Sent};
+use smtp_prober::probe::delivery::{self, DeliveryReport};
+use smtp_prober::probe::module::{DeliverySettings, ImapTls};
+use smtp_prober::secret::Secret;
+use smtp_prober::smtp::command::Mailbox;
+use smtp_prober::smtp::transcript::Failure;
+use smtp_prober::tls::{TlsClient, TlsSettings};
+use smtp_prober::vocab::{Reason, StepName};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// The most heap a delivery check may hold at once against any of these servers. A healthy
+/// check holds well under this (see `a_well_behaved_server_passes`); before the transport was
+/// bounded, these servers made it hold hundreds of megabytes to gigabytes.
+const HEAP_CEILING: u64 = 4 * 1024 * 1024;
+/// How long past its deadline a check may take.
+const GRACE: Duration = Duration::from_millis(100);
+const PROBE_ID: &str = "0123456789abcdef0123456789abcdef";
+
+/// The command after which the server misbehaves.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum At {
+    Greeting,
+    Login,
+    Select,
+    Search,
+    Fetch,
+}
+
+/// How it misbehaves.
+#[derive(Clone, Debug)]
+enum Act {
+    /// These bytes, over and over, as fast as the client takes them.
+    Endless(Vec<u8>),
+    /// These bytes, then silence with the connection open.
+    Raw(Vec<u8>),
+    /// One byte of these every interval, forever.
+    Drip(Vec<u8>, Duration),
+    /// Nothing at all, with the connection open.
+    Silent,
+}
+
+#[derive(Clone, Debug)]
+struct Fault {
+    at: At,
+    act: Act,
+}
+
+fn fault(at: At, act: Act) -> Option<Fault> {
+    Some(Fault { at, act })
+}
+
+/// A scripted IMAP server on its own thread and runtime.
+struct ImapServer {
+    port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl ImapServer {
+    fn start(fault: Option<Fault>) -> ImapServer {
+        let acceptor = acceptor();
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+                let serve = async {
+                    loop {
+                        let Ok((tcp, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let acceptor = acceptor.clone();
+                        let fault = fault.clone();
+                        tokio::spawn(async move {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                let _ = session(tls, fault).await;
+                            }
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stopped => {}
+                }
+            });
+            // Dropping the runtime drops every session still writing or waiting.
+        });
+        ImapServer {
+            port: port_rx.recv().unwrap(),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ImapServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn acceptor() -> TlsAcceptor {
+    let pki = DemoPki::localhost();
+    let key: PrivateKeyDer<'static> = pki.leaf_key();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(pki.chain(&Sent::Full), key)
+        .unwrap();
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// One IMAP session: normal answers until the faulty command.
+async fn session<S>(stream: S, fault: Option<Fault>) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + AsyncWrite + Unpin,
+{
+    let (r, mut w) = tokio::io::split(stream);
+    let mut lines = BufReader::new(r);
+    let faulty = |at: At| fault.as_ref().filter(|f| f.at == at).map(|f| f.act.clone());
+    if let Some(act) = faulty(At::Greeting) {
+        return misbehave(&mut w, act).await;
+    }
+    send(
+        &mut w,
+        b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] scripted server ready\r\n",
+    )
+    .await?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let mut words = line.split_whitespace();
+        let tag = words.next().unwrap_or("*").to_string();
+        let mut verb = words.next().unwrap_or("").to_ascii_uppercase();
+        if verb == "UID" {
+            verb = format!("UID {}", words.next().unwrap_or("").to_ascii_uppercase());
+        }
+        let at = match verb.as_str() {
+            "LOGIN" => Some(At::Login),
+            "SELECT" => Some(At::Select),
+            "UID SEARCH" => Some(At::Search),
+            "UID FETCH" => Some(At::Fetch),
+            _ => None,
+        };
+        if let Some(act) = at.and_then(faulty) {
+            return misbehave(&mut w, act).await;
+        }
+        let answer = match verb.as_str() {
+            "LOGIN" => format!("{tag} OK LOGIN completed\r\n"),
+            "SELECT" => format!(
+                "* 1 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 1] UIDs valid\r\n{tag} OK [READ-WRITE] SELECT completed\r\n"
+            ),
+            "UID SEARCH" => format!("* SEARCH 7\r\n{tag} OK SEARCH completed\r\n"),
+            "UID FETCH" => {
+                let header = "Received: from mx1 by mx2 with ESMTPS;\r\n Sun, 22 Nov 2026 08:00:00 +0000\r\n\r\n";
+                format!(
+                    "* 1 FETCH (UID 7 BODY[HEADER.FIELDS (RECEIVED)] {{{}}}\r\n{header})\r\n{tag} OK FETCH completed\r\n",
+                    header.len()
+                )
+            }
+            "CAPABILITY" => format!("* CAPABILITY IMAP4rev1 UIDPLUS\r\n{tag} OK done\r\n"),
+            "UID STORE" => format!("{tag} OK STORE completed\r\n"),
+            "UID EXPUNGE" => format!("* 1 EXPUNGE\r\n{tag} OK EXPUNGE completed\r\n"),
+            "LOGOUT" => {
+                send(&mut w, format!("* BYE logging out\r\n{tag} OK LOGOUT completed\r\n").as_bytes()).await?;
+                return Ok(());
+            }
+            _ => format!("{tag} BAD unknown command\r\n"),
+        };
+        send(&mut w, answer.as_bytes()).await?;
+    }
+}
+
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+async fn misbehave<W: AsyncWrite + Unpin>(w: &mut W, act: Act) -> std::io::Result<()> {
+    match act {
+        Act::Endless(unit) => {
+            let chunk = unit.repeat((64 * 1024 / unit.len()).max(1));
+            loop {
+                send(w, &chunk).await?;
+            }
+        }
+        Act::Raw(bytes) => {
+            send(w, &bytes).await?;
+            std::future::pending().await
+        }
+        Act::Drip(bytes, every) => {
+            for b in bytes.iter().cycle() {
+                send(w, &[*b]).await?;
+                tokio::time::sleep(every).await;
+            }
+            Ok(())
+        }
+        Act::Silent => std::future::pending().await,
+    }
+}
+
+/// What one delivery check against a scripted server did.
+struct Run {
+    report: DeliveryReport,
+    failure: Option<Failure>,
+    took: Duration,
+    peak_heap: u64,
+}
+
+fn settings(port: u16, timeout: Duration, ca_file: PathBuf) -> DeliverySettings {
+    DeliverySettings {
+        host: "127.0.0.1".into(),
+        port,
+        tls: ImapTls::Implicit,
+        tls_config: TlsSettings {
+            server_name: Some("localhost".into()),
+            trust: vec![],
+            ca_files: vec![ca_file],
+            ..TlsSettings::default()
+        },
+        username: "probe@example.test".into(),
+        password: Secret::new("secret"),
+        mailboxes: vec!["INBOX".into()],
+        timeout,
+        cleanup: true,
+        sweep_older_than: Duration::from_secs(3600),
+    }
+}
+
+/// The settings and TLS client for a server on `port`.
+fn client(port: u16, timeout: Duration) -> (DeliverySettings, TlsClient) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("root.pem");
+    std::fs::write(&ca, DemoPki::localhost().root_pem()).unwrap();
+    let s = settings(port, timeout, ca);
+    let tls = TlsClient::new(&s.tls_config).unwrap();
+    (s, tls)
+}
+
+/// Runs one delivery check with `timeout` against a server with `fault`, measuring it.
+fn check(fault: Option<Fault>, timeout: Duration) -> Run {
+    let server = ImapServer::start(fault);
+    let (settings, tls) = client(server.port, timeout);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut outcome = None;
+    let began = Instant::now();
+    let info = allocation_counter::measure(|| {
+        outcome = Some(rt.block_on(delivery::check(&settings, &tls, PROBE_ID, began, None)));
+    });
+    let took = began.elapsed();
+    let (report, failure) = outcome.unwrap();
+    Run {
+        report,
+        failure,
+        took,
+        peak_heap: info.bytes_max,
+    }
+}
+
+/// The failure of `run`, after checking what every hostile case must hold to.
+fn bounded_failure(run: &Run, timeout: Duration) -> &Failure {
+    let f = run
+        .failure
+        .as_ref()
+        .expect("a hostile server never makes a success");
+    assert_eq!(f.step, StepName::Delivery, "{f:?}");
+    assert!(f.detail.len() <= 1024, "detail of {} bytes", f.detail.len());
+    assert!(
+        !f.detail.chars().any(char::is_control),
+        "control characters in {:?}",
+        f.detail
+    );
+    assert!(
+        run.took <= timeout + GRACE,
+        "took {:?} against a deadline of {timeout:?}",
+        run.took
+    );
+    assert!(
+        run.peak_heap <= HEAP_CEILING,
+        "held {} bytes at once",
+        run.peak_heap
+    );
+    eprintln!(
+        "{:?} after {:?}, peak heap {} KiB: {}",
+        f.reason,
+        run.took,
+        run.peak_heap / 1024,
+        f.detail
+    );
+    f
+}
+
+/// [`bounded_failure`] with this reason and a detail that says `says`.
+fn expect_failure<'r>(run: &'r Run, reason: Reason, says: &str) -> &'r Failure {
+    let f = bounded_failure(run, TIMEOUT);
+    assert_eq!(f.reason, reason, "{f:?}");
+    assert!(f.detail.contains(says), "{}", f.detail);
+    f
+}
+
+const TIMEOUT: Duration = Duration::from_millis(1500);
+
+#[test]
+fn a_well_behaved_server_passes() {
+    let run = check(None, TIMEOUT);
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    assert!(run.report.success);
+    assert_eq!(run.report.mailbox.as_deref(), Some("INBOX"));
+    assert_eq!(
+        run.report.received,
+        vec!["from mx1 by mx2 with ESMTPS; Sun, 22 Nov 2026 08:00:00 +0000".to_string()]
+    );
+    assert!(run.report.cleaned_up);
+    eprintln!(
+        "healthy check: {:?}, peak heap {} KiB",
+        run.took,
+        run.peak_heap / 1024
+    );
+    assert!(run.peak_heap <= HEAP_CEILING);
+}
+
+/// Finding 1: endless untagged FETCH answers and no tagged OK. Before: every answer collected
+/// (GBs of RSS, past the deadline, and a SUCCESS verdict).
+#[test]
+fn endless_fetch_answers_are_cut_off() {
+    let run = check(
+        fault(
+            At::Fetch,
+            Act::Endless(b"* 7 FETCH (UID 7 FLAGS (\\Seen))\r\n".to_vec()),
+        ),
+        TIMEOUT,
+    );
+    expect_failure(
+        &run,
+        Reason::ImapProtocolError,
+        "more than 1000 responses to one command",
+    );
+    assert!(
+        run.took < TIMEOUT / 2,
+        "cut off at the cap, not at the deadline: {:?}",
+        run.took
+    );
+}
+
+/// Finding 1, scheduled side: the sweep meets the same server.
+#[test]
+fn the_sweep_cuts_off_endless_fetch_answers_too() {
+    let server = ImapServer::start(fault(
+        At::Fetch,
+        Act::Endless(b"* 7 FETCH (UID 7 FLAGS (\\Seen))\r\n".to_vec()),
+    ));
+    let (settings, tls) = client(server.port, TIMEOUT);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let from = Mailbox::new("probe@example.test").unwrap();
+    let began = Instant::now();
+    let mut result = None;
+    let info = allocation_counter::measure(|| {
+        result = Some(rt.block_on(delivery::sweep(
+            &settings,
+            &tls,
+            &from,
+            Duration::from_secs(60),
+            began + TIMEOUT,
+        )));
+    });
+    let f = result.unwrap().unwrap_err();
+    assert_eq!(f.reason, Reason::ImapProtocolError, "{f:?}");
+    assert!(began.elapsed() <= TIMEOUT + GRACE);
+    assert!(info.bytes_max <= HEAP_CEILING, "{}", info.bytes_max);
+}
+
+/// Finding 2: a 40 MiB literal and garbage. Before: the failure detail was async-imap's Debug
+/// of the whole input (291 MB).
+#[test]
+fn a_huge_literal_is_refused_with_a_short_detail() {
+    let mut bytes = b"* 7 FETCH (UID 7 BODY[HEADER.FIELDS (RECEIVED)] {41943040}\r\n".to_vec();
+    bytes.extend(std::iter::repeat_n(b'*', 40 << 20));
+    let run = check(fault(At::Fetch, Act::Raw(bytes)), TIMEOUT);
+    expect_failure(
+        &run,
+        Reason::ImapProtocolError,
+        "announced a literal of 41943040 bytes",
+    );
+}
+
+/// Finding 2, the other half: input that does not parse, with terminal escapes in it, after a
+/// literal that fills async-imap's buffer. The detail names the line, escaped and cut short.
+#[test]
+fn garbage_is_reported_short_and_escaped() {
+    let mut bytes = b"* 1 FETCH (BODY[] {60000}\r\n".to_vec();
+    bytes.extend(std::iter::repeat_n(b'x', 60_000));
+    bytes.extend_from_slice(b")\x1b[2J\x1b[31mFAKE: verdict: SUCCESS ");
+    bytes.extend(std::iter::repeat_n(b'#', 3000));
+    bytes.extend_from_slice(b"\r\n");
+    let run = check(fault(At::Select, Act::Raw(bytes)), TIMEOUT);
+    let f = expect_failure(&run, Reason::ImapProtocolError, "not IMAP");
+    assert!(f.detail.contains("\\u{1b}[2J"), "{}", f.detail);
+    assert!(!f.detail.contains("xxxxxxxxxxxxxxxxxxxx"), "{}", f.detail);
+}
+
+/// Finding 3: an announced literal size is not allocated up front. Before: `{536000000}` cost
+/// 537 MB of RSS from one line.
+#[test]
+fn an_announced_literal_is_not_allocated() {
+    let run = check(
+        fault(
+            At::Select,
+            Act::Raw(b"* 1 FETCH (BODY[] {536000000}\r\n".to_vec()),
+        ),
+        TIMEOUT,
+    );
+    expect_failure(&run, Reason::ImapProtocolError, "536000000");
+    assert!(run.peak_heap < 1024 * 1024, "{}", run.peak_heap);
+}
+
+/// Finding 4: a never-ending greeting, fast. Before: quadratic re-parsing, 17.6 s and as much
+/// CPU for a 5 s deadline.
+#[test]
+fn a_never_ending_greeting_stops_at_the_line_cap() {
+    let run = check(
+        fault(At::Greeting, Act::Endless(b"* OK ".to_vec())),
+        TIMEOUT,
+    );
+    let f = expect_failure(
+        &run,
+        Reason::ImapProtocolError,
+        "line longer than 65536 bytes",
+    );
+    assert!(f.detail.contains("greeting"), "{}", f.detail);
+}
+
+/// Finding 4: a never-ending line dripped slowly never reaches the cap: the deadline ends it.
+#[test]
+fn a_dripped_never_ending_line_ends_at_the_deadline() {
+    let run = check(
+        fault(
+            At::Select,
+            Act::Drip(b"* OK still going ".to_vec(), Duration::from_millis(2)),
+        ),
+        TIMEOUT,
+    );
+    expect_failure(
+        &run,
+        Reason::ImapError,
+        "did not answer SELECT \"INBOX\" before the deadline",
+    );
+    assert!(run.took >= TIMEOUT);
+}
+
+/// Finding 4: an untagged flood. Before: the deadline held but 14 s of CPU burnt.
+#[test]
+fn an_untagged_flood_is_cut_off() {
+    let run = check(
+        fault(At::Select, Act::Endless(b"* 1 EXISTS\r\n".to_vec())),
+        TIMEOUT,
+    );
+    expect_failure(&run, Reason::ImapProtocolError, "SELECT \"INBOX\"");
+    assert!(run.took < TIMEOUT / 2, "{:?}", run.took);
+}
+
+/// Finding 10: an IMAP server that stops answering is an IMAP problem, not a delivery timeout.
+#[test]
+fn a_silent_imap_server_is_not_a_delivery_timeout() {
+    for at in [At::Login, At::Select, At::Search] {
+        let run = check(fault(at, Act::Silent), TIMEOUT);
+        let f = bounded_failure(&run, TIMEOUT);
+        assert_eq!(f.reason, Reason::ImapError, "{at:?}: {f:?}");
+        assert!(f.detail.contains("did not answer"), "{at:?}: {}", f.detail);
+        assert!(run.took >= TIMEOUT);
+    }
+}
+
+/// A BYE greeting is the server refusing, in its own (escaped) words.
+#[test]
+fn a_bye_greeting_is_a_refusal() {
+    let run = check(
+        fault(At::Greeting, Act::Raw(b"* BYE too busy\x07\r\n".to_vec())),
+        TIMEOUT,
+    );
+    expect_failure(&run, Reason::ImapError, "* BYE too busy\\u{7}");
+    assert!(run.took < TIMEOUT / 2);
+}
