@@ -10,15 +10,25 @@
 //! healthy or broken on purpose. [`TokenEndpoint`] issues OAuth 2.0 tokens over HTTPS into the
 //! [`BearerTokens`] registry the server checks XOAUTH2 and OAUTHBEARER against.
 
+//!
+//! The server is split by concern: [`server`] (configuration, listener, what it received),
+//! `session` (one conversation), `faults` (the misbehaviour DSL), `bearer` (the tokens it
+//! accepts) and `wire` (its own parsers, kept apart from the prober's on purpose: an
+//! independent peer is a better test oracle than one sharing the prober's bugs).
+
+mod bearer;
+mod faults;
 pub mod pki;
 pub mod server;
+mod session;
 #[cfg(test)]
 mod tests;
 pub mod token_endpoint;
+mod wire;
 
+pub use bearer::BearerTokens;
+pub use faults::{Fault, FaultAction, Verb};
 pub use pki::{DemoPki, IssuedCert, KeyKind, PkiError, PkiOptions, Sent};
-pub use server::{
-    BearerTokens, DemoServer, Fault, FaultAction, Mechanism, ReceivedMessage, ServerConfig,
-    TlsMode, TlsVersions, Verb,
-};
+pub use server::{DemoServer, ReceivedMessage, ServerConfig, TlsMode, TlsVersions};
 pub use token_endpoint::{EndpointMode, TokenEndpoint, TokenEndpointConfig};
+pub use wire::Mechanism;

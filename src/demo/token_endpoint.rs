@@ -13,8 +13,8 @@
 //! whether it is up, answering every request with an HTTP error, or not listening at all
 //! ([`TokenEndpoint::set_mode`]). It counts the requests it gets.
 
+use crate::demo::bearer::BearerTokens;
 use crate::demo::pki::{DemoPki, Sent};
-use crate::demo::server::BearerTokens;
 use crate::secret::Secret;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
