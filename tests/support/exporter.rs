@@ -24,9 +24,15 @@ pub struct Exporter {
 impl Exporter {
     /// Starts the binary with `args` plus `--web.listen-address=127.0.0.1:0`.
     pub fn start(args: &[&str]) -> Exporter {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .arg("--web.listen-address=127.0.0.1:0")
+        let mut command = Command::new(BIN);
+        command.args(args).arg("--web.listen-address=127.0.0.1:0");
+        Exporter::spawn(command)
+    }
+
+    /// Starts `command`, which runs the binary (maybe through a wrapper such as a sandbox) and
+    /// makes it listen on `127.0.0.1:0`.
+    pub fn spawn(mut command: Command) -> Exporter {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -5,3 +5,4 @@
 pub mod exporter;
 pub mod mailstack;
 pub mod outcome;
+pub mod prometheus;
