@@ -19,7 +19,7 @@ use crate::config::{Config, ConfigError};
 use crate::exposition::{merge, render_text, Chunk, Sink};
 use crate::probe::target::Target;
 use crate::probe::{self, Budget, PreparedModule, ProbeOutcome};
-use crate::scheduler::{write_totals, ApplyReport, InFlight, ScheduleError, Scheduler, TargetSpec};
+use crate::scheduler::{write_totals, ApplyReport, InFlight, ScheduleError, Scheduler};
 use crate::tls::TlsSetupError;
 
 /// Where the configuration comes from.
@@ -85,24 +85,6 @@ impl Loaded {
             modules,
             loaded_at: SystemTime::now(),
         })
-    }
-
-    /// The scheduled targets as the scheduler takes them.
-    pub fn target_specs(&self) -> Vec<TargetSpec> {
-        self.config
-            .targets
-            .iter()
-            .map(|t| TargetSpec {
-                name: t.name.clone(),
-                target: Target {
-                    host: t.host.clone(),
-                    port: t.port,
-                },
-                module: t.module.clone(),
-                interval: t.interval,
-                labels: t.labels.clone(),
-            })
-            .collect()
     }
 }
 
@@ -197,7 +179,7 @@ impl Exporter {
             metrics.in_flight.clone(),
         );
         scheduler.apply(
-            &loaded.target_specs(),
+            &loaded.config.targets,
             &loaded.modules,
             loaded.config.scheduler.max_concurrency,
         )?;
@@ -288,7 +270,7 @@ impl Exporter {
             return Ok(Reloaded::Unchanged);
         }
         let report = self.scheduler.apply(
-            &loaded.target_specs(),
+            &loaded.config.targets,
             &loaded.modules,
             loaded.config.scheduler.max_concurrency,
         )?;

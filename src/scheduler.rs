@@ -31,9 +31,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::clock::{rfc3339, unix_seconds};
+use crate::config::Target;
 use crate::exposition::scheduled::{self, Series, Sweep};
 use crate::exposition::{Chunk, Sink};
-use crate::probe::target::Target;
 use crate::probe::{self, Budget, PreparedModule, ProbeOutcome};
 use crate::report;
 
@@ -89,21 +89,6 @@ pub fn write_totals(targets: &[Arc<TargetState>], out: &mut impl Sink) {
     scheduled::write_totals(targets.iter().map(|t| &t.history.series), out);
 }
 
-/// One scheduled target, as the scheduler runs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TargetSpec {
-    /// Unique name (`name` label).
-    pub name: String,
-    /// Where to probe.
-    pub target: Target,
-    /// The module's name in the configuration.
-    pub module: String,
-    /// Time between the starts of two probes.
-    pub interval: Duration,
-    /// Extra labels on every per-probe metric of this target.
-    pub labels: BTreeMap<String, String>,
-}
-
 /// The latest result of a target.
 #[derive(Debug)]
 pub struct Latest {
@@ -116,7 +101,7 @@ pub struct Latest {
 /// A configured target with its results.
 pub struct TargetState {
     /// The settings it runs with.
-    pub spec: TargetSpec,
+    pub spec: Target,
     /// `target` label value: the target as `host:port`.
     target_label: String,
     /// Whether its module checks delivery.
@@ -276,7 +261,7 @@ impl Scheduler {
     /// ones, leaves unchanged ones alone. Must be called within a Tokio runtime.
     pub fn apply(
         &self,
-        targets: &[TargetSpec],
+        targets: &[Target],
         modules: &BTreeMap<String, Arc<PreparedModule>>,
         max_concurrency: usize,
     ) -> Result<ApplyReport, ScheduleError> {
@@ -336,7 +321,7 @@ impl Scheduler {
             };
             let state = Arc::new(TargetState {
                 spec: spec.clone(),
-                target_label: spec.target.to_string(),
+                target_label: spec.address.to_string(),
                 delivery: module.module.delivery.is_some(),
                 module: Mutex::new(module.clone()),
                 latest: Mutex::default(),
@@ -487,7 +472,7 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>, cancel: Cancel
             // of living inline in every idle target's task (10,000 of them).
             Box::pin(probe::run(
                 &module,
-                &state.spec.target,
+                &state.spec.address,
                 Budget::new(module.module.timeout).cancelled_by(cancel.clone()),
             ))
             .await
@@ -609,10 +594,10 @@ mod tests {
     use super::*;
     use crate::probe::module::{Module, TlsMode};
 
-    fn spec(name: &str, port: u16, interval_ms: u64) -> TargetSpec {
-        TargetSpec {
+    fn spec(name: &str, port: u16, interval_ms: u64) -> Target {
+        Target {
             name: name.into(),
-            target: Target {
+            address: crate::probe::target::Target {
                 host: "127.0.0.1".into(),
                 port,
             },
@@ -764,7 +749,7 @@ mod tests {
         let port = server.addr().port();
         // Intervals far shorter than a probe: without the cap and the per-target lock, probes
         // would pile up.
-        let targets: Vec<TargetSpec> = (0..4).map(|i| spec(&format!("t{i}"), port, 20)).collect();
+        let targets: Vec<Target> = (0..4).map(|i| spec(&format!("t{i}"), port, 20)).collect();
         s.apply(&targets, &modules(), 2).expect("apply");
         let mut most = 0;
         let mut most_sessions = 0;

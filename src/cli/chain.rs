@@ -79,7 +79,7 @@ pub(crate) struct ChainArgs {
 pub(crate) async fn run_chain(args: ChainArgs) -> anyhow::Result<ExitCode> {
     let (name, module) = module_from_args(&args.conn)?;
     let module = chain_module(module)?;
-    let target = parse_target(&args.conn.target, module.port).map_err(anyhow::Error::msg)?;
+    let target = parse_target(&args.conn.target, module.port)?;
     let timeout = module.timeout;
     let prepared = PreparedModule::new(name, module).context("building the TLS configuration")?;
     let run = run(&prepared, &target, timeout, args.export_dir.as_deref()).await;

@@ -70,7 +70,7 @@ pub(crate) async fn run_probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
             body: "Your authentication token code is {token}.\r\n".into(),
         });
     }
-    let target = parse_target(&args.conn.target, module.port).map_err(anyhow::Error::msg)?;
+    let target = parse_target(&args.conn.target, module.port)?;
     let timeout = module.timeout;
     let prepared = PreparedModule::new(name, module).context("building the TLS configuration")?;
     let outcome = probe::run(&prepared, &target, Budget::new(timeout)).await;

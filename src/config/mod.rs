@@ -60,17 +60,14 @@ pub struct Config {
     redacted: String,
 }
 
-/// One scheduled target (`targets[]`).
+/// One scheduled target (`targets[]`), as the scheduler runs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// Unique name (the `name` label).
     pub name: String,
-    /// The target as written in the file (the `target` label).
-    pub target: String,
-    /// Host to connect to: a DNS name or an IP address (IPv6 without brackets).
-    pub host: String,
-    /// Port: from the target, else the module's port.
-    pub port: u16,
+    /// Where to probe: the port from the target, else the module's port. Shown as `host:port`
+    /// in the `target` label.
+    pub address: crate::probe::target::Target,
     /// Name of the module it runs (the `module` label); always a key of [`Config::modules`].
     pub module: String,
     /// Time between two probes.
@@ -364,9 +361,4 @@ fn redact(mut raw: RawConfig) -> String {
     }
     serde_saphyr::to_string(&raw)
         .unwrap_or_else(|e| format!("# the configuration could not be shown: {e}\n"))
-}
-
-/// Splits `host[:port]` (IPv6 in brackets); see [`crate::probe::target::parse_target`].
-pub fn parse_target(target: &str, default_port: u16) -> Result<(String, u16), String> {
-    crate::probe::target::parse_target(target, default_port).map(|t| (t.host, t.port))
 }

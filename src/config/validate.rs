@@ -7,11 +7,12 @@ use super::raw::{
     At, RawAuth, RawConfig, RawDelivery, RawMessage, RawMinVersion, RawModule, RawOAuth2,
     RawScheduler, RawTarget, RawTlsConfig,
 };
-use super::{parse_target, Problem, SchedulerSettings, Target};
+use super::{Problem, SchedulerSettings, Target};
 use crate::probe::module::{
     AuthSettings, Credential, DeliverySettings, Expect, ImapTls, MechanismChoice, MessageSettings,
     Module, OAuth2Settings, TlsMode,
 };
+use crate::probe::target::parse_target;
 use crate::secret::Secret;
 use crate::smtp::command::{reject_line_breaks, ClientName, Mailbox};
 use crate::tls::{MinVersion, TlsSettings};
@@ -697,7 +698,7 @@ impl<'a> Validator<'a> {
                 .and_then(|at| match parse_target(&at.value, default_port) {
                     Ok(server) => Some(server),
                     Err(why) => {
-                        v.report(line(at), &format!("{prefix}.imap"), why);
+                        v.report(line(at), &format!("{prefix}.imap"), why.to_string());
                         None
                     }
                 });
@@ -734,7 +735,8 @@ impl<'a> Validator<'a> {
             let sweep_older_than = v
                 .positive(&raw.sweep_older_than, &format!("{prefix}.sweep_older_than"))
                 .unwrap_or(DEFAULT_SWEEP_OLDER_THAN);
-            let (host, port) = server?;
+            let server = server?;
+            let (host, port) = (server.host, server.port);
             Some(DeliverySettings {
                 host,
                 port,
@@ -827,9 +829,9 @@ impl<'a> Validator<'a> {
             let address = v
                 .required(&raw.target, target_line, &format!("{prefix}.target"))
                 .and_then(|at| match parse_target(&at.value, default_port) {
-                    Ok((host, port)) => Some((at.value.clone(), host, port)),
+                    Ok(address) => Some(address),
                     Err(why) => {
-                        v.report(line(at), &format!("{prefix}.target"), why);
+                        v.report(line(at), &format!("{prefix}.target"), why.to_string());
                         None
                     }
                 });
@@ -892,12 +894,9 @@ impl<'a> Validator<'a> {
                     Err(why) => v.report(line(value), &field, why),
                 }
             }
-            let (target, host, port) = address?;
             Some(Target {
                 name: name?,
-                target,
-                host,
-                port,
+                address: address?,
                 module: module?.0.to_string(),
                 interval,
                 labels,

@@ -86,7 +86,7 @@ pub(super) fn render(exporter: &Exporter) -> String {
         let _ = write!(
             out,
             "<tr><td>{name}</td><td>{}</td><td>{}</td>",
-            esc(&t.spec.target.to_string()),
+            esc(&t.spec.address.to_string()),
             esc(&t.spec.module)
         );
         match t.latest() {
