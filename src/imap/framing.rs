@@ -343,6 +343,35 @@ mod tests {
     }
 
     #[test]
+    fn units_do_not_depend_on_how_the_bytes_arrive() {
+        let input: &[u8] =
+            b"* OK hi\r\n* 1 FETCH (A {3}\r\na\nb B ~{0}\r\n)\r\n* SEARCH 1 2\r\nA1 OK\r\n";
+        let whole = frame(&mut Framer::new(Limits::DELIVERY), input).unwrap();
+        // Every split into two arrivals, and a byte at a time.
+        for split in 0..=input.len() {
+            let mut f = Framer::new(Limits::DELIVERY);
+            let mut units = Vec::new();
+            let mut at = 0;
+            for arrived in [split, input.len()] {
+                while let Some(unit) = f.next_unit(&input[at..arrived]).unwrap() {
+                    at += unit.len();
+                    units.push(unit);
+                }
+            }
+            assert_eq!(units, whole, "split at {split}");
+        }
+        let mut f = Framer::new(Limits::DELIVERY);
+        let (mut units, mut at) = (Vec::new(), 0);
+        for arrived in 0..=input.len() {
+            while let Some(unit) = f.next_unit(&input[at..arrived]).unwrap() {
+                at += unit.len();
+                units.push(unit);
+            }
+        }
+        assert_eq!(units, whole);
+    }
+
+    #[test]
     fn literal_announcements() {
         assert_eq!(literal_announced(b"* 1 FETCH (BODY[] {12}\r\n"), Some(12));
         assert_eq!(literal_announced(b"* 1 FETCH (BINARY[] ~{0}\r\n"), Some(0));

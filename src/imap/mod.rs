@@ -102,9 +102,9 @@ fn violation_in(err: &async_imap::error::Error) -> Option<&Violation> {
     }
 }
 
-/// Server text as it may be shown anywhere: at most `max` bytes of it (cut on a character
-/// boundary, with `…` and the full length when cut), invalid UTF-8 replaced, control and other
-/// non-printing characters escaped (`\r`, `\n`, `\u{1b}`), trailing CRLF dropped.
+/// Server text as it may be shown anywhere: invalid UTF-8 replaced, control and other
+/// non-printing characters escaped (`\r`, `\n`, `\u{1b}`), a trailing CRLF dropped, and at most
+/// `max` bytes of the result (cut on a character, then `…` and the length of the original).
 pub fn printable(text: &[u8], max: usize) -> String {
     printable_cut(text, text.len(), max)
 }
@@ -113,14 +113,20 @@ pub fn printable(text: &[u8], max: usize) -> String {
 fn printable_cut(text: &[u8], full: usize, max: usize) -> String {
     let whole = text.len() >= full;
     let text = text.strip_suffix(b"\r\n").unwrap_or(text);
-    let cut = text.len() > max || !whole;
+    // Escaping never shrinks text: no need to look at more than `max` bytes of it.
+    let mut cut = !whole || text.len() > max;
     let text = String::from_utf8_lossy(&text[..text.len().min(max)]);
-    let mut out = String::with_capacity(text.len() + 16);
+    let mut out = String::with_capacity(max.min(text.len() * 2) + 24);
     for c in text.chars() {
-        // A character cut in half at `max` shows as U+FFFD: fine.
+        let before = out.len();
         match c {
             '"' | '\'' | '\\' => out.push(c),
             c => out.extend(c.escape_debug()),
+        }
+        if out.len() > max {
+            out.truncate(before);
+            cut = true;
+            break;
         }
     }
     if cut {
@@ -151,9 +157,11 @@ mod tests {
         let long = vec![b'a'; 10_000];
         let shown = printable(&long, 200);
         assert_eq!(shown, format!("{}… (10000 bytes)", "a".repeat(200)));
-        // Escaping can at most multiply the length by 10 (`\u{10ffff}`): still bounded.
+        // Escaping lengthens text; the bound is on what is shown.
         let nasty = vec![0x1bu8; 10_000];
-        assert!(printable(&nasty, 200).len() <= 200 * 10 + 20);
+        let shown = printable(&nasty, 200);
+        assert_eq!(shown, format!("{}… (10000 bytes)", "\\u{1b}".repeat(33)));
+        assert_eq!(printable(b"\x07\x07", 7), "\\u{7}… (2 bytes)");
     }
 
     #[test]
