@@ -134,6 +134,13 @@ fn failure(what: &str, trouble: Trouble) -> Failure {
     Failure::new(StepName::Delivery, reason, detail)
 }
 
+fn greeting_failure(trouble: Trouble) -> Failure {
+    match trouble {
+        Trouble::Deadline => imap_error("the IMAP server sent no greeting before the deadline"),
+        t => failure("greeting", t),
+    }
+}
+
 fn imap_error(detail: impl Into<String>) -> Failure {
     Failure::new(StepName::Delivery, Reason::ImapError, detail)
 }
@@ -202,7 +209,7 @@ impl Store {
                 let mut client = Client::new(Transport::new(tcp, Limits::DELIVERY, deadline));
                 greeting(&mut client, deadline)
                     .await
-                    .map_err(|t| failure("greeting", t))?;
+                    .map_err(greeting_failure)?;
                 let result = timeout_at(
                     deadline.into(),
                     client.run_command_and_check_ok("STARTTLS", None),
@@ -233,7 +240,7 @@ impl Store {
         if settings.tls == ImapTls::Implicit {
             greeting(&mut client, deadline)
                 .await
-                .map_err(|t| failure("greeting", t))?;
+                .map_err(greeting_failure)?;
         }
         let what = format!("login as {}", settings.username);
         match timeout_at(
