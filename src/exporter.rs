@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use prometheus::{Gauge, IntGauge, Opts, Registry};
 
 use crate::config::{Config, ConfigError};
-use crate::exposition::{merge, render_text, Chunk, Sink};
+use crate::exposition::{merge, Chunk, Sink};
 use crate::probe::target::Target;
 use crate::probe::{self, Budget, PreparedModule, ProbeOutcome};
 use crate::scheduler::{write_totals, ApplyReport, InFlight, ScheduleError, Scheduler};
@@ -287,7 +287,7 @@ impl Exporter {
         let chunks: Vec<&Chunk> = latest.iter().map(|l| &l.metrics).collect();
         merge(&chunks, out);
         write_totals(&targets, out);
-        out.put(&render_text(&self.metrics.registry.gather()));
+        out.put(&render_registry(&self.metrics.registry));
     }
 
     /// Stops scheduling and cancels scheduled probes in flight (they say QUIT and close).
@@ -300,6 +300,18 @@ impl Exporter {
     pub async fn stopped(&self) {
         self.scheduler.stopped().await;
     }
+}
+
+/// The exporter's own and the process metrics, encoded by the client library that collects
+/// them.
+fn render_registry(registry: &Registry) -> String {
+    use prometheus::Encoder as _;
+    let mut out = Vec::with_capacity(4096);
+    // Encoding into a Vec cannot fail for I/O reasons; a malformed family would be our bug.
+    if let Err(e) = prometheus::TextEncoder::new().encode(&registry.gather(), &mut out) {
+        tracing::error!(error = %e, "encoding metrics");
+    }
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Loads and prepares the configuration off the async threads (file I/O, YAML decoding and

@@ -148,7 +148,7 @@ impl TargetState {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        let metrics = Chunk::from_families(&report::metrics::outcome_families(&outcome, &common));
+        let metrics = report::metrics::chunk(&outcome, &common);
         self.history.series.observe(&outcome, self.delivery);
         let log = format!(
             "{} {}\n{}",

@@ -1,125 +1,41 @@
-//! Pre-rendered Prometheus text exposition, merged per metric name.
+//! The Prometheus text exposition format (0.0.4), written directly: every family, sample and
+//! label value of `/probe` and `/metrics` goes through here, so escaping and number formatting
+//! are done once, the same way everywhere.
 //!
 //! Scheduled mode serves the latest result of every target on `/metrics`. Encoding 10,000
-//! targets' families on every scrape would cost far more than the "tens of milliseconds" budget
-//! (DESIGN §10), so each target's families are rendered to text once, when its result arrives,
-//! and kept as a [`Chunk`]: the sample lines, grouped by family. A scrape only concatenates.
+//! targets' results on every scrape would cost far more than the "tens of milliseconds" budget
+//! (DESIGN §10), so each target's samples are written once, when its result arrives, into a
+//! [`Chunk`]: the sample lines, grouped by family. A scrape only concatenates.
 //!
 //! The text format wants every family's samples together under one `# HELP`/`# TYPE` header,
-//! while each target holds samples of many families: [`merge`] regroups the chunks by family,
-//! and the header of each family is kept once, in a process-wide table, not once per target.
+//! while each target holds samples of many families: [`merge`] regroups the chunks by family.
+//! The families of a chunk come from one fixed table (for probe results,
+//! [`crate::report::metrics`]), so the headers exist once, as constants, and the families keep
+//! the table's order whatever order results arrive in.
 //!
 //! Histograms and counters of scheduled mode change with every result and would cost more
-//! memory as text than as numbers, so they are written on the fly by [`write_histogram`] and
-//! [`write_sample`], which do no more than a formatted copy. Everything is written into a
-//! [`Sink`], which may be a `String` or the pieces of a streamed response.
+//! memory as text than as numbers: [`scheduled`] keeps them as numbers and writes them on every
+//! scrape with [`write_histogram`] and [`write_sample`], which do no more than a formatted copy.
+//! Everything is written into a [`Sink`], which may be a `String` or the pieces of a streamed
+//! response.
 
 pub(crate) mod scheduled;
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::fmt::Write as _;
 
-use prometheus::proto::MetricFamily;
-use prometheus::Encoder as _;
-
-/// Renders families in the Prometheus text exposition format.
-pub fn render_text(families: &[MetricFamily]) -> String {
-    let mut out = Vec::with_capacity(4096);
-    // Encoding into a Vec cannot fail for I/O reasons; a malformed family would be our bug.
-    if let Err(e) = prometheus::TextEncoder::new().encode(families, &mut out) {
-        tracing::error!(error = %e, "encoding metrics");
-    }
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// Family headers (`# HELP` and `# TYPE` lines) by family id, in the order families were
-/// first seen; the ids index [`Chunk`] parts.
-#[derive(Default)]
-struct Headers {
-    ids: HashMap<String, u16>,
-    text: Vec<String>,
-}
-
-/// The process-wide header table. Family names are a small, fixed set (the metric names of the
-/// probe and of the scheduler), so the table stays small.
-fn headers() -> &'static Mutex<Headers> {
-    static HEADERS: OnceLock<Mutex<Headers>> = OnceLock::new();
-    HEADERS.get_or_init(Mutex::default)
-}
-
-/// The samples of some metric families as text, without their headers.
+/// The samples of one result, as text without headers, grouped by family.
 #[derive(Clone, Debug, Default)]
 pub struct Chunk {
+    /// The table the family indexes in `parts` point into.
+    families: &'static [Family],
     /// Sample lines, each ending in `\n`, family after family.
     text: String,
-    /// `(family id, start, end)`: the byte range of each family's samples in `text`.
+    /// `(family index, start, end)`: the byte range of each family's samples in `text`, in
+    /// table order.
     parts: Vec<(u16, u32, u32)>,
 }
 
 impl Chunk {
-    /// Renders `families` once.
-    pub fn from_families(families: &[MetricFamily]) -> Chunk {
-        Chunk::from_text(&render_text(families))
-    }
-
-    /// Splits text in the exposition format into headers (kept in the shared table) and
-    /// samples. Label values and help texts escape line breaks, so every line is one record.
-    fn from_text(rendered: &str) -> Chunk {
-        let mut chunk = Chunk {
-            text: String::with_capacity(rendered.len()),
-            parts: Vec::new(),
-        };
-        let mut table = match headers().lock() {
-            Ok(table) => table,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let mut help: Option<&str> = None;
-        let mut current: Option<(u16, usize)> = None;
-        for line in rendered.lines() {
-            if line.starts_with("# HELP ") {
-                help = Some(line);
-            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-                chunk.close(current.take());
-                let name = rest.split(' ').next().unwrap_or_default();
-                let id = match table.ids.get(name) {
-                    Some(&id) => id,
-                    None => {
-                        let id = u16::try_from(table.text.len()).unwrap_or(u16::MAX);
-                        let mut header = String::new();
-                        if let Some(h) = help {
-                            header.push_str(h);
-                            header.push('\n');
-                        }
-                        header.push_str(line);
-                        header.push('\n');
-                        table.ids.insert(name.to_string(), id);
-                        table.text.push(header);
-                        id
-                    }
-                };
-                help = None;
-                current = Some((id, chunk.text.len()));
-            } else if !line.is_empty() && !line.starts_with('#') {
-                chunk.text.push_str(line);
-                chunk.text.push('\n');
-            }
-        }
-        chunk.close(current);
-        // Merge walks every chunk in family-id order.
-        chunk.parts.sort_unstable_by_key(|&(id, _, _)| id);
-        chunk
-    }
-
-    fn close(&mut self, family: Option<(u16, usize)>) {
-        if let Some((id, start)) = family {
-            let end = self.text.len();
-            if end > start {
-                // A chunk is one target's samples: far below 4 GiB.
-                self.parts.push((id, start as u32, end as u32));
-            }
-        }
-    }
-
     /// The size of the samples, in bytes.
     pub fn len(&self) -> usize {
         self.text.len()
@@ -128,6 +44,78 @@ impl Chunk {
     /// Whether there are no samples.
     pub fn is_empty(&self) -> bool {
         self.text.is_empty()
+    }
+}
+
+/// Writes one result's samples into a [`Chunk`], every sample carrying the same leading labels
+/// (in scheduled mode the target's `name`, `target`, `module` and own labels).
+pub struct ChunkWriter {
+    chunk: Chunk,
+    /// The leading labels, rendered once: `a="1",b="2"`, or empty.
+    common: String,
+    /// The family being written and where its samples start.
+    current: Option<(u16, usize)>,
+}
+
+impl ChunkWriter {
+    /// A writer for samples of `families`, each sample labelled `common` first.
+    pub fn new(families: &'static [Family], common: &[(&str, &str)]) -> ChunkWriter {
+        let mut rendered = String::new();
+        push_labels(&mut rendered, common);
+        ChunkWriter {
+            chunk: Chunk {
+                families,
+                text: String::with_capacity(2048),
+                parts: Vec::with_capacity(families.len()),
+            },
+            common: rendered,
+            current: None,
+        }
+    }
+
+    /// Adds one sample of `families[family]` with `labels` after the common ones. A family's
+    /// samples are written together; families may come in any order.
+    pub fn sample(&mut self, family: usize, labels: &[(&str, &str)], value: f64) {
+        let id = u16::try_from(family).unwrap_or(u16::MAX);
+        if self.current.map(|(c, _)| c) != Some(id) {
+            self.close();
+            self.current = Some((id, self.chunk.text.len()));
+        }
+        let text = &mut self.chunk.text;
+        text.push_str(self.chunk.families.get(family).map_or("", |f| f.name));
+        if !self.common.is_empty() || !labels.is_empty() {
+            text.push('{');
+            text.push_str(&self.common);
+            if !self.common.is_empty() && !labels.is_empty() {
+                text.push(',');
+            }
+            push_labels(text, labels);
+            text.push('}');
+        }
+        // The same number formatting as the client library's encoder: Rust's shortest
+        // round-trip `Display`.
+        let _ = writeln!(text, " {value}");
+    }
+
+    fn close(&mut self) {
+        if let Some((id, start)) = self.current.take() {
+            let end = self.chunk.text.len();
+            if end > start {
+                // A chunk is one target's samples: far below 4 GiB.
+                self.chunk.parts.push((id, start as u32, end as u32));
+            }
+        }
+    }
+
+    /// The chunk written.
+    pub fn finish(mut self) -> Chunk {
+        self.close();
+        let parts = &mut self.chunk.parts;
+        if !parts.is_sorted_by_key(|&(id, _, _)| id) {
+            // Merge walks every chunk in table order.
+            parts.sort_by_key(|&(id, _, _)| id);
+        }
+        self.chunk
     }
 }
 
@@ -143,16 +131,18 @@ impl Sink for String {
     }
 }
 
-/// Writes the chunks as one exposition: every family once, its samples from all chunks in
-/// chunk order.
+/// Writes the chunks as one exposition: every family of their table that has samples, once, in
+/// table order, its samples from all chunks in chunk order. The chunks must share one table.
 pub fn merge(chunks: &[&Chunk], out: &mut impl Sink) {
-    let headers: Vec<String> = match headers().lock() {
-        Ok(table) => table.text.clone(),
-        Err(poisoned) => poisoned.into_inner().text.clone(),
+    let Some(families) = chunks.iter().map(|c| c.families).find(|f| !f.is_empty()) else {
+        return;
     };
-    // Each chunk's parts are sorted by family id: one cursor per chunk, one pass per family.
+    debug_assert!(chunks
+        .iter()
+        .all(|c| c.parts.is_empty() || std::ptr::eq(c.families, families)));
+    // Each chunk's parts are sorted by family: one cursor per chunk, one pass per family.
     let mut cursors = vec![0usize; chunks.len()];
-    for (id, header) in headers.iter().enumerate() {
+    for (id, family) in families.iter().enumerate() {
         let id = u16::try_from(id).unwrap_or(u16::MAX);
         let mut wrote_header = false;
         for (chunk, cursor) in chunks.iter().zip(cursors.iter_mut()) {
@@ -165,7 +155,7 @@ pub fn merge(chunks: &[&Chunk], out: &mut impl Sink) {
                     continue;
                 }
                 if !wrote_header {
-                    out.put(header);
+                    family.write_header(out);
                     wrote_header = true;
                 }
                 out.put(&chunk.text[start as usize..end as usize]);
@@ -174,7 +164,7 @@ pub fn merge(chunks: &[&Chunk], out: &mut impl Sink) {
     }
 }
 
-/// The metric types written by hand.
+/// The metric types we write.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// A counter.
@@ -185,19 +175,61 @@ pub enum Kind {
     Histogram,
 }
 
-/// Writes a family's `# HELP` and `# TYPE` lines. `help` must be a single line.
-pub fn write_header(out: &mut impl Sink, name: &str, help: &str, kind: Kind) {
-    let kind = match kind {
-        Kind::Counter => "counter",
-        Kind::Gauge => "gauge",
-        Kind::Histogram => "histogram",
-    };
-    out.put(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+impl Kind {
+    /// The name in a `# TYPE` line.
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// A metric family: what its `# HELP` and `# TYPE` lines say.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Family {
+    /// The metric name.
+    pub name: &'static str,
+    /// The help text: one line, no backslash.
+    pub help: &'static str,
+    /// The type.
+    pub kind: Kind,
+}
+
+impl Family {
+    /// A gauge.
+    pub const fn gauge(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind: Kind::Gauge,
+        }
+    }
+
+    /// Writes the family's `# HELP` and `# TYPE` lines.
+    pub fn write_header(&self, out: &mut impl Sink) {
+        let Family { name, help, kind } = self;
+        out.put(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {}\n",
+            kind.as_str()
+        ));
+    }
 }
 
 /// Escapes a label value for the text format: backslash, double quote and line feed.
 pub fn escape_label_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
+    push_label_value(&mut out, value);
+    out
+}
+
+/// Appends a label value, escaped: backslash, double quote and line feed.
+fn push_label_value(out: &mut String, value: &str) {
+    if !value.contains(['\\', '"', '\n']) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -206,7 +238,19 @@ pub fn escape_label_value(value: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+}
+
+/// Appends `name="value"` pairs separated by commas, values escaped.
+pub fn push_labels(out: &mut String, labels: &[(&str, &str)]) {
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        push_label_value(out, value);
+        out.push('"');
+    }
 }
 
 /// Writes one sample. `labels` are rendered pairs without braces (`a="1",b="2"`), may be empty.
@@ -275,18 +319,17 @@ fn push_u64(out: &mut String, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::metrics::Families;
+
+    static TWO: [Family; 2] = [
+        Family::gauge("test_exposition_success", "Success."),
+        Family::gauge("test_exposition_step_seconds", "Steps."),
+    ];
 
     fn chunk(target: &str, success: f64) -> Chunk {
-        let mut f = Families::with_labels(&[("name", target)]);
-        f.gauge("test_exposition_success", "Success.", &[], success);
-        f.gauge(
-            "test_exposition_step_seconds",
-            "Steps.",
-            &[("step", "ehlo")],
-            0.5,
-        );
-        Chunk::from_families(&f.finish())
+        let mut f = ChunkWriter::new(&TWO, &[("name", target)]);
+        f.sample(0, &[], success);
+        f.sample(1, &[("step", "ehlo")], 0.5);
+        f.finish()
     }
 
     #[test]
@@ -309,15 +352,19 @@ mod tests {
     }
 
     #[test]
-    fn merge_regroups_families_first_seen_out_of_order() {
-        // `late` gets its id after `test_exposition_mid`, but comes first in `b`.
-        let mut f = Families::default();
-        f.gauge("test_exposition_mid", "Mid.", &[("t", "a")], 1.0);
-        let a = Chunk::from_families(&f.finish());
-        let mut f = Families::default();
-        f.gauge("test_exposition_late", "Late.", &[("t", "b")], 2.0);
-        f.gauge("test_exposition_mid", "Mid.", &[("t", "b")], 3.0);
-        let b = Chunk::from_families(&f.finish());
+    fn merge_regroups_families_written_out_of_order() {
+        // `late` comes after `test_exposition_mid` in the table, but first in `b`.
+        static TABLE: [Family; 2] = [
+            Family::gauge("test_exposition_mid", "Mid."),
+            Family::gauge("test_exposition_late", "Late."),
+        ];
+        let mut f = ChunkWriter::new(&TABLE, &[]);
+        f.sample(0, &[("t", "a")], 1.0);
+        let a = f.finish();
+        let mut f = ChunkWriter::new(&TABLE, &[]);
+        f.sample(1, &[("t", "b")], 2.0);
+        f.sample(0, &[("t", "b")], 3.0);
+        let b = f.finish();
         let mut out = String::new();
         merge(&[&a, &b], &mut out);
         assert_eq!(

@@ -1,8 +1,8 @@
 //! The metrics only scheduled mode has: per target name, histograms of step and delivery
 //! durations and counters of probes and sweeps, accumulated over every probe since the start
-//! (and across reloads that keep the name). A new per-target scheduled metric is a [`Family`]
+//! (and across reloads that keep the name). A new per-target scheduled metric is a [`ScheduledFamily`]
 //! variant with its name, help and type, the numbers it needs in [`Totals`], and its lines in
-//! [`Family::write`].
+//! [`ScheduledFamily::write`].
 //!
 //! Histograms and counters change with every result and would cost more memory as text than as
 //! numbers, so they are kept as numbers and written on every scrape by [`write_totals`], which
@@ -11,7 +11,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{escape_label_value, write_header, write_histogram, write_sample, Kind, Sink};
+use super::{escape_label_value, write_histogram, write_sample, Family, Kind, Sink};
 use crate::probe::ProbeOutcome;
 use crate::vocab::StepName;
 
@@ -157,7 +157,7 @@ impl Series {
 
 /// The scheduled histograms and counters, in the order they are written.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Family {
+pub(crate) enum ScheduledFamily {
     Steps,
     Delivery,
     Probes,
@@ -165,73 +165,73 @@ pub(crate) enum Family {
     SweepErrors,
 }
 
-impl Family {
-    const ALL: [Family; 5] = [
-        Family::Steps,
-        Family::Delivery,
-        Family::Probes,
-        Family::Swept,
-        Family::SweepErrors,
+impl ScheduledFamily {
+    const ALL: [ScheduledFamily; 5] = [
+        ScheduledFamily::Steps,
+        ScheduledFamily::Delivery,
+        ScheduledFamily::Probes,
+        ScheduledFamily::Swept,
+        ScheduledFamily::SweepErrors,
     ];
 
     /// Name, help text and type.
-    fn describe(self) -> (&'static str, &'static str, Kind) {
+    fn header(self) -> Family {
         match self {
-            Family::Steps => (
-                "smtp_prober_step_duration_seconds",
-                "Duration of each step of scheduled probes.",
-                Kind::Histogram,
-            ),
-            Family::Delivery => (
-                "smtp_prober_delivery_duration_seconds",
-                "From the end of DATA to the token mail being visible, of scheduled probes.",
-                Kind::Histogram,
-            ),
-            Family::Probes => (
-                "smtp_prober_probes_total",
-                "Scheduled probes run, by result.",
-                Kind::Counter,
-            ),
-            Family::Swept => (
-                "smtp_prober_delivery_swept_total",
-                "Stale probe mails of this target deleted by the periodic sweep of its mailboxes.",
-                Kind::Counter,
-            ),
-            Family::SweepErrors => (
-                "smtp_prober_delivery_sweep_errors_total",
-                "Sweeps of this target's mailboxes for stale probe mail that failed.",
-                Kind::Counter,
-            ),
+            ScheduledFamily::Steps => Family {
+                name: "smtp_prober_step_duration_seconds",
+                help: "Duration of each step of scheduled probes.",
+                kind: Kind::Histogram,
+            },
+            ScheduledFamily::Delivery => Family {
+                name: "smtp_prober_delivery_duration_seconds",
+                help: "From the end of DATA to the token mail being visible, of scheduled probes.",
+                kind: Kind::Histogram,
+            },
+            ScheduledFamily::Probes => Family {
+                name: "smtp_prober_probes_total",
+                help: "Scheduled probes run, by result.",
+                kind: Kind::Counter,
+            },
+            ScheduledFamily::Swept => Family {
+                name: "smtp_prober_delivery_swept_total",
+                help: "Stale probe mails of this target deleted by the periodic sweep of its mailboxes.",
+                kind: Kind::Counter,
+            },
+            ScheduledFamily::SweepErrors => Family {
+                name: "smtp_prober_delivery_sweep_errors_total",
+                help: "Sweeps of this target's mailboxes for stale probe mail that failed.",
+                kind: Kind::Counter,
+            },
         }
     }
 
     /// Writes this family's series of one target.
     fn write(self, totals: &Totals, name_label: &str, buf: &mut String) {
-        let (name, _, _) = self.describe();
+        let name = self.header().name;
         match self {
-            Family::Steps => {
+            ScheduledFamily::Steps => {
                 for (step, buckets) in &totals.steps {
                     let labels = format!("{name_label},step=\"{step}\"");
                     buckets.write(buf, name, &labels, &STEP_LE);
                 }
             }
-            Family::Delivery => {
+            ScheduledFamily::Delivery => {
                 if let Some(d) = &totals.delivery {
                     d.write(buf, name, name_label, &DELIVERY_LE);
                 }
             }
-            Family::Probes => {
+            ScheduledFamily::Probes => {
                 for (result, n) in [("success", totals.success), ("failure", totals.failure)] {
                     let labels = format!("{name_label},result=\"{result}\"");
                     write_sample(buf, name, &labels, n);
                 }
             }
-            Family::Swept => {
+            ScheduledFamily::Swept => {
                 if let Some((swept, _)) = totals.swept {
                     write_sample(buf, name, name_label, swept);
                 }
             }
-            Family::SweepErrors => {
+            ScheduledFamily::SweepErrors => {
                 if let Some((_, errors)) = totals.swept {
                     write_sample(buf, name, name_label, errors);
                 }
@@ -248,8 +248,8 @@ pub(crate) fn write_totals<'a>(
 ) {
     // Per target, its text is built in a small buffer, then handed on.
     let mut buf = String::with_capacity(8 * 1024);
-    for family in Family::ALL {
-        let (name, help, kind) = family.describe();
+    for family in ScheduledFamily::ALL {
+        let header_lines = family.header();
         let mut header = false;
         for s in series.clone() {
             buf.clear();
@@ -258,7 +258,7 @@ pub(crate) fn write_totals<'a>(
                 continue;
             }
             if !header {
-                write_header(out, name, help, kind);
+                header_lines.write_header(out);
                 header = true;
             }
             out.put(&buf);
