@@ -11,7 +11,7 @@
 //! the TLS session's, what the check collects) is allocated on that thread.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use smtp_prober::smtp::transcript::Failure;
 use smtp_prober::tls::{TlsClient, TlsSettings};
 use smtp_prober::vocab::{Reason, StepName};
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 /// The most heap a delivery check may hold at once against any of these servers. A healthy
@@ -40,6 +40,7 @@ const PROBE_ID: &str = "0123456789abcdef0123456789abcdef";
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum At {
     Greeting,
+    Starttls,
     Login,
     Select,
     Search,
@@ -65,20 +66,56 @@ struct Fault {
     act: Act,
 }
 
-fn fault(at: At, act: Act) -> Option<Fault> {
-    Some(Fault { at, act })
+/// What a scripted server does besides answering normally.
+#[derive(Clone, Debug, Default)]
+struct Script {
+    fault: Option<Fault>,
+    /// A plaintext greeting and STARTTLS (these bytes sent right behind its OK) instead of
+    /// implicit TLS.
+    starttls: Option<Vec<u8>>,
+    /// Stale probe mails, UIDs 1 to n, that the sweep's search finds.
+    stale: u32,
+}
+
+impl Script {
+    fn faulty(&self, at: At) -> Option<Act> {
+        self.fault
+            .as_ref()
+            .filter(|f| f.at == at)
+            .map(|f| f.act.clone())
+    }
+}
+
+fn fault(at: At, act: Act) -> Script {
+    Script {
+        fault: Some(Fault { at, act }),
+        ..Script::default()
+    }
+}
+
+/// What a scripted server was asked for.
+#[derive(Debug, Default)]
+struct Seen {
+    /// How many UIDs each FETCH of the sweep named.
+    sweep_fetches: Vec<usize>,
+    /// How many UIDs were flagged deleted and expunged.
+    stored: usize,
+    expunged: usize,
 }
 
 /// A scripted IMAP server on its own thread and runtime.
 struct ImapServer {
     port: u16,
+    seen: Arc<Mutex<Seen>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl ImapServer {
-    fn start(fault: Option<Fault>) -> ImapServer {
+    fn start(script: Script) -> ImapServer {
         let acceptor = acceptor();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let seen_by_server = seen.clone();
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = thread::spawn(move || {
@@ -95,10 +132,21 @@ impl ImapServer {
                             continue;
                         };
                         let acceptor = acceptor.clone();
-                        let fault = fault.clone();
+                        let script = script.clone();
+                        let seen = seen_by_server.clone();
                         tokio::spawn(async move {
+                            let mut tcp = tcp;
+                            let upgraded = match &script.starttls {
+                                None => false,
+                                Some(injected) => {
+                                    match plaintext(&mut tcp, &script, injected).await {
+                                        Ok(true) => true,
+                                        _ => return,
+                                    }
+                                }
+                            };
                             if let Ok(tls) = acceptor.accept(tcp).await {
-                                let _ = session(tls, fault).await;
+                                let _ = session(tls, &script, upgraded, &seen).await;
                             }
                         });
                     }
@@ -112,6 +160,7 @@ impl ImapServer {
         });
         ImapServer {
             port: port_rx.recv().unwrap(),
+            seen,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -142,22 +191,62 @@ fn acceptor() -> TlsAcceptor {
     TlsAcceptor::from(Arc::new(config))
 }
 
-/// One IMAP session: normal answers until the faulty command.
-async fn session<S>(stream: S, fault: Option<Fault>) -> std::io::Result<()>
+/// The plaintext part of a STARTTLS session: greeting, then STARTTLS. Returns whether to go on
+/// with TLS.
+async fn plaintext(tcp: &mut TcpStream, script: &Script, injected: &[u8]) -> std::io::Result<bool> {
+    let (r, mut w) = tcp.split();
+    let mut lines = BufReader::new(r);
+    if let Some(act) = script.faulty(At::Greeting) {
+        misbehave(&mut w, act).await?;
+        return Ok(false);
+    }
+    send(
+        &mut w,
+        b"* OK [CAPABILITY IMAP4rev1 STARTTLS] plaintext\r\n",
+    )
+    .await?;
+    let mut line = String::new();
+    while lines.read_line(&mut line).await? > 0 {
+        let tag = line.split_whitespace().next().unwrap_or("*").to_string();
+        if line.to_ascii_uppercase().contains("STARTTLS") {
+            if let Some(act) = script.faulty(At::Starttls) {
+                misbehave(&mut w, act).await?;
+                return Ok(false);
+            }
+            let mut ok = format!("{tag} OK Begin TLS now\r\n").into_bytes();
+            ok.extend_from_slice(injected);
+            send(&mut w, &ok).await?;
+            return Ok(true);
+        }
+        send(&mut w, format!("{tag} BAD STARTTLS first\r\n").as_bytes()).await?;
+        line.clear();
+    }
+    Ok(false)
+}
+
+/// One IMAP session: normal answers until the faulty command. No greeting after STARTTLS.
+async fn session<S>(
+    stream: S,
+    script: &Script,
+    after_starttls: bool,
+    seen: &Mutex<Seen>,
+) -> std::io::Result<()>
 where
     S: tokio::io::AsyncRead + AsyncWrite + Unpin,
 {
     let (r, mut w) = tokio::io::split(stream);
     let mut lines = BufReader::new(r);
-    let faulty = |at: At| fault.as_ref().filter(|f| f.at == at).map(|f| f.act.clone());
-    if let Some(act) = faulty(At::Greeting) {
-        return misbehave(&mut w, act).await;
+    let faulty = |at: At| script.faulty(at);
+    if !after_starttls {
+        if let Some(act) = faulty(At::Greeting) {
+            return misbehave(&mut w, act).await;
+        }
+        send(
+            &mut w,
+            b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] scripted server ready\r\n",
+        )
+        .await?;
     }
-    send(
-        &mut w,
-        b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] scripted server ready\r\n",
-    )
-    .await?;
     let mut line = String::new();
     loop {
         line.clear();
@@ -185,7 +274,25 @@ where
             "SELECT" => format!(
                 "* 1 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 1] UIDs valid\r\n{tag} OK [READ-WRITE] SELECT completed\r\n"
             ),
+            "UID SEARCH" if line.contains("\"\"") && script.stale > 0 => {
+                let uids: Vec<String> = (1..=script.stale).map(|u| u.to_string()).collect();
+                format!("* SEARCH {}\r\n{tag} OK SEARCH completed\r\n", uids.join(" "))
+            }
             "UID SEARCH" => format!("* SEARCH 7\r\n{tag} OK SEARCH completed\r\n"),
+            "UID FETCH" if line.contains("INTERNALDATE") => {
+                let set = words.next().unwrap_or("");
+                let uids: Vec<&str> = set.split(',').collect();
+                lock(seen).sweep_fetches.push(uids.len());
+                let header = format!("From: probe@example.test\r\nX-Smtp-Prober-Id: {PROBE_ID}\r\n\r\n");
+                let mut out = String::new();
+                for uid in uids {
+                    out.push_str(&format!(
+                        "* {uid} FETCH (UID {uid} INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" BODY[HEADER.FIELDS (FROM X-SMTP-PROBER-ID)] {{{}}}\r\n{header})\r\n",
+                        header.len()
+                    ));
+                }
+                out + &format!("{tag} OK FETCH completed\r\n")
+            }
             "UID FETCH" => {
                 let header = "Received: from mx1 by mx2 with ESMTPS;\r\n Sun, 22 Nov 2026 08:00:00 +0000\r\n\r\n";
                 format!(
@@ -194,8 +301,14 @@ where
                 )
             }
             "CAPABILITY" => format!("* CAPABILITY IMAP4rev1 UIDPLUS\r\n{tag} OK done\r\n"),
-            "UID STORE" => format!("{tag} OK STORE completed\r\n"),
-            "UID EXPUNGE" => format!("* 1 EXPUNGE\r\n{tag} OK EXPUNGE completed\r\n"),
+            "UID STORE" => {
+                lock(seen).stored += words.next().unwrap_or("").split(',').count();
+                format!("{tag} OK STORE completed\r\n")
+            }
+            "UID EXPUNGE" => {
+                lock(seen).expunged += words.next().unwrap_or("").split(',').count();
+                format!("* 1 EXPUNGE\r\n{tag} OK EXPUNGE completed\r\n")
+            }
             "LOGOUT" => {
                 send(&mut w, format!("* BYE logging out\r\n{tag} OK LOGOUT completed\r\n").as_bytes()).await?;
                 return Ok(());
@@ -204,6 +317,10 @@ where
         };
         send(&mut w, answer.as_bytes()).await?;
     }
+}
+
+fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
+    seen.lock().unwrap()
 }
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
@@ -272,27 +389,56 @@ fn client(port: u16, timeout: Duration) -> (DeliverySettings, TlsClient) {
     (s, tls)
 }
 
-/// Runs one delivery check with `timeout` against a server with `fault`, measuring it.
-fn check(fault: Option<Fault>, timeout: Duration) -> Run {
-    let server = ImapServer::start(fault);
-    let (settings, tls) = client(server.port, timeout);
+/// Runs `work` on a current-thread runtime of this thread, measuring its time and heap peak.
+fn measured<T>(work: impl std::future::Future<Output = T>) -> (T, Duration, u64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut outcome = None;
+    let mut out = None;
     let began = Instant::now();
-    let info = allocation_counter::measure(|| {
-        outcome = Some(rt.block_on(delivery::check(&settings, &tls, PROBE_ID, began, None)));
-    });
-    let took = began.elapsed();
-    let (report, failure) = outcome.unwrap();
+    let info = allocation_counter::measure(|| out = Some(rt.block_on(work)));
+    (out.unwrap(), began.elapsed(), info.bytes_max)
+}
+
+/// A server following `script` and the settings and TLS client to reach it.
+fn serve(script: Script, timeout: Duration) -> (ImapServer, DeliverySettings, TlsClient) {
+    let starttls = script.starttls.is_some();
+    let server = ImapServer::start(script);
+    let (mut settings, tls) = client(server.port, timeout);
+    if starttls {
+        settings.tls = ImapTls::Starttls;
+    }
+    (server, settings, tls)
+}
+
+/// Runs one delivery check with `timeout` against a server following `script`, measuring it.
+fn check(script: Script, timeout: Duration) -> Run {
+    let (_server, settings, tls) = serve(script, timeout);
+    let began = Instant::now();
+    let ((report, failure), took, peak_heap) =
+        measured(delivery::check(&settings, &tls, PROBE_ID, began, None));
     Run {
         report,
         failure,
         took,
-        peak_heap: info.bytes_max,
+        peak_heap,
     }
+}
+
+/// Runs the sweep against a server following `script`, measuring it.
+fn sweep(script: Script) -> (Result<usize, Failure>, Duration, u64, ImapServer) {
+    let (server, settings, tls) = serve(script, TIMEOUT);
+    let from = Mailbox::new("probe@example.test").unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let (result, took, peak) = measured(delivery::sweep(
+        &settings,
+        &tls,
+        &from,
+        Duration::from_secs(60),
+        deadline,
+    ));
+    (result, took, peak, server)
 }
 
 /// The failure of `run`, after checking what every hostile case must hold to.
@@ -340,7 +486,7 @@ const TIMEOUT: Duration = Duration::from_millis(1500);
 
 #[test]
 fn a_well_behaved_server_passes() {
-    let run = check(None, TIMEOUT);
+    let run = check(Script::default(), TIMEOUT);
     assert!(run.failure.is_none(), "{:?}", run.failure);
     assert!(run.report.success);
     assert_eq!(run.report.mailbox.as_deref(), Some("INBOX"));
@@ -383,31 +529,41 @@ fn endless_fetch_answers_are_cut_off() {
 /// Finding 1, scheduled side: the sweep meets the same server.
 #[test]
 fn the_sweep_cuts_off_endless_fetch_answers_too() {
-    let server = ImapServer::start(fault(
-        At::Fetch,
-        Act::Endless(b"* 7 FETCH (UID 7 FLAGS (\\Seen))\r\n".to_vec()),
-    ));
-    let (settings, tls) = client(server.port, TIMEOUT);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let from = Mailbox::new("probe@example.test").unwrap();
-    let began = Instant::now();
-    let mut result = None;
-    let info = allocation_counter::measure(|| {
-        result = Some(rt.block_on(delivery::sweep(
-            &settings,
-            &tls,
-            &from,
-            Duration::from_secs(60),
-            began + TIMEOUT,
-        )));
+    let (result, took, peak, _server) = sweep(Script {
+        stale: 3,
+        ..fault(
+            At::Fetch,
+            Act::Endless(b"* 7 FETCH (UID 7 FLAGS (\\Seen))\r\n".to_vec()),
+        )
     });
-    let f = result.unwrap().unwrap_err();
+    let f = result.unwrap_err();
     assert_eq!(f.reason, Reason::ImapProtocolError, "{f:?}");
-    assert!(began.elapsed() <= TIMEOUT + GRACE);
-    assert!(info.bytes_max <= HEAP_CEILING, "{}", info.bytes_max);
+    assert!(
+        f.detail.contains("more than 1000 responses"),
+        "{}",
+        f.detail
+    );
+    assert!(took <= TIMEOUT + GRACE, "{took:?}");
+    assert!(peak <= HEAP_CEILING, "{peak}");
+}
+
+/// The sweep asks for its candidates in batches, so that one command's answers stay small
+/// however many stale probe mails there are; it still deletes them all.
+#[test]
+fn the_sweep_fetches_in_small_batches() {
+    let (result, took, peak, server) = sweep(Script {
+        stale: 250,
+        ..Script::default()
+    });
+    assert_eq!(result.unwrap(), 250);
+    let seen = lock(&server.seen);
+    assert_eq!(seen.sweep_fetches, vec![100, 100, 50]);
+    assert_eq!((seen.stored, seen.expunged), (250, 250));
+    eprintln!(
+        "sweep of 250 stale probe mails: {took:?}, peak heap {} KiB",
+        peak / 1024
+    );
+    assert!(peak <= HEAP_CEILING, "{peak}");
 }
 
 /// Finding 2: a 40 MiB literal and garbage. Before: the failure detail was async-imap's Debug
@@ -509,6 +665,39 @@ fn a_silent_imap_server_is_not_a_delivery_timeout() {
         assert!(f.detail.contains("did not answer"), "{at:?}: {}", f.detail);
         assert!(run.took >= TIMEOUT);
     }
+}
+
+/// Whatever the server sends right behind its OK to STARTTLS is not taken as part of the
+/// session (RFC 3501 §6.2.1): the TLS handshake starts clean and the check goes on.
+#[test]
+fn bytes_injected_before_tls_are_discarded() {
+    let run = check(
+        Script {
+            starttls: Some(b"* OK [ALERT] injected before TLS\r\nA9 OK forged\r\n".to_vec()),
+            ..Script::default()
+        },
+        TIMEOUT,
+    );
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    assert!(run.report.success);
+}
+
+/// The plaintext part of STARTTLS is bounded like the rest.
+#[test]
+fn a_flood_in_answer_to_starttls_is_cut_off() {
+    let run = check(
+        Script {
+            starttls: Some(Vec::new()),
+            ..fault(At::Starttls, Act::Endless(b"* OK not yet\r\n".to_vec()))
+        },
+        TIMEOUT,
+    );
+    expect_failure(
+        &run,
+        Reason::ImapProtocolError,
+        "IMAP STARTTLS: the server sent more than 1000 responses",
+    );
+    assert!(run.took < TIMEOUT / 2, "{:?}", run.took);
 }
 
 /// A BYE greeting is the server refusing, in its own (escaped) words.
