@@ -22,6 +22,7 @@ use crate::tls::{TlsClient, TlsSetupError};
 use crate::vocab::{Reason, StepName};
 pub use delivery::DeliveryReport;
 use module::{Credential, Module};
+use oauth::TokenFetch;
 use target::Target;
 use token::TokenMail;
 
@@ -156,183 +157,217 @@ impl Budget {
 /// timeout, then the delivery check (if configured) within the module's delivery timeout and
 /// the budget's cap.
 pub async fn run(prepared: &PreparedModule, target: &Target, budget: Budget) -> ProbeOutcome {
-    let Budget {
-        timeout,
-        cap,
-        cancel,
-    } = budget;
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let deadline = started + timeout;
+    let deadline = started + budget.timeout;
     let module = &prepared.module;
 
     // Everything that is not talking to the server happens before the clock matters: composing
     // the mail and reading secrets are not part of any step.
-    let mut early_failure = None;
-    let mail = match &module.message {
+    let (mail, mail_failure) = match &module.message {
         Some(settings) => match TokenMail::compose(settings, started_at) {
-            Ok(mail) => Some(mail),
+            Ok(mail) => (Some(mail), None),
             Err(e) => {
-                early_failure = Some(Failure::new(
-                    StepName::Mail,
-                    Reason::ProtocolError,
-                    e.to_string(),
-                ));
-                None
+                let failure = Failure::new(StepName::Mail, Reason::ProtocolError, e.to_string());
+                (None, Some(failure))
             }
         },
-        None => None,
+        None => (None, None),
     };
-    let mut token_fetch = None;
-    let mut token_was_cached = false;
-    let auth = match &module.auth {
-        None => None,
-        Some(a) => {
-            let secret = match (&a.credential, &prepared.token_source) {
-                (Credential::OAuth2(_), Some(source)) => {
-                    let (token, fetch) = source.token(deadline).await;
-                    token_was_cached = fetch.is_none();
-                    let failure = fetch.as_ref().and_then(|f| f.failure.clone());
-                    token_fetch = fetch;
-                    match (token, failure) {
-                        (Some(t), _) => Ok((t, SecretKind::BearerToken)),
-                        (None, Some(f)) => Err(f),
-                        (None, None) => Err(Failure::new(
-                            StepName::OauthToken,
-                            Reason::OauthTokenFailed,
-                            "no token",
-                        )),
-                    }
-                }
-                (credential, _) => resolve_secret(credential),
-            };
-            match secret {
-                Ok((secret, kind)) => Some(AuthPlan {
-                    mechanism: a.mechanism,
-                    username: a.username.clone(),
-                    secret,
-                    kind,
-                }),
-                Err(failure) => {
-                    if token_fetch.is_none() {
-                        early_failure.get_or_insert(failure);
-                    }
-                    None
-                }
-            }
-        }
-    };
-    let token_failed = token_fetch.as_ref().is_some_and(|f| f.failure.is_some());
+    let mut credentials = Credentials::read(prepared, deadline).await;
+    let early_failure = mail_failure.or(credentials.failure.take());
 
-    let envelope = mail.as_ref().map(|m| &m.envelope);
-    let plan = |auth: Option<AuthPlan>| SessionPlan {
-        host: &target.host,
-        port: target.port,
-        ip_protocol: module.ip_protocol,
-        tls_mode: module.tls,
-        tls: &prepared.tls,
-        ehlo: &module.ehlo,
-        auth,
-        envelope,
-        deadline,
-        started,
-        limits: ReplyLimits::default(),
-        cancel: cancel.clone(),
-    };
-    let mut session = if early_failure.is_some() || token_failed {
-        session::SessionReport::empty(started)
+    let mut session = if early_failure.is_some() || credentials.token_failed() {
+        SessionReport::empty(started)
     } else {
-        let first = session::run(plan(auth.clone())).await;
-        let rejected = first
-            .failure()
-            .is_some_and(|f| f.reason == Reason::AuthFailed);
-        match (&prepared.token_source, auth) {
-            // A cached token the server rejects may have been revoked early: fetch a fresh one
-            // and try once more.
-            (Some(source), Some(mut retry)) if rejected && token_was_cached => {
-                source.invalidate_rejected(&retry.secret).await;
-                let (token, fetch) = source.token(deadline).await;
-                token_fetch = fetch;
-                match token {
-                    Some(t) => {
-                        retry.secret = t;
-                        session::run(plan(Some(retry))).await
-                    }
-                    None => session::SessionReport::empty(started),
-                }
-            }
-            _ => first,
-        }
+        let plan = SessionPlan {
+            host: &target.host,
+            port: target.port,
+            ip_protocol: module.ip_protocol,
+            tls_mode: module.tls,
+            tls: &prepared.tls,
+            ehlo: &module.ehlo,
+            auth: None,
+            envelope: mail.as_ref().map(|m| &m.envelope),
+            deadline,
+            started,
+            limits: ReplyLimits::default(),
+            cancel: budget.cancel.clone(),
+        };
+        converse(prepared, plan, &mut credentials).await
     };
-    if let Some(fetch) = &token_fetch {
-        let shown = format!(
-            "POST {}",
-            module
-                .auth
-                .as_ref()
-                .map(|a| match &a.credential {
-                    Credential::OAuth2(o) => o.token_url.as_str(),
-                    _ => "",
-                })
-                .unwrap_or_default()
-        );
-        session.transcript.insert(
-            StepName::OauthToken,
-            fetch.began,
-            fetch.duration,
-            Some(shown),
-            fetch.as_reply(),
-            fetch.failure.clone(),
-        );
+    if let Some(fetch) = &credentials.fetch {
+        record_token_fetch(&mut session, module, fetch);
     }
     if let Some(f) = &early_failure {
         session
             .transcript
             .record(f.step, Instant::now(), None, None, Some(f.clone()));
     }
-    let mut failure = session.failure().cloned();
-    if failure.is_none() {
-        failure = check_expectations(module, &session, SystemTime::now());
-    }
-    let mut delivery = None;
-    if let (Some(settings), Some(imap_tls), Some(mail), Some(accepted_at)) = (
-        &module.delivery,
-        &prepared.imap_tls,
-        &mail,
-        session.message_accepted_at,
-    ) {
-        let began = Instant::now();
-        // A cancelled wait just ends: the mail, if it arrives, is swept later.
-        let (report, delivery_failure) = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => (DeliveryReport::default(), None),
-            checked = delivery::check(settings, imap_tls, &mail.probe_id, accepted_at, cap) => checked,
-        };
-        session.transcript.record(
-            StepName::Delivery,
-            began,
-            None,
-            None,
-            delivery_failure.clone(),
-        );
-        if failure.is_none() {
-            failure = delivery_failure;
+    let mut failure = session
+        .failure()
+        .cloned()
+        .or_else(|| check_expectations(module, &session, SystemTime::now()));
+    let delivery = match (&mail, session.message_accepted_at) {
+        (Some(mail), Some(accepted_at)) => {
+            let checked = deliver(prepared, &mut session, mail, accepted_at, &budget).await;
+            checked.map(|(report, delivery_failure)| {
+                failure = failure.take().or(delivery_failure);
+                report
+            })
         }
-        delivery = Some(report);
-    }
+        _ => None,
+    };
     ProbeOutcome {
         target: target.to_string(),
         module: prepared.name.clone(),
         started_at,
         duration: started.elapsed(),
-        timeout,
+        timeout: budget.timeout,
         session,
         failure,
         probe_id: mail.map(|m| m.probe_id),
         delivery,
-        cancelled: cancel.is_cancelled(),
+        cancelled: budget.cancel.is_cancelled(),
         message_configured: module.message.is_some(),
     }
+}
+
+/// What the probe proves who it is with, read before the conversation starts.
+#[derive(Default)]
+struct Credentials {
+    /// The AUTH plan, when the module authenticates and its secret could be read.
+    auth: Option<AuthPlan>,
+    /// The token request this probe made (shown as the `oauth_token` step), if it made one.
+    fetch: Option<TokenFetch>,
+    /// Whether the token came from the cache: a rejection then earns one retry with a fresh one.
+    cached: bool,
+    /// Why no secret could be read, when that is not a failed token request.
+    failure: Option<Failure>,
+}
+
+impl Credentials {
+    /// Reads the module's secret: a password, a token file, or an OAuth 2.0 token (from the
+    /// cache, or fetched within `deadline`).
+    async fn read(prepared: &PreparedModule, deadline: Instant) -> Credentials {
+        let mut c = Credentials::default();
+        let Some(a) = &prepared.module.auth else {
+            return c;
+        };
+        let secret = match (&a.credential, &prepared.token_source) {
+            (Credential::OAuth2(_), Some(source)) => {
+                let (token, fetch) = source.token(deadline).await;
+                c.cached = fetch.is_none();
+                let failure = fetch.as_ref().and_then(|f| f.failure.clone());
+                c.fetch = fetch;
+                match (token, failure) {
+                    (Some(t), _) => Ok((t, SecretKind::BearerToken)),
+                    (None, Some(f)) => Err(f),
+                    (None, None) => Err(Failure::new(
+                        StepName::OauthToken,
+                        Reason::OauthTokenFailed,
+                        "no token",
+                    )),
+                }
+            }
+            (credential, _) => resolve_secret(credential),
+        };
+        match secret {
+            Ok((secret, kind)) => {
+                c.auth = Some(AuthPlan {
+                    mechanism: a.mechanism,
+                    username: a.username.clone(),
+                    secret,
+                    kind,
+                });
+            }
+            // A failed token request is its own step; any other failure ends the probe early.
+            Err(failure) if c.fetch.is_none() => c.failure = Some(failure),
+            Err(_) => {}
+        }
+        c
+    }
+
+    /// Whether the token request this probe made failed.
+    fn token_failed(&self) -> bool {
+        self.fetch.as_ref().is_some_and(|f| f.failure.is_some())
+    }
+}
+
+/// The SMTP session. A cached OAuth token the server rejects may have been revoked early: the
+/// session then runs once more with a freshly fetched token.
+async fn converse(
+    prepared: &PreparedModule,
+    mut plan: SessionPlan<'_>,
+    credentials: &mut Credentials,
+) -> SessionReport {
+    plan.auth = credentials.auth.clone();
+    let retry_plan = plan.clone();
+    let first = session::run(plan).await;
+    let rejected = first
+        .failure()
+        .is_some_and(|f| f.reason == Reason::AuthFailed);
+    let (Some(source), Some(mut retry)) = (&prepared.token_source, credentials.auth.take()) else {
+        return first;
+    };
+    if !(rejected && credentials.cached) {
+        return first;
+    }
+    source.invalidate_rejected(&retry.secret).await;
+    let (token, fetch) = source.token(retry_plan.deadline).await;
+    credentials.fetch = fetch;
+    match token {
+        Some(t) => {
+            retry.secret = t;
+            session::run(SessionPlan {
+                auth: Some(retry),
+                ..retry_plan
+            })
+            .await
+        }
+        None => SessionReport::empty(retry_plan.started),
+    }
+}
+
+/// Adds the token request to the transcript, at the time it ran.
+fn record_token_fetch(session: &mut SessionReport, module: &Module, fetch: &TokenFetch) {
+    let url = match module.auth.as_ref().map(|a| &a.credential) {
+        Some(Credential::OAuth2(o)) => o.token_url.as_str(),
+        _ => "",
+    };
+    session.transcript.insert(
+        StepName::OauthToken,
+        fetch.began,
+        fetch.duration,
+        Some(format!("POST {url}")),
+        fetch.as_reply(),
+        fetch.failure.clone(),
+    );
+}
+
+/// The delivery check, when the module has one: waits for the token mail over IMAP (within the
+/// budget's cap; a cancelled wait just ends, and the mail, if it arrives, is swept later) and
+/// records the `delivery` step.
+async fn deliver(
+    prepared: &PreparedModule,
+    session: &mut SessionReport,
+    mail: &TokenMail,
+    accepted_at: Instant,
+    budget: &Budget,
+) -> Option<(DeliveryReport, Option<Failure>)> {
+    let (Some(settings), Some(imap_tls)) = (&prepared.module.delivery, &prepared.imap_tls) else {
+        return None;
+    };
+    let began = Instant::now();
+    let (report, failure) = tokio::select! {
+        biased;
+        _ = budget.cancel.cancelled() => (DeliveryReport::default(), None),
+        checked = delivery::check(settings, imap_tls, &mail.probe_id, accepted_at, budget.cap) => checked,
+    };
+    session
+        .transcript
+        .record(StepName::Delivery, began, None, None, failure.clone());
+    Some((report, failure))
 }
 
 /// Reads the secret the credential names. OAuth 2.0 token fetching is its own step.
