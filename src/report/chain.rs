@@ -12,7 +12,8 @@ use super::validity_words;
 use crate::clock::{rfc3339, unix_seconds};
 use crate::probe::ProbeOutcome;
 use crate::tls::{
-    missing_issuer, CertFacts, CertSource, ChainFlags, ChainReport, MissingIssuer, TlsReport,
+    missing_issuer, CertFacts, CertSource, ChainError, ChainFlags, ChainReport, MissingIssuer,
+    TlsReport,
 };
 use crate::vocab::Reason;
 
@@ -341,128 +342,159 @@ fn render_advice(
 ) {
     let mut todo: Vec<String> = Vec::new();
     if let Some(e) = &chain.error {
-        let at =
-            |d: Option<usize>| d.and_then(|d| chain.built.get(d).or_else(|| chain.sent.get(d)));
-        match e.reason {
-            Reason::CertIncompleteChain => {
-                todo.push(
-                    "On the server: send the intermediate certificate(s) after the leaf, in one \
+        todo.extend(verdict_fix(chain, e));
+        if let Some(m) = missing {
+            todo.push(missing_issuer_advice(m));
+        }
+    }
+    todo.extend(finding_fixes(chain, flags, exporting));
+    let _ = writeln!(out, "\nWhat to do:");
+    if todo.is_empty() {
+        let _ = writeln!(out, "  Nothing: the server sends a clean chain.");
+    }
+    for item in todo {
+        let _ = writeln!(out, "  - {item}");
+    }
+}
+
+/// What fixes the reason the chain did not verify.
+fn verdict_fix(chain: &ChainReport, e: &ChainError) -> Vec<String> {
+    let mut todo = Vec::new();
+    match e.reason {
+        Reason::CertIncompleteChain => {
+            todo.push(
+                "On the server: send the intermediate certificate(s) after the leaf, in one \
                      chain file (Postfix: smtpd_tls_chain_files = key.pem, fullchain.pem; Exim: \
                      tls_certificate = fullchain.pem; Exchange/Windows: import the intermediate \
                      into Intermediate Certification Authorities)."
-                        .into(),
-                );
-                todo.push(
-                    "Until then, clients can hold the intermediate themselves: give smtp-prober \
+                    .into(),
+            );
+            todo.push(
+                "Until then, clients can hold the intermediate themselves: give smtp-prober \
                      a CA bundle that contains it (--ca-file) together with --export-dir to get \
                      the files to import."
-                        .into(),
-                );
-            }
-            Reason::CertUnknownIssuer => match chain.built.last() {
-                Some(top) if top.self_signed && top.sent => todo.push(format!(
-                    "The chain ends at the root {:?} (sha256 {}), which this client does not \
-                     trust. If it is your organisation's CA, confirm that fingerprint with its \
-                     administrators and add the root to the client's trust store \
-                     (tls_config.ca_files, --ca-file); never trust it just because the server \
-                     sent it.",
-                    top.subject, top.fingerprint_sha256
-                )),
-                _ => todo.push(
-                    "This client trusts no root that issued the chain. If the server is meant for \
-                     the public, it should use a certificate from a public CA; for a private CA, \
-                     get its root from the CA's administrators and add it to the client's trust \
-                     store (tls_config.ca_files, --ca-file). When some trust source already holds \
-                     it (a CA bundle), run chain with --ca-file=BUNDLE --export-dir=DIR to \
-                     extract it. If the CA uses two intermediates, the server may also be \
-                     missing the upper one."
-                        .into(),
-                ),
-            },
-            Reason::CertSelfSigned => {
-                let fp = chain
-                    .sent
-                    .first()
-                    .map(|c| c.fingerprint_sha256.as_str())
-                    .unwrap_or_default();
-                todo.push(format!(
-                    "Replace the self-signed certificate with one issued by a CA the clients \
+                    .into(),
+            );
+        }
+        Reason::CertUnknownIssuer => todo.push(unknown_issuer_fix(chain)),
+        Reason::CertSelfSigned => {
+            let fp = chain
+                .sent
+                .first()
+                .map(|c| c.fingerprint_sha256.as_str())
+                .unwrap_or_default();
+            todo.push(format!(
+                "Replace the self-signed certificate with one issued by a CA the clients \
                      trust. To trust it as it is (a private server), confirm its fingerprint \
                      (sha256 {fp}) with the server's administrator and add the certificate to \
                      the client's trust store (tls_config.ca_files, --ca-file)."
-                ));
-            }
-            Reason::CertExpired => match at(e.depth) {
-                Some(c) if c.depth == 0 => todo.push(format!(
-                    "Renew the server certificate {:?} (expired {}) and install the new one with \
-                     its intermediates.",
-                    c.subject,
-                    rfc3339(c.not_after)
-                )),
-                Some(c) if !c.sent => todo.push(format!(
-                    "The intermediate {:?} from {} expired {}: replace it there with the CA's \
-                     current intermediate, and have the server send its intermediates itself.",
-                    c.subject,
-                    source_words(&c.source),
-                    rfc3339(c.not_after)
-                )),
-                Some(c) => todo.push(format!(
-                    "The server sends an outdated intermediate {:?} (expired {}): install the \
-                     CA's current intermediate (the one whose key identifier matches the leaf's \
-                     authority key identifier) in the server's chain file.",
-                    c.subject,
-                    rfc3339(c.not_after)
-                )),
-                None => todo.push("Renew the expired certificate on the server.".into()),
-            },
-            Reason::CertNotYetValid => todo.push(
-                "A certificate is not valid yet: it was installed before its start date, or a \
-                 clock is wrong. Compare this machine's clock with the server's and the CA's \
-                 dates."
-                    .into(),
-            ),
-            Reason::CertHostnameMismatch => {
-                let names = chain
-                    .sent
-                    .first()
-                    .map(|c| c.sans.join(", "))
-                    .unwrap_or_default();
-                todo.push(format!(
-                    "The certificate names [{names}], not {:?}. If clients connect by one of \
-                     those names, probe with it (--server-name, tls_config.server_name); \
-                     otherwise get a certificate that includes {:?}.",
-                    chain.server_name, chain.server_name
-                ));
-            }
-            Reason::CertBadSignature => todo.push(
-                "A signature does not verify: the server's chain file mixes certificates of \
-                 different CAs or keys. Reinstall the leaf with the intermediate its CA issued \
-                 it with."
-                    .into(),
-            ),
-            _ => todo.push(e.reason.hint().to_string()),
-        }
-        if let Some(m) = missing {
-            todo.push(format!(
-                "Look for the certificate of {:?} ({}){}.",
-                m.issuer,
-                match &m.authority_key_id {
-                    Some(id) => format!(
-                        "its subject key identifier is {}, the authority key identifier of \
-                         depth {}",
-                        colon_hex(id),
-                        m.depth
-                    ),
-                    None => format!("depth {} names no authority key identifier", m.depth),
-                },
-                if m.ca_issuers.is_empty() {
-                    String::new()
-                } else {
-                    format!(", published at {}", m.ca_issuers.join(", "))
-                }
             ));
         }
+        Reason::CertExpired => todo.push(expired_fix(chain, e.depth)),
+        Reason::CertNotYetValid => todo.push(
+            "A certificate is not valid yet: it was installed before its start date, or a \
+                 clock is wrong. Compare this machine's clock with the server's and the CA's \
+                 dates."
+                .into(),
+        ),
+        Reason::CertHostnameMismatch => {
+            let names = chain
+                .sent
+                .first()
+                .map(|c| c.sans.join(", "))
+                .unwrap_or_default();
+            todo.push(format!(
+                "The certificate names [{names}], not {:?}. If clients connect by one of \
+                     those names, probe with it (--server-name, tls_config.server_name); \
+                     otherwise get a certificate that includes {:?}.",
+                chain.server_name, chain.server_name
+            ));
+        }
+        Reason::CertBadSignature => todo.push(
+            "A signature does not verify: the server's chain file mixes certificates of \
+                 different CAs or keys. Reinstall the leaf with the intermediate its CA issued \
+                 it with."
+                .into(),
+        ),
+        _ => todo.push(e.reason.hint().to_string()),
     }
+    todo
+}
+
+/// The fix for `cert_unknown_issuer`: a root the server sent, or none at all.
+fn unknown_issuer_fix(chain: &ChainReport) -> String {
+    match chain.built.last() {
+        Some(top) if top.self_signed && top.sent => format!(
+            "The chain ends at the root {:?} (sha256 {}), which this client does not \
+             trust. If it is your organisation's CA, confirm that fingerprint with its \
+             administrators and add the root to the client's trust store \
+             (tls_config.ca_files, --ca-file); never trust it just because the server \
+             sent it.",
+            top.subject, top.fingerprint_sha256
+        ),
+        _ => "This client trusts no root that issued the chain. If the server is meant for \
+              the public, it should use a certificate from a public CA; for a private CA, \
+              get its root from the CA's administrators and add it to the client's trust \
+              store (tls_config.ca_files, --ca-file). When some trust source already holds \
+              it (a CA bundle), run chain with --ca-file=BUNDLE --export-dir=DIR to \
+              extract it. If the CA uses two intermediates, the server may also be \
+              missing the upper one."
+            .into(),
+    }
+}
+
+/// The fix for `cert_expired`, by where the expired certificate is.
+fn expired_fix(chain: &ChainReport, depth: Option<usize>) -> String {
+    let at = depth.and_then(|d| chain.built.get(d).or_else(|| chain.sent.get(d)));
+    match at {
+        Some(c) if c.depth == 0 => format!(
+            "Renew the server certificate {:?} (expired {}) and install the new one with \
+             its intermediates.",
+            c.subject,
+            rfc3339(c.not_after)
+        ),
+        Some(c) if !c.sent => format!(
+            "The intermediate {:?} from {} expired {}: replace it there with the CA's \
+             current intermediate, and have the server send its intermediates itself.",
+            c.subject,
+            source_words(&c.source),
+            rfc3339(c.not_after)
+        ),
+        Some(c) => format!(
+            "The server sends an outdated intermediate {:?} (expired {}): install the \
+             CA's current intermediate (the one whose key identifier matches the leaf's \
+             authority key identifier) in the server's chain file.",
+            c.subject,
+            rfc3339(c.not_after)
+        ),
+        None => "Renew the expired certificate on the server.".into(),
+    }
+}
+
+/// Where to look for the issuer nobody holds.
+fn missing_issuer_advice(m: &MissingIssuer) -> String {
+    let key = match &m.authority_key_id {
+        Some(id) => format!(
+            "its subject key identifier is {}, the authority key identifier of depth {}",
+            colon_hex(id),
+            m.depth
+        ),
+        None => format!("depth {} names no authority key identifier", m.depth),
+    };
+    let published = if m.ca_issuers.is_empty() {
+        String::new()
+    } else {
+        format!(", published at {}", m.ca_issuers.join(", "))
+    };
+    format!(
+        "Look for the certificate of {:?} ({key}){published}.",
+        m.issuer
+    )
+}
+
+/// The fixes for the findings, and the export worth running.
+fn finding_fixes(chain: &ChainReport, flags: &ChainFlags, exporting: bool) -> Vec<String> {
+    let mut todo = Vec::new();
     if flags.root_sent.is_some() || !flags.duplicates.is_empty() || !flags.unrelated.is_empty() {
         todo.push(
             "Clean up the server's chain file: the leaf, then its intermediates, nothing else."
@@ -499,13 +531,7 @@ fn render_advice(
              not send as PEM files to import into a client trust store."
         ));
     }
-    let _ = writeln!(out, "\nWhat to do:");
-    if todo.is_empty() {
-        let _ = writeln!(out, "  Nothing: the server sends a clean chain.");
-    }
-    for item in todo {
-        let _ = writeln!(out, "  - {item}");
-    }
+    todo
 }
 
 /// What `--export-dir` wrote, or why nothing.

@@ -8,6 +8,11 @@ use std::time::{Duration, SystemTime};
 use super::{listed_certificates, millis, source_name, validity_words};
 use crate::clock::{rfc3339, unix_seconds};
 use crate::probe::ProbeOutcome;
+use crate::smtp::reply::Reply;
+use crate::smtp::session::SessionReport;
+use crate::smtp::transcript::Step;
+use crate::tls::TlsReport;
+use crate::vocab::StepName;
 
 fn ms(d: Duration) -> String {
     millis(d, "ms")
@@ -25,69 +30,7 @@ pub fn render(o: &ProbeOutcome) -> String {
         humantime::format_duration(o.timeout)
     );
     for st in s.transcript.steps() {
-        let offset = format!("+{:.4}s", st.offset.as_secs_f64());
-        let name = st.name.as_str();
-        match (&st.sent, &st.reply) {
-            (Some(sent), reply) => {
-                let _ = writeln!(out, "{offset:>10}  {name:<13} -> {sent}");
-                match reply {
-                    Some(r) => {
-                        let enh = r.enhanced.map(|e| format!("{e} ")).unwrap_or_default();
-                        let _ = writeln!(
-                            out,
-                            "{:>10}  {:<13} <- {} {}{}  ({})",
-                            "",
-                            "",
-                            r.code,
-                            enh,
-                            r.text(),
-                            ms(st.duration)
-                        );
-                    }
-                    None => {
-                        let _ = writeln!(
-                            out,
-                            "{:>10}  {:<13} <- (no reply)  ({})",
-                            "",
-                            "",
-                            ms(st.duration)
-                        );
-                    }
-                }
-            }
-            (None, Some(r)) => {
-                let enh = r.enhanced.map(|e| format!("{e} ")).unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "{offset:>10}  {name:<13} <- {} {}{}  ({})",
-                    r.code,
-                    enh,
-                    r.text(),
-                    ms(st.duration)
-                );
-            }
-            (None, None) => {
-                let what = match st.name {
-                    crate::vocab::StepName::Connect | crate::vocab::StepName::Resolve => {
-                        s.peer.map(|p| p.to_string()).unwrap_or_default()
-                    }
-                    crate::vocab::StepName::TlsHandshake => s
-                        .tls
-                        .as_ref()
-                        .map(|t| format!("{} {}", t.version, t.cipher))
-                        .unwrap_or_default(),
-                    _ => String::new(),
-                };
-                let _ = writeln!(
-                    out,
-                    "{offset:>10}  {name:<13}    {what}  ({})",
-                    ms(st.duration)
-                );
-            }
-        }
-        if let Some(f) = &st.failure {
-            let _ = writeln!(out, "{:>10}  {:<13} !! {}: {}", "", "", f.reason, f.detail);
-        }
+        step(&mut out, st, s);
     }
     if let Some(info) = s.effective_server() {
         let exts: Vec<String> = info.extensions.iter().map(|e| e.describe()).collect();
@@ -97,49 +40,7 @@ pub fn render(o: &ProbeOutcome) -> String {
         }
     }
     if let Some(tls) = &s.tls {
-        let _ = writeln!(out, "\nTLS: {} {}", tls.version, tls.cipher);
-        let chain = &tls.chain;
-        match &chain.error {
-            None => {
-                let _ = writeln!(
-                    out,
-                    "certificate chain for {:?}: valid{}",
-                    chain.server_name,
-                    if chain.sent_complete {
-                        ""
-                    } else {
-                        " (an intermediate came from a local trust source, not from the server)"
-                    }
-                );
-            }
-            Some(e) => {
-                let _ = writeln!(
-                    out,
-                    "certificate chain for {:?}: INVALID, {} ({})",
-                    chain.server_name, e.reason, e.detail
-                );
-            }
-        }
-        let now = unix_seconds(SystemTime::now());
-        for c in listed_certificates(chain) {
-            let _ = writeln!(
-                out,
-                "  {} {:<7} {}\n              issuer {}\n              valid {} .. {} ({}), {}, {}",
-                c.depth,
-                if c.sent { "sent" } else { "local" },
-                c.subject,
-                c.issuer,
-                rfc3339(c.not_before),
-                rfc3339(c.not_after),
-                validity_words(c, now),
-                c.key,
-                if c.sent {
-                    "from the server".to_string()
-                } else {
-                    format!("from {}", source_name(&c.source))
-                }
-            );
-        }
+        session_tls(&mut out, tls);
     }
     if let Some(d) = &o.delivery {
         let _ = writeln!(
@@ -155,6 +56,109 @@ pub fn render(o: &ProbeOutcome) -> String {
                 .unwrap_or_default()
         );
     }
+    verdict(&mut out, o);
+    out
+}
+
+/// One step: what was sent, what came back (or the local phase's result), and its failure.
+fn step(out: &mut String, st: &Step, s: &SessionReport) {
+    let offset = format!("+{:.4}s", st.offset.as_secs_f64());
+    let name = st.name.as_str();
+    let took = ms(st.duration);
+    match (&st.sent, &st.reply) {
+        (Some(sent), reply) => {
+            let _ = writeln!(out, "{offset:>10}  {name:<13} -> {sent}");
+            match reply {
+                Some(r) => {
+                    let _ = writeln!(out, "{:>10}  {:<13} <- {}  ({took})", "", "", reply_text(r));
+                }
+                None => {
+                    let _ = writeln!(out, "{:>10}  {:<13} <- (no reply)  ({took})", "", "");
+                }
+            }
+        }
+        (None, Some(r)) => {
+            let _ = writeln!(
+                out,
+                "{offset:>10}  {name:<13} <- {}  ({took})",
+                reply_text(r)
+            );
+        }
+        (None, None) => {
+            let what = match st.name {
+                StepName::Connect | StepName::Resolve => {
+                    s.peer.map(|p| p.to_string()).unwrap_or_default()
+                }
+                StepName::TlsHandshake => s
+                    .tls
+                    .as_ref()
+                    .map(|t| format!("{} {}", t.version, t.cipher))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "{offset:>10}  {name:<13}    {what}  ({took})");
+        }
+    }
+    if let Some(f) = &st.failure {
+        let _ = writeln!(out, "{:>10}  {:<13} !! {}: {}", "", "", f.reason, f.detail);
+    }
+}
+
+/// `250 2.0.0 text`: the code, the enhanced code when there is one, the text.
+fn reply_text(r: &Reply) -> String {
+    let enh = r.enhanced.map(|e| format!("{e} ")).unwrap_or_default();
+    format!("{} {}{}", r.code, enh, r.text())
+}
+
+/// The TLS session, the chain's verdict and every listed certificate.
+fn session_tls(out: &mut String, tls: &TlsReport) {
+    let _ = writeln!(out, "\nTLS: {} {}", tls.version, tls.cipher);
+    let chain = &tls.chain;
+    match &chain.error {
+        None => {
+            let _ = writeln!(
+                out,
+                "certificate chain for {:?}: valid{}",
+                chain.server_name,
+                if chain.sent_complete {
+                    ""
+                } else {
+                    " (an intermediate came from a local trust source, not from the server)"
+                }
+            );
+        }
+        Some(e) => {
+            let _ = writeln!(
+                out,
+                "certificate chain for {:?}: INVALID, {} ({})",
+                chain.server_name, e.reason, e.detail
+            );
+        }
+    }
+    let now = unix_seconds(SystemTime::now());
+    for c in listed_certificates(chain) {
+        let _ = writeln!(
+            out,
+            "  {} {:<7} {}\n              issuer {}\n              valid {} .. {} ({}), {}, {}",
+            c.depth,
+            if c.sent { "sent" } else { "local" },
+            c.subject,
+            c.issuer,
+            rfc3339(c.not_before),
+            rfc3339(c.not_after),
+            validity_words(c, now),
+            c.key,
+            if c.sent {
+                "from the server".to_string()
+            } else {
+                format!("from {}", source_name(&c.source))
+            }
+        );
+    }
+}
+
+/// The verdict line, and the hint for a failure.
+fn verdict(out: &mut String, o: &ProbeOutcome) {
     match &o.failure {
         None => {
             let _ = writeln!(out, "\nverdict: SUCCESS in {}", ms(o.duration));
@@ -175,5 +179,4 @@ pub fn render(o: &ProbeOutcome) -> String {
             }
         }
     }
-    out
 }
