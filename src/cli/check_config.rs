@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Args;
 
 use super::{DEFAULT_CONFIG_FILE, EXIT_USAGE};
@@ -23,12 +24,12 @@ pub(crate) struct CheckConfigArgs {
 
 pub(crate) async fn run_check_config(args: &CheckConfigArgs) -> ExitCode {
     let path = args.config_file.clone();
-    let checked = tokio::task::spawn_blocking(move || -> Result<Loaded, String> {
-        let config = Config::load(&path).map_err(|e| e.to_string())?;
-        Loaded::prepare(config).map_err(|e| format!("{}: {e}", path.display()))
+    let checked = tokio::task::spawn_blocking(move || -> anyhow::Result<Loaded> {
+        let config = Config::load(&path)?;
+        Loaded::prepare(config).with_context(|| path.display().to_string())
     })
     .await
-    .unwrap_or_else(|e| Err(format!("checking was interrupted: {e}")));
+    .unwrap_or_else(|e| Err(anyhow::Error::new(e).context("checking was interrupted")));
     let mut ok = match checked {
         Ok(loaded) => {
             println!(
@@ -41,7 +42,7 @@ pub(crate) async fn run_check_config(args: &CheckConfigArgs) -> ExitCode {
             true
         }
         Err(problems) => {
-            eprintln!("{problems}");
+            eprintln!("{problems:#}");
             false
         }
     };

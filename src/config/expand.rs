@@ -8,8 +8,8 @@
 //! Error messages here never contain a secret: not the content of a file, not the value of a
 //! variable.
 
+use super::yaml::{read_bounded, ReadError};
 use crate::secret::Secret;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Looks up an environment variable (the process environment, or a table in tests).
@@ -20,27 +20,34 @@ pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// Why a value with `${NAME}` references could not be expanded.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ExpandError {
+    /// `${` without `}`.
+    #[error("unterminated ${{ reference (write ${{NAME}})")]
+    Unterminated,
+    /// Not a shell-style variable name.
+    #[error("invalid environment variable name {0:?} in ${{...}} reference")]
+    InvalidName(String),
+    /// The variable is not set.
+    #[error("environment variable {0} is not set")]
+    Unset(String),
+}
+
 /// Replaces every `${NAME}` in `text` with the variable's value.
-pub(crate) fn expand(text: &str, env: Env<'_>) -> Result<String, String> {
+pub(crate) fn expand(text: &str, env: Env<'_>) -> Result<String, ExpandError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            return Err("unterminated ${ reference (write ${NAME})".to_string());
-        };
+        let end = after.find('}').ok_or(ExpandError::Unterminated)?;
         let name = &after[..end];
         if !is_variable_name(name) {
-            return Err(format!(
-                "invalid environment variable name {:?} in ${{...}} reference",
-                name
-            ));
+            return Err(ExpandError::InvalidName(name.to_string()));
         }
-        match env(name) {
-            Some(value) => out.push_str(&value),
-            None => return Err(format!("environment variable {name} is not set")),
-        }
+        let value = env(name).ok_or_else(|| ExpandError::Unset(name.to_string()))?;
+        out.push_str(&value);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -63,40 +70,73 @@ fn is_variable_name(name: &str) -> bool {
 /// Secret files are small; a bound keeps a mistaken path (a log, a device) from eating memory.
 const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
+/// Why a secret file cannot be used. Never contains the file's content.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SecretFileError {
+    /// Opening or reading failed.
+    #[error("cannot read secret file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Larger than any secret.
+    #[error("secret file {} is larger than {MAX_SECRET_BYTES} bytes; is it the right file?", .0.display())]
+    TooLarge(PathBuf),
+    /// Not UTF-8.
+    #[error("secret file {} is not UTF-8 text", .0.display())]
+    NotText(PathBuf),
+    /// Nothing but whitespace.
+    #[error("secret file {} is empty", .0.display())]
+    Empty(PathBuf),
+}
+
 /// Reads a secret file, dropping surrounding whitespace (the usual trailing newline).
 /// The error names the file and the cause, never the content.
-pub(crate) fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    let shown = path.display();
-    let cannot = |e: std::io::Error| format!("cannot read secret file {shown}: {e}");
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_SECRET_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(cannot)?;
-    if bytes.len() as u64 > MAX_SECRET_BYTES {
-        return Err(format!(
-            "secret file {shown} is larger than {MAX_SECRET_BYTES} bytes; is it the right file?"
-        ));
-    }
-    let text =
-        String::from_utf8(bytes).map_err(|_| format!("secret file {shown} is not UTF-8 text"))?;
+pub(crate) fn read_secret_file(path: &Path) -> Result<Secret, SecretFileError> {
+    let bytes = read_bounded(path, MAX_SECRET_BYTES).map_err(|e| match e {
+        ReadError::Io(source) => SecretFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        ReadError::TooLarge(_) => SecretFileError::TooLarge(path.to_path_buf()),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| SecretFileError::NotText(path.into()))?;
     let secret = Secret::new(text.trim());
     if secret.is_empty() {
-        return Err(format!("secret file {shown} is empty"));
+        return Err(SecretFileError::Empty(path.into()));
     }
     Ok(secret)
 }
 
+/// Why a file a probe will read later (a token file, a CA file) cannot be read now.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UnreadableFile {
+    /// Opening failed.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A directory.
+    #[error("{} is a directory, not a file", .0.display())]
+    Directory(PathBuf),
+}
+
 /// Checks that a file (a token file, a CA file) can be opened now, without keeping its content.
-pub(crate) fn check_readable(path: &Path) -> Result<(), String> {
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+pub(crate) fn check_readable(path: &Path) -> Result<(), UnreadableFile> {
+    let unreadable = |source| UnreadableFile::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
     if meta.is_dir() {
-        return Err(format!("{shown} is a directory, not a file"));
+        return Err(UnreadableFile::Directory(path.into()));
     }
-    std::fs::File::open(path)
-        .map(|_| ())
-        .map_err(|e| format!("cannot read {shown}: {e}"))
+    std::fs::File::open(path).map(|_| ()).map_err(unreadable)
 }
 
 /// A path from the file: relative paths are taken from the configuration file's directory,
@@ -134,16 +174,17 @@ mod tests {
 
     #[test]
     fn reports_missing_and_malformed_references() {
+        let expand = |text| expand(text, &env).map_err(|e| e.to_string());
         assert_eq!(
-            expand("${NOPE}", &env).unwrap_err(),
+            expand("${NOPE}").unwrap_err(),
             "environment variable NOPE is not set"
         );
         assert_eq!(
-            expand("${USER_NAME", &env).unwrap_err(),
+            expand("${USER_NAME").unwrap_err(),
             "unterminated ${ reference (write ${NAME})"
         );
         assert_eq!(
-            expand("${1X}", &env).unwrap_err(),
+            expand("${1X}").unwrap_err(),
             "invalid environment variable name \"1X\" in ${...} reference"
         );
     }
@@ -164,12 +205,13 @@ mod tests {
         assert_eq!(read_secret_file(&path).unwrap().expose(), "hunter2");
         std::fs::write(&path, "\n").unwrap();
         assert_eq!(
-            read_secret_file(&path).unwrap_err(),
+            read_secret_file(&path).unwrap_err().to_string(),
             format!("secret file {} is empty", path.display())
         );
         std::fs::write(&path, vec![b'a'; 70_000]).unwrap();
         assert!(read_secret_file(&path)
             .unwrap_err()
+            .to_string()
             .ends_with("is larger than 65536 bytes; is it the right file?"));
     }
 }

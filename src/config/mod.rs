@@ -25,14 +25,13 @@
 mod expand;
 pub(crate) mod raw;
 mod validate;
+pub(crate) mod yaml;
 
 use crate::probe::module::Module;
 use raw::RawConfig;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -155,7 +154,7 @@ impl Config {
     /// Reads, decodes and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let bytes = read_bounded(path)
+        let bytes = yaml::read_bounded(path, MAX_CONFIG_BYTES)
             .map_err(|why| ConfigError::file_problem(&file, format!("cannot read: {why}")))?;
         Config::parse(&bytes, &file, path.parent(), &expand::process_env)
     }
@@ -217,73 +216,9 @@ impl Config {
     }
 }
 
-/// Reads at most [`MAX_CONFIG_BYTES`].
-fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(format!("larger than {MAX_CONFIG_BYTES} bytes"));
-    }
-    Ok(bytes)
-}
-
 /// Decodes the YAML into the raw structs; on failure, the problem with its line and field path.
 fn decode(text: &str) -> Result<RawConfig, Problem> {
-    // Snippets are off: the error is rendered as one `file:line: field: message` line.
-    // Strict booleans: `insecure_skip_verify: yes` is a typo, not YAML 1.1 truthiness.
-    let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
-    let mut failed_at = None;
-    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
-        // serde-saphyr reports where an error is, but not in which field: the path comes from
-        // tracking the keys and indices walked to reach it.
-        let mut track = serde_path_to_error::Track::new();
-        let result = RawConfig::deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
-        if result.is_err() {
-            failed_at = Some(track.path());
-        }
-        result
-    });
-    result.map_err(|e| Problem {
-        line: e.location().map(|l| l.line()).filter(|&l| l > 0),
-        field: failed_at.map(|path| field_path(&path)).unwrap_or_default(),
-        message: yaml_message(&e),
-    })
-}
-
-/// The message of a decoding error, without location (we print that ourselves).
-pub(crate) fn yaml_message(e: &serde_saphyr::Error) -> String {
-    use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
-    let mut e = e.without_snippet();
-    // An error in a value reached through an alias: the original error is inside.
-    while let Error::AliasError { error, .. } = e {
-        e = error.without_snippet();
-    }
-    let message = match e {
-        Error::SerdeUnknownVariant {
-            variant, expected, ..
-        } => format!(
-            "unknown variant {:?}, expected one of {}",
-            variant,
-            expected.join(", ")
-        ),
-        Error::SerdeUnknownField {
-            field, expected, ..
-        } => format!(
-            "unknown key {:?}, expected one of {}",
-            field,
-            expected.join(", ")
-        ),
-        Error::Message { msg, .. } => msg.clone(),
-        other => UserMessageFormatter.format_message(other).into_owned(),
-    };
-    // The message may quote the file; keep it on one line whatever the file holds.
-    message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    yaml::decode(text, field_path)
 }
 
 /// A field path like `modules.submission.tls` from the tracked serde path.
@@ -299,45 +234,9 @@ fn field_path(path: &serde_path_to_error::Path) -> String {
 fn render_segments<'a>(
     segments: impl IntoIterator<Item = &'a serde_path_to_error::Segment>,
 ) -> String {
-    render_path(segments, |so_far, key| {
+    yaml::render_path(segments, |so_far, key| {
         (so_far.is_empty() && key == "modules") || key == "labels"
     })
-}
-
-/// Renders a tracked serde path as `a.b[2].c`, dropping the `value` keys that located values
-/// add. `user_map(path_so_far, key)` says whether `key` is followed by a user-chosen key (a
-/// module or user name), which is kept even when it is spelled `value`. Shared by every YAML
-/// file we read.
-pub(crate) fn render_path<'a>(
-    segments: impl IntoIterator<Item = &'a serde_path_to_error::Segment>,
-    user_map: impl Fn(&str, &str) -> bool,
-) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    let mut user_key_next = false;
-    for segment in segments {
-        match segment {
-            Segment::Seq { index } => {
-                out.push_str(&format!("[{index}]"));
-                user_key_next = false;
-            }
-            Segment::Map { key } if user_key_next => {
-                out.push('.');
-                out.push_str(key);
-                user_key_next = false;
-            }
-            Segment::Map { key } if key == "value" => {}
-            Segment::Map { key } => {
-                user_key_next = user_map(&out, key);
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Segment::Enum { .. } | Segment::Unknown => {}
-        }
-    }
-    out
 }
 
 /// Serialises the raw configuration with every secret-bearing value replaced.

@@ -165,7 +165,7 @@ impl<'a> Validator<'a> {
         match expand::expand(&at.value, self.env) {
             Ok(text) => Some(text),
             Err(why) => {
-                self.report(line(at), field, why);
+                self.report(line(at), field, why.to_string());
                 None
             }
         }
@@ -199,7 +199,7 @@ impl<'a> Validator<'a> {
     fn readable_path(&mut self, at: &At<String>, field: &str) -> Option<PathBuf> {
         let path = self.path(at, field)?;
         if let Err(why) = expand::check_readable(&path) {
-            self.report(line(at), field, why);
+            self.report(line(at), field, why.to_string());
             return None;
         }
         Some(path)
@@ -211,7 +211,7 @@ impl<'a> Validator<'a> {
         match expand::read_secret_file(&path) {
             Ok(secret) => Some(secret),
             Err(why) => {
-                self.report(line(at), field, why);
+                self.report(line(at), field, why.to_string());
                 None
             }
         }
@@ -778,51 +778,11 @@ impl<'a> Validator<'a> {
             let raw = &raw.value;
             let name = v
                 .required(&raw.name, target_line, &format!("{prefix}.name"))
-                .and_then(|at| {
-                    let field = format!("{prefix}.name");
-                    let name = at.value.as_str();
-                    if name.trim().is_empty() {
-                        v.report(line(at), &field, "target name is empty");
-                        return None;
-                    }
-                    if name.chars().any(char::is_control) {
-                        v.report(line(at), &field, "target name contains a control character");
-                        return None;
-                    }
-                    if let Some(first) = seen.get(name) {
-                        let first = first
-                            .map(|l| format!(" (first at line {l})"))
-                            .unwrap_or_default();
-                        v.report(
-                            line(at),
-                            &field,
-                            format!("duplicate target name {name:?}{first}"),
-                        );
-                        return None;
-                    }
-                    seen.insert(name.to_string(), line(at));
-                    Some(name.to_string())
-                });
+                .and_then(|at| v.target_name(at, &format!("{prefix}.name"), seen));
             let shown = name.as_deref().unwrap_or("?");
             let module = v
                 .required(&raw.module, target_line, &format!("{prefix}.module"))
-                .and_then(|at| match config.modules.get_key_value(&at.value) {
-                    Some((name, module)) => Some((name.as_str(), &module.value)),
-                    None => {
-                        let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
-                        let known = if known.is_empty() {
-                            "no modules are defined".to_string()
-                        } else {
-                            format!("defined: {}", known.join(", "))
-                        };
-                        v.report(
-                            line(at),
-                            &format!("{prefix}.module"),
-                            format!("no module named {:?} ({known})", at.value),
-                        );
-                        None
-                    }
-                });
+                .and_then(|at| v.target_module(at, &format!("{prefix}.module"), config));
             let default_port = module
                 .map(|(_, m)| raw_module_port(m))
                 .unwrap_or(default_smtp_port(TlsMode::default()));
@@ -835,55 +795,7 @@ impl<'a> Validator<'a> {
                         None
                     }
                 });
-            let interval = match &raw.interval {
-                Some(at) => {
-                    let interval = at.value.0;
-                    let field = format!("{prefix}.interval");
-                    if interval < MIN_INTERVAL {
-                        v.report(line(at), &field, "interval must be at least 1s");
-                    } else if let Some((module_name, m)) =
-                        module.filter(|(_, m)| m.message.is_some())
-                    {
-                        if interval < scheduler.min_send_interval {
-                            v.report(
-                                line(at),
-                                &field,
-                                format!(
-                                    "target {shown:?}: interval {} is shorter than \
-                                     scheduler.min_send_interval {}; module {module_name:?} \
-                                     sends a mail on every run{}",
-                                    humantime::format_duration(interval),
-                                    humantime::format_duration(scheduler.min_send_interval),
-                                    if m.delivery.is_some() {
-                                        " and checks its delivery"
-                                    } else {
-                                        ""
-                                    },
-                                ),
-                            );
-                        }
-                    }
-                    interval
-                }
-                None => {
-                    if let Some((module_name, _)) = module.filter(|(_, m)| m.message.is_some()) {
-                        if DEFAULT_INTERVAL < scheduler.min_send_interval {
-                            v.report(
-                                target_line,
-                                &format!("{prefix}.interval"),
-                                format!(
-                                    "target {shown:?}: the default interval {} is shorter than \
-                                     scheduler.min_send_interval {}; module {module_name:?} \
-                                     sends a mail on every run: set an interval",
-                                    humantime::format_duration(DEFAULT_INTERVAL),
-                                    humantime::format_duration(scheduler.min_send_interval),
-                                ),
-                            );
-                        }
-                    }
-                    DEFAULT_INTERVAL
-                }
-            };
+            let interval = v.target_interval(raw, target_line, prefix, shown, module, scheduler);
             let mut labels = BTreeMap::new();
             for (label, value) in &raw.labels {
                 let field = format!("{prefix}.labels.{label}");
@@ -891,7 +803,7 @@ impl<'a> Validator<'a> {
                     Ok(()) => {
                         labels.insert(label.clone(), value.value.clone());
                     }
-                    Err(why) => v.report(line(value), &field, why),
+                    Err(why) => v.report(line(value), &field, why.to_string()),
                 }
             }
             Some(Target {
@@ -903,6 +815,117 @@ impl<'a> Validator<'a> {
             })
         })
         .flatten()
+    }
+
+    /// A target's name: not empty, printable, not taken by an earlier target.
+    fn target_name(
+        &mut self,
+        at: &At<String>,
+        field: &str,
+        seen: &mut HashMap<String, Option<u64>>,
+    ) -> Option<String> {
+        let name = at.value.as_str();
+        if name.trim().is_empty() {
+            self.report(line(at), field, "target name is empty");
+            return None;
+        }
+        if name.chars().any(char::is_control) {
+            self.report(line(at), field, "target name contains a control character");
+            return None;
+        }
+        if let Some(first) = seen.get(name) {
+            let first = first
+                .map(|l| format!(" (first at line {l})"))
+                .unwrap_or_default();
+            self.report(
+                line(at),
+                field,
+                format!("duplicate target name {name:?}{first}"),
+            );
+            return None;
+        }
+        seen.insert(name.to_string(), line(at));
+        Some(name.to_string())
+    }
+
+    /// The module a target names, which the file must define.
+    fn target_module<'c>(
+        &mut self,
+        at: &At<String>,
+        field: &str,
+        config: &'c RawConfig,
+    ) -> Option<(&'c str, &'c RawModule)> {
+        if let Some((name, module)) = config.modules.get_key_value(&at.value) {
+            return Some((name.as_str(), &module.value));
+        }
+        let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "no modules are defined".to_string()
+        } else {
+            format!("defined: {}", known.join(", "))
+        };
+        self.report(
+            line(at),
+            field,
+            format!("no module named {:?} ({known})", at.value),
+        );
+        None
+    }
+
+    /// A target's interval: at least a second, and not below `scheduler.min_send_interval`
+    /// when its module sends a mail.
+    fn target_interval(
+        &mut self,
+        raw: &RawTarget,
+        target_line: Option<u64>,
+        prefix: &str,
+        shown: &str,
+        module: Option<(&str, &RawModule)>,
+        scheduler: &SchedulerSettings,
+    ) -> Duration {
+        let sending = module.filter(|(_, m)| m.message.is_some());
+        let floor = humantime::format_duration(scheduler.min_send_interval);
+        let field = format!("{prefix}.interval");
+        let Some(at) = &raw.interval else {
+            if let Some((module_name, _)) = sending {
+                if DEFAULT_INTERVAL < scheduler.min_send_interval {
+                    self.report(
+                        target_line,
+                        &field,
+                        format!(
+                            "target {shown:?}: the default interval {} is shorter than \
+                             scheduler.min_send_interval {floor}; module {module_name:?} \
+                             sends a mail on every run: set an interval",
+                            humantime::format_duration(DEFAULT_INTERVAL),
+                        ),
+                    );
+                }
+            }
+            return DEFAULT_INTERVAL;
+        };
+        let interval = at.value.0;
+        if interval < MIN_INTERVAL {
+            self.report(line(at), &field, "interval must be at least 1s");
+        } else if let Some((module_name, m)) = sending {
+            if interval < scheduler.min_send_interval {
+                let delivery = if m.delivery.is_some() {
+                    " and checks its delivery"
+                } else {
+                    ""
+                };
+                self.report(
+                    line(at),
+                    &field,
+                    format!(
+                        "target {shown:?}: interval {} is shorter than \
+                         scheduler.min_send_interval {floor}; module {module_name:?} \
+                         sends a mail on every run{delivery}",
+                        humantime::format_duration(interval),
+                    ),
+                );
+            }
+        }
+        interval
     }
 }
 
@@ -946,25 +969,29 @@ fn is_loopback_authority(rest: &str) -> bool {
 }
 
 /// A Prometheus label name that a target may use.
-fn check_label_name(label: &str) -> Result<(), String> {
+/// Why a target's label name cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum LabelNameError {
+    #[error("invalid label name {0:?}: must match [a-zA-Z_][a-zA-Z0-9_]*")]
+    Invalid(String),
+    #[error("label name {0:?} is reserved: names starting with __ are Prometheus-internal")]
+    Internal(String),
+    #[error("label name {0:?} is reserved: smtp-prober sets it on its own metrics")]
+    Ours(String),
+}
+
+fn check_label_name(label: &str) -> Result<(), LabelNameError> {
     let mut chars = label.chars();
     let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(format!(
-            "invalid label name {:?}: must match [a-zA-Z_][a-zA-Z0-9_]*",
-            label
-        ));
+        return Err(LabelNameError::Invalid(label.to_string()));
     }
     if label.starts_with("__") {
-        return Err(format!(
-            "label name {label:?} is reserved: names starting with __ are Prometheus-internal"
-        ));
+        return Err(LabelNameError::Internal(label.to_string()));
     }
     if RESERVED_LABELS.contains(&label) {
-        return Err(format!(
-            "label name {label:?} is reserved: smtp-prober sets it on its own metrics"
-        ));
+        return Err(LabelNameError::Ours(label.to_string()));
     }
     Ok(())
 }

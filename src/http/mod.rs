@@ -181,6 +181,17 @@ fn text_response(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// Why the scrape timeout header cannot be used (a 400 answer).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum ScrapeTimeoutError {
+    /// Not visible ASCII.
+    #[error("{SCRAPE_TIMEOUT_HEADER} is not text")]
+    NotText,
+    /// Not a positive number.
+    #[error("{SCRAPE_TIMEOUT_HEADER}: {0:?} is not a positive number of seconds")]
+    NotSeconds(String),
+}
+
 /// The probe deadline (DESIGN §2.1): the scrape timeout minus the offset, capped by the
 /// module's timeout. Without the header, the module's timeout. An offset larger than the scrape
 /// timeout leaves the scrape timeout itself.
@@ -188,22 +199,18 @@ fn probe_timeout(
     headers: &HeaderMap,
     offset: Duration,
     module_timeout: Duration,
-) -> Result<Duration, String> {
+) -> Result<Duration, ScrapeTimeoutError> {
     let Some(value) = headers.get(SCRAPE_TIMEOUT_HEADER) else {
         return Ok(module_timeout);
     };
-    let text = value
-        .to_str()
-        .map_err(|_| format!("{SCRAPE_TIMEOUT_HEADER} is not text"))?;
+    let text = value.to_str().map_err(|_| ScrapeTimeoutError::NotText)?;
     let scrape = text
         .trim()
         .parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s > 0.0)
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| {
-            format!("{SCRAPE_TIMEOUT_HEADER}: {text:?} is not a positive number of seconds")
-        })?;
+        .ok_or_else(|| ScrapeTimeoutError::NotSeconds(text.to_string()))?;
     let budget = scrape
         .checked_sub(offset)
         .filter(|d| !d.is_zero())

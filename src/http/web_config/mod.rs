@@ -63,7 +63,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::config::raw::{At, HumanDuration};
-use crate::config::{yaml_message, ConfigError, Problem};
+use crate::config::yaml::{self, ReadError};
+use crate::config::{ConfigError, Problem};
 use auth::{guard, BasicAuth, Gate, RateLimiter};
 use tls::{
     client_verifier, load_certified_key, ClientVerify, PemOrigin, PemSource, ServerCert, TlsServer,
@@ -289,18 +290,9 @@ impl WebConfig {
     }
 }
 
-/// Reads at most [`MAX_FILE_BYTES`].
-pub(super) fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
-    }
-    Ok(bytes)
+/// Reads a file the web configuration names, of at most [`MAX_FILE_BYTES`].
+pub(super) fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
+    yaml::read_bounded(path, MAX_FILE_BYTES)
 }
 
 /// Decodes the YAML into the raw structs; on failure, the problem with its line and field.
@@ -314,28 +306,13 @@ fn decode(text: &str) -> Result<RawWebConfig, Problem> {
     if blank {
         return Ok(RawWebConfig::default());
     }
-    let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
-    let mut failed_at = None;
-    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
-        let mut track = serde_path_to_error::Track::new();
-        let result =
-            RawWebConfig::deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
-        if result.is_err() {
-            failed_at = Some(track.path());
-        }
-        result
-    });
-    result.map_err(|e| Problem {
-        line: e.location().map(|l| l.line()).filter(|&l| l > 0),
-        field: failed_at.map(|path| field_path(&path)).unwrap_or_default(),
-        message: yaml_message(&e),
-    })
+    yaml::decode(text, field_path)
 }
 
 /// A field path like `tls_server_config.min_version` from the tracked serde path. Located
 /// values add a `value` key of their own, which is dropped, except as a user or header name.
 fn field_path(path: &serde_path_to_error::Path) -> String {
-    crate::config::render_path(path.iter(), |so_far, key| {
+    yaml::render_path(path.iter(), |so_far, key| {
         (so_far.is_empty() && key == "basic_auth_users") || key == "headers"
     })
 }
@@ -525,7 +502,7 @@ impl Checker<'_> {
         let certified = match load_certified_key(&cert, &key, &provider) {
             Ok(k) => k,
             Err(why) => {
-                self.problem(cert.line, &cert.field, why);
+                self.problem(cert.line, &cert.field, why.to_string());
                 return None;
             }
         };
@@ -534,7 +511,7 @@ impl Checker<'_> {
             (_, Some(ca)) => match client_verifier(ca, verify, &allowed_sans, &provider) {
                 Ok(v) => Some(v),
                 Err(why) => {
-                    self.problem(ca.line, &ca.field, why);
+                    self.problem(ca.line, &ca.field, why.to_string());
                     return None;
                 }
             },

@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
 use super::read_bounded;
+use crate::config::yaml::ReadError;
 
 /// A client must finish its TLS handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,13 +49,64 @@ pub(super) enum PemOrigin {
     File(PathBuf),
 }
 
+/// Why a certificate, key or CA named by the web configuration cannot be used. The messages
+/// name the file (or the inline field), never key material.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PemError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: ReadError,
+    },
+    /// The text is not PEM certificates.
+    #[error("{0}: not PEM certificates: {1}")]
+    NotCertificates(String, std::io::Error),
+    /// No certificate in the text.
+    #[error("{0}: no certificate in it")]
+    NoCertificate(String),
+    /// The text is not a PEM private key.
+    #[error("{0}: not a PEM private key")]
+    NotKey(String),
+    /// No private key in the text.
+    #[error("{0}: no private key in it")]
+    NoKey(String),
+    /// The key belongs to another certificate.
+    #[error("the key ({key}) does not belong to the certificate ({cert})")]
+    KeyMismatch {
+        /// The key's source.
+        key: String,
+        /// The certificate's source.
+        cert: String,
+    },
+    /// rustls refuses the pair.
+    #[error("the certificate ({cert}) and the key ({key}) cannot be used: {error}")]
+    Unusable {
+        /// The certificate's source.
+        cert: String,
+        /// The key's source.
+        key: String,
+        /// What rustls said.
+        error: rustls::Error,
+    },
+    /// A CA certificate rustls cannot use.
+    #[error("{0}: unusable CA certificate: {1}")]
+    UnusableCa(String, rustls::Error),
+    /// The client verifier cannot be built from the CA.
+    #[error("{0}: {1}")]
+    Verifier(String, rustls::server::VerifierBuilderError),
+}
+
 impl PemSource {
-    fn read(&self) -> Result<Vec<u8>, String> {
+    fn read(&self) -> Result<Vec<u8>, PemError> {
         match &self.origin {
             PemOrigin::Inline(bytes) => Ok(bytes.clone()),
-            PemOrigin::File(path) => {
-                read_bounded(path).map_err(|why| format!("cannot read {}: {why}", path.display()))
-            }
+            PemOrigin::File(path) => read_bounded(path).map_err(|source| PemError::Read {
+                path: path.clone(),
+                source,
+            }),
         }
     }
 
@@ -86,30 +138,29 @@ pub(super) fn load_certified_key(
     cert: &PemSource,
     key: &PemSource,
     provider: &CryptoProvider,
-) -> Result<CertifiedKey, String> {
+) -> Result<CertifiedKey, PemError> {
     let cert_pem = cert.read()?;
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: not PEM certificates: {e}", cert.describe()))?;
+        .map_err(|e| PemError::NotCertificates(cert.describe(), e))?;
     if chain.is_empty() {
-        return Err(format!("{}: no certificate in it", cert.describe()));
+        return Err(PemError::NoCertificate(cert.describe()));
     }
     let key_pem = key.read()?;
     // Key errors never quote the key.
     let private: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|_| format!("{}: not a PEM private key", key.describe()))?
-        .ok_or_else(|| format!("{}: no private key in it", key.describe()))?;
+        .map_err(|_| PemError::NotKey(key.describe()))?
+        .ok_or_else(|| PemError::NoKey(key.describe()))?;
     CertifiedKey::from_der(chain, private, provider).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => format!(
-            "the key ({}) does not belong to the certificate ({})",
-            key.describe(),
-            cert.describe()
-        ),
-        other => format!(
-            "the certificate ({}) and the key ({}) cannot be used: {other}",
-            cert.describe(),
-            key.describe()
-        ),
+        rustls::Error::InconsistentKeys(_) => PemError::KeyMismatch {
+            key: key.describe(),
+            cert: cert.describe(),
+        },
+        error => PemError::Unusable {
+            cert: cert.describe(),
+            key: key.describe(),
+            error,
+        },
     })
 }
 
@@ -119,17 +170,17 @@ pub(super) fn client_verifier(
     verify: ClientVerify,
     allowed_sans: &[String],
     provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, String> {
+) -> Result<Arc<dyn ClientCertVerifier>, PemError> {
     let pem = ca.read()?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("{}: not PEM certificates: {e}", ca.describe()))?;
+        let cert = cert.map_err(|e| PemError::NotCertificates(ca.describe(), e))?;
         roots
             .add(cert)
-            .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.describe()))?;
+            .map_err(|e| PemError::UnusableCa(ca.describe(), e))?;
     }
     if roots.is_empty() {
-        return Err(format!("{}: no certificate in it", ca.describe()));
+        return Err(PemError::NoCertificate(ca.describe()));
     }
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     let builder = match verify {
@@ -138,7 +189,7 @@ pub(super) fn client_verifier(
     };
     let verifier = builder
         .build()
-        .map_err(|e| format!("{}: {e}", ca.describe()))?;
+        .map_err(|e| PemError::Verifier(ca.describe(), e))?;
     if allowed_sans.is_empty() {
         return Ok(verifier);
     }
@@ -158,7 +209,7 @@ struct SanCheck {
 }
 
 /// Why [`SanCheck`] refused a certificate (shown in the debug log of the failed handshake).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("client certificate SANs {0:?} are not in client_allowed_sans")]
 struct SanNotAllowed(Vec<String>);
 
@@ -334,42 +385,64 @@ impl TlsServer {
 
     /// Takes a new connection through the handshake. A client speaking plain HTTP gets a 400
     /// that says so, as Go's server does, rather than a connection closed without a word.
-    async fn handshake(&self, mut tcp: TcpStream) -> Result<TlsStream<TcpStream>, String> {
+    async fn handshake(&self, mut tcp: TcpStream) -> Result<TlsStream<TcpStream>, HandshakeError> {
         let mut first = [0u8; 1];
-        let n = tcp.peek(&mut first).await.map_err(|e| e.to_string())?;
+        let n = tcp.peek(&mut first).await?;
         if n == 0 {
-            return Err("closed before the handshake".into());
+            return Err(HandshakeError::Closed);
         }
         // 22 is the record type of a TLS handshake (RFC 8446 §5.1).
         if first[0] != 22 {
             if first[0].is_ascii_uppercase() {
                 answer_plain_http(&mut tcp).await;
-                return Err("plain HTTP request on the HTTPS port".into());
+                return Err(HandshakeError::PlainHttp);
             }
-            return Err("not a TLS handshake".into());
+            return Err(HandshakeError::NotTls);
         }
         tokio_rustls::TlsAcceptor::from(self.config.clone())
             .accept(tcp)
             .await
-            .map_err(|e| handshake_error(&e))
+            .map_err(HandshakeError::from)
     }
 }
 
-/// A failed handshake in words; our own refusals ([`SanNotAllowed`]) with their message
-/// rather than rustls' debug form of them.
-fn handshake_error(e: &std::io::Error) -> String {
-    let own = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .and_then(|tls| match tls {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
-                other.0.downcast_ref::<SanNotAllowed>()
-            }
-            _ => None,
-        });
-    match own {
-        Some(refusal) => refusal.to_string(),
-        None => e.to_string(),
+/// Why a client's connection did not become a TLS session (logged at debug level).
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    /// The connection closed before the client sent anything.
+    #[error("closed before the handshake")]
+    Closed,
+    /// A plain HTTP request on the HTTPS port (answered 400).
+    #[error("plain HTTP request on the HTTPS port")]
+    PlainHttp,
+    /// Something else than a TLS handshake.
+    #[error("not a TLS handshake")]
+    NotTls,
+    /// Our own refusal of the client certificate.
+    #[error("{0}")]
+    Refused(SanNotAllowed),
+    /// The handshake failed.
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for HandshakeError {
+    /// Our own refusals ([`SanNotAllowed`]) keep their message rather than rustls' debug form
+    /// of them.
+    fn from(e: std::io::Error) -> HandshakeError {
+        let own = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .and_then(|tls| match tls {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                    other.0.downcast_ref::<SanNotAllowed>()
+                }
+                _ => None,
+            });
+        match own {
+            Some(refusal) => HandshakeError::Refused(refusal.clone()),
+            None => HandshakeError::Io(e),
+        }
     }
 }
 
