@@ -6,7 +6,7 @@ use super::{CertFacts, CertSource};
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use x509_parser::asn1_rs::Tag;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
@@ -254,8 +254,24 @@ fn escape_rfc4514(value: &str, out: &mut String) {
     }
 }
 
-/// DNS names and IP addresses from subjectAltName, in certificate order.
-pub(crate) fn subject_alt_names(cert: &X509Certificate<'_>) -> Vec<String> {
+/// One subjectAltName entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum AltName {
+    /// A dNSName.
+    Dns(String),
+    /// An rfc822Name (an email address).
+    Email(String),
+    /// A uniformResourceIdentifier.
+    Uri(String),
+    /// An iPAddress.
+    Ip(IpAddr),
+    /// An iPAddress of neither 4 nor 16 bytes.
+    MalformedIp(Vec<u8>),
+}
+
+/// Every subjectAltName entry of the kinds above, in certificate order: the one extractor of
+/// the probe's certificate facts and the web server's `client_allowed_sans` check.
+pub(crate) fn alt_names(cert: &X509Certificate<'_>) -> Vec<AltName> {
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return Vec::new();
     };
@@ -263,21 +279,45 @@ pub(crate) fn subject_alt_names(cert: &X509Certificate<'_>) -> Vec<String> {
         .general_names
         .iter()
         .filter_map(|name| match name {
-            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
-            GeneralName::IPAddress(ip) => Some(ip_text(ip)),
+            GeneralName::DNSName(s) => Some(AltName::Dns((*s).to_owned())),
+            GeneralName::RFC822Name(s) => Some(AltName::Email((*s).to_owned())),
+            GeneralName::URI(s) => Some(AltName::Uri((*s).to_owned())),
+            GeneralName::IPAddress(bytes) => Some(ip_name(bytes)),
             _ => None,
         })
         .collect()
 }
 
-/// An iPAddress SAN as text; a malformed length is shown as hex.
-fn ip_text(bytes: &[u8]) -> String {
+/// [`alt_names`] of a DER certificate; none when it does not parse.
+pub(crate) fn alt_names_of_der(der: &[u8]) -> Vec<AltName> {
+    match X509Certificate::from_der(der) {
+        Ok((_, cert)) => alt_names(&cert),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// DNS names and IP addresses from subjectAltName, in certificate order; a malformed address
+/// as hex.
+pub(crate) fn subject_alt_names(cert: &X509Certificate<'_>) -> Vec<String> {
+    alt_names(cert)
+        .into_iter()
+        .filter_map(|name| match name {
+            AltName::Dns(dns) => Some(dns),
+            AltName::Ip(ip) => Some(ip.to_string()),
+            AltName::MalformedIp(bytes) => Some(hex::encode(bytes)),
+            AltName::Email(_) | AltName::Uri(_) => None,
+        })
+        .collect()
+}
+
+/// An iPAddress SAN.
+fn ip_name(bytes: &[u8]) -> AltName {
     if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
-        Ipv4Addr::from(v4).to_string()
+        AltName::Ip(Ipv4Addr::from(v4).into())
     } else if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
-        Ipv6Addr::from(v6).to_string()
+        AltName::Ip(Ipv6Addr::from(v6).into())
     } else {
-        hex::encode(bytes)
+        AltName::MalformedIp(bytes.to_vec())
     }
 }
 

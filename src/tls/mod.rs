@@ -29,6 +29,7 @@ use tokio_rustls::TlsConnector;
 use trust::TrustStore;
 use verifier::ChainDeferringVerifier;
 
+pub(crate) use cert::{alt_names_of_der, AltName};
 pub use export::{export_missing, missing_issuer, MissingIssuer};
 pub use flags::ChainFlags;
 pub use ocsp::{OcspCertStatus, OcspStaple};

@@ -427,6 +427,69 @@ impl Checker<'_> {
             ("client_ca_file", &tls.client_ca_file),
             false,
         );
+        let (verify, allowed_sans) = self.client_auth(tls);
+        let versions = self.versions(tls);
+        let suites = self.cipher_suites(tls.cipher_suites.as_deref());
+        let groups = self.curves(tls.curve_preferences.as_deref());
+        if self.problems.len() > problems_before {
+            return None;
+        }
+        let (Some(cert), Some(key)) = (cert, key) else {
+            return None;
+        };
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = suites.unwrap_or(provider.cipher_suites);
+        provider.kx_groups = groups.unwrap_or(provider.kx_groups);
+        let provider = Arc::new(provider);
+        let certified = match load_certified_key(&cert, &key, &provider) {
+            Ok(k) => k,
+            Err(why) => {
+                self.problem(cert.line, &cert.field, why.to_string());
+                return None;
+            }
+        };
+        let client_verifier = match (&verify, &client_ca) {
+            (ClientVerify::None, _) | (_, None) => None,
+            (_, Some(ca)) => match client_verifier(ca, verify, &allowed_sans, &provider) {
+                Ok(v) => Some(v),
+                Err(why) => {
+                    self.problem(ca.line, &ca.field, why.to_string());
+                    return None;
+                }
+            },
+        };
+        let builder = match rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+        {
+            Ok(b) => b,
+            Err(e) => {
+                self.problem(
+                    section,
+                    "tls_server_config",
+                    format!("no cipher suite is left for the TLS versions chosen: {e}"),
+                );
+                return None;
+            }
+        };
+        let builder = match client_verifier {
+            Some(v) => builder.with_client_cert_verifier(v),
+            None => builder.with_no_client_auth(),
+        };
+        let server_cert = Arc::new(ServerCert::new(cert, key, certified, provider));
+        let mut config = builder.with_cert_resolver(server_cert.clone());
+        config.ignore_client_order = tls.prefer_server_cipher_suites.unwrap_or(true);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(TlsServer {
+            config: Arc::new(config),
+            server_cert,
+            verify,
+            allowed_sans,
+        })
+    }
+
+    /// `client_auth_type` and `client_allowed_sans`: how client certificates are verified, and
+    /// the names one must carry. Policies that accept unverified certificates are refused.
+    fn client_auth(&mut self, tls: &RawTlsServer) -> (ClientVerify, Vec<String>) {
         let auth_type = tls
             .client_auth_type
             .as_ref()
@@ -482,67 +545,7 @@ impl Checker<'_> {
             Some(sans) => sans.value.clone(),
             None => Vec::new(),
         };
-        let versions = self.versions(tls);
-        let suites = self.cipher_suites(tls.cipher_suites.as_deref());
-        let groups = self.curves(tls.curve_preferences.as_deref());
-        if self.problems.len() > problems_before {
-            return None;
-        }
-        let (Some(cert), Some(key)) = (cert, key) else {
-            return None;
-        };
-        let mut provider = rustls::crypto::ring::default_provider();
-        if let Some(suites) = suites {
-            provider.cipher_suites = suites;
-        }
-        if let Some(groups) = groups {
-            provider.kx_groups = groups;
-        }
-        let provider = Arc::new(provider);
-        let certified = match load_certified_key(&cert, &key, &provider) {
-            Ok(k) => k,
-            Err(why) => {
-                self.problem(cert.line, &cert.field, why.to_string());
-                return None;
-            }
-        };
-        let client_verifier = match (&verify, &client_ca) {
-            (ClientVerify::None, _) | (_, None) => None,
-            (_, Some(ca)) => match client_verifier(ca, verify, &allowed_sans, &provider) {
-                Ok(v) => Some(v),
-                Err(why) => {
-                    self.problem(ca.line, &ca.field, why.to_string());
-                    return None;
-                }
-            },
-        };
-        let builder = match rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&versions)
-        {
-            Ok(b) => b,
-            Err(e) => {
-                self.problem(
-                    section,
-                    "tls_server_config",
-                    format!("no cipher suite is left for the TLS versions chosen: {e}"),
-                );
-                return None;
-            }
-        };
-        let builder = match client_verifier {
-            Some(v) => builder.with_client_cert_verifier(v),
-            None => builder.with_no_client_auth(),
-        };
-        let server_cert = Arc::new(ServerCert::new(cert, key, certified, provider));
-        let mut config = builder.with_cert_resolver(server_cert.clone());
-        config.ignore_client_order = tls.prefer_server_cipher_suites.unwrap_or(true);
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Some(TlsServer {
-            config: Arc::new(config),
-            server_cert,
-            verify,
-            allowed_sans,
-        })
+        (verify, allowed_sans)
     }
 
     /// `min_version` and `max_version` as the rustls versions between them.

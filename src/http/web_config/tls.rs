@@ -19,6 +19,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::read_bounded;
 use crate::config::yaml::ReadError;
+use crate::tls::{alt_names_of_der, AltName};
 
 /// A client must finish its TLS handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -469,32 +470,15 @@ async fn answer_plain_http(tcp: &mut TcpStream) {
     let _ = tcp.shutdown().await;
 }
 
-/// The subject alternative names of a certificate as text (IP addresses in their usual form).
+/// The subject alternative names of a certificate as text (IP addresses in their usual form):
+/// DNS names, email addresses, URIs and IP addresses, as exporter-toolkit compares them.
 pub(super) fn cert_sans(der: &[u8]) -> Vec<String> {
-    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
+    alt_names_of_der(der)
+        .into_iter()
         .filter_map(|name| match name {
-            GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => {
-                Some((*s).to_string())
-            }
-            GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => <[u8; 4]>::try_from(*bytes)
-                    .ok()
-                    .map(|b| IpAddr::from(b).to_string()),
-                16 => <[u8; 16]>::try_from(*bytes)
-                    .ok()
-                    .map(|b| IpAddr::from(b).to_string()),
-                _ => None,
-            },
-            _ => None,
+            AltName::Dns(s) | AltName::Email(s) | AltName::Uri(s) => Some(s),
+            AltName::Ip(ip) => Some(ip.to_string()),
+            AltName::MalformedIp(_) => None,
         })
         .collect()
 }
