@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::exporter::{Exporter, Files, Servers};
-use support::prometheus::{value, Prometheus};
+use support::monitoring::{available, scrape_configs, value, Prometheus};
 
 /// Modules and one scheduled target on the healthy demo server, one on a leaf-only server.
 fn config(files: &Files, ok: &str, broken: &str) -> String {
@@ -35,60 +35,22 @@ targets:
     )
 }
 
-/// Prometheus scraping `/probe` Blackbox-style (job `smtp`) for `targets` and `/metrics` (job
-/// `smtp-prober`) of the exporter, every second.
-fn start_prometheus(
-    exporter: std::net::SocketAddr,
-    targets: &[&str],
-) -> (tempfile::TempDir, Prometheus) {
-    let dir = tempfile::tempdir().unwrap();
-    let list = targets
-        .iter()
-        .map(|t| format!("'{t}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = format!(
-        r#"global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: smtp
-    metrics_path: /probe
-    params:
-      module: [submission]
-    static_configs:
-      - targets: [{list}]
-    relabel_configs:
-      - source_labels: [__address__]
-        target_label: __param_target
-      - source_labels: [__param_target]
-        target_label: instance
-      - target_label: __address__
-        replacement: '{exporter}'
-  - job_name: smtp-prober
-    static_configs:
-      - targets: ['{exporter}']
-"#
-    );
-    let path = dir.path().join("prometheus.yml");
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(config.as_bytes())
-        .unwrap();
-    let prometheus = Prometheus::start(&path);
-    (dir, prometheus)
-}
-
 #[test]
 fn prometheus_scrapes_probe_and_metrics() {
+    if !available("prometheus_scrapes_probe_and_metrics", false) {
+        return;
+    }
     let mut servers = Servers::new();
     let ok = servers.healthy();
     let broken = servers.leaf_only();
     let files = Files::new();
     files.write(&config(&files, &ok, &broken));
     let exporter = Exporter::start(&[&files.config_arg()]);
-    let (_dir, prometheus) = start_prometheus(exporter.addr, &[&ok, &broken]);
+    let prometheus = Prometheus::start(
+        &scrape_configs(exporter.addr, "submission", &[&ok, &broken]),
+        &[],
+        None,
+    );
 
     // Two scrapes of each /probe target.
     prometheus.wait_for(
@@ -183,6 +145,9 @@ fn promtool_check(page: &str) -> (bool, String) {
 
 #[test]
 fn promtool_accepts_metrics_and_probe_pages() {
+    if !available("promtool_accepts_metrics_and_probe_pages", false) {
+        return;
+    }
     let mut servers = Servers::new();
     let ok = servers.healthy();
     let broken = servers.leaf_only();

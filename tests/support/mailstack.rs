@@ -572,18 +572,12 @@ impl Programs {
 
 /// Looks in `PATH` and the sbin directories (not on a non-root `PATH`).
 fn find_program(name: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = ["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from);
-    std::env::split_paths(&path)
-        .chain(extra)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            anyhow!(
-                "`{name}` not found: install postfix, dovecot-imapd and dovecot-lmtpd \
+    super::monitoring::find_program(name).ok_or_else(|| {
+        anyhow!(
+            "`{name}` not found: install postfix, dovecot-imapd and dovecot-lmtpd \
                  (`bash scripts/test.sh` does)"
-            )
-        })
+        )
+    })
 }
 
 fn require_root() -> anyhow::Result<()> {

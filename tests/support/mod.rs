@@ -4,5 +4,6 @@
 
 pub mod exporter;
 pub mod mailstack;
+pub mod monitoring;
 pub mod outcome;
 pub mod prometheus;

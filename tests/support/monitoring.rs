@@ -1,0 +1,508 @@
+//! A real monitoring stack for end-to-end tests: Prometheus and Alertmanager from the Debian
+//! packages (`prometheus`, `prometheus-alertmanager`), each in its own temporary directory on a
+//! free loopback port, and a webhook receiver inside the test process that records what
+//! Alertmanager posts.
+//!
+//! Each daemon runs under a small `sh` watchdog whose stdin is a pipe only this process holds:
+//! when the handle is dropped, or the test process ends in any way (panic, abort, SIGKILL), the
+//! pipe closes and the watchdog kills the daemon (SIGKILL: its data is disposable) and waits for
+//! it. No daemon outlives the test. Its output goes to `daemon.log` in its directory; start
+//! failures show the log's tail.
+//!
+//! Programs are looked up in `PATH` and the sbin directories. [`available`] tells a test whether
+//! to run: with the programs missing it prints one line and the test returns, unless `CI` is set,
+//! in which case a missing program fails the test.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::exporter::http;
+
+/// How long a daemon gets to answer its readiness endpoint.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Start attempts (a free port may be taken between our pick and the daemon's bind).
+const START_ATTEMPTS: usize = 3;
+
+/// The program `name` in `PATH` or an sbin directory.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let extra = ["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from);
+    std::env::split_paths(&path)
+        .chain(extra)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The Alertmanager binary: Debian names it `prometheus-alertmanager`, upstream `alertmanager`.
+fn alertmanager_program() -> Option<PathBuf> {
+    find_program("prometheus-alertmanager").or_else(|| find_program("alertmanager"))
+}
+
+/// Whether Prometheus, promtool and (with `alertmanager`) Alertmanager and amtool are installed.
+/// When they are not: prints one line naming what is missing and returns false, or panics when
+/// the `CI` environment variable is set (CI installs them; a missing one is a failure there).
+pub fn available(test: &str, alertmanager: bool) -> bool {
+    let mut missing = Vec::new();
+    for program in ["prometheus", "promtool"] {
+        if find_program(program).is_none() {
+            missing.push(program);
+        }
+    }
+    if alertmanager {
+        if alertmanager_program().is_none() {
+            missing.push("prometheus-alertmanager");
+        }
+        if find_program("amtool").is_none() {
+            missing.push("amtool");
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let line = format!(
+        "{test}: skipped: {} not installed (bash scripts/test.sh installs the packages \
+         prometheus and prometheus-alertmanager)",
+        missing.join(", ")
+    );
+    assert!(std::env::var_os("CI").is_none(), "{line}; CI is set");
+    eprintln!("{line}");
+    false
+}
+
+/// A free loopback port (free when asked: a daemon may lose it to a neighbour before binding).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// A daemon under its watchdog; see the module documentation.
+struct Daemon {
+    watchdog: Child,
+    /// Held open until drop; never written to.
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn spawn(program: &Path, args: &[String], log: &Path) -> Daemon {
+        // The daemon is started before the trap, so it keeps the default signal dispositions;
+        // the watchdog itself ignores the Ctrl-C that may end the test run, so it still cleans up.
+        let script = r#"log=$1; shift
+"$@" >>"$log" 2>&1 </dev/null &
+daemon=$!
+trap '' INT TERM HUP QUIT
+read -r _ignored
+kill -9 "$daemon" 2>/dev/null
+wait "$daemon""#;
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(log)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting a daemon watchdog (sh)");
+        let stdin = watchdog.stdin.take();
+        Daemon {
+            watchdog,
+            stdin,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// Whether the watchdog still runs (it ends only after its daemon).
+    fn running(&mut self) -> bool {
+        matches!(self.watchdog.try_wait(), Ok(None))
+    }
+
+    /// The last lines of the daemon's output.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.watchdog.wait();
+    }
+}
+
+/// Starts `program` with the arguments `args(port)` on a fresh free port until `ready_path`
+/// answers 200, retrying with another port when the daemon exits early.
+fn start_daemon(
+    what: &str,
+    program: &Path,
+    dir: &Path,
+    ready_path: &str,
+    args: impl Fn(u16) -> Vec<String>,
+) -> (Daemon, SocketAddr) {
+    let mut last_log = String::new();
+    for _ in 0..START_ATTEMPTS {
+        let port = free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut daemon = Daemon::spawn(program, &args(port), &dir.join("daemon.log"));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while daemon.running() && Instant::now() < deadline {
+            if std::net::TcpStream::connect(addr).is_ok()
+                && http(addr, "GET", ready_path, &[]).status == 200
+            {
+                return (daemon, addr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        last_log = daemon.log_tail();
+        assert!(
+            !daemon.running(),
+            "{what} not ready within {READY_TIMEOUT:?}:\n{last_log}"
+        );
+    }
+    panic!("{what} did not start in {START_ATTEMPTS} attempts:\n{last_log}");
+}
+
+/// Runs `program args`; panics with its output unless it succeeds.
+pub fn run_checked(program: &str, args: &[&str]) -> String {
+    let path = find_program(program).unwrap_or_else(|| PathBuf::from(program));
+    let out = Command::new(path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
+    text
+}
+
+/// Scrape jobs for an exporter at `exporter`, both ways: `smtp` probes `probe_targets` through
+/// `/probe?module=…` (the target relabelled into `?target=` and `instance`, as the README shows),
+/// `smtp-prober` scrapes its `/metrics` (scheduled targets and the exporter's own metrics).
+pub fn scrape_configs(exporter: SocketAddr, module: &str, probe_targets: &[&str]) -> String {
+    let list = probe_targets
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"scrape_configs:
+  - job_name: smtp
+    metrics_path: /probe
+    params:
+      module: [{module}]
+    static_configs:
+      - targets: [{list}]
+    relabel_configs:
+      - source_labels: [__address__]
+        target_label: __param_target
+      - source_labels: [__param_target]
+        target_label: instance
+      - target_label: __address__
+        replacement: '{exporter}'
+  - job_name: smtp-prober
+    static_configs:
+      - targets: ['{exporter}']
+"#
+    )
+}
+
+/// A Prometheus server (scrape and evaluation every second), killed on drop.
+pub struct Prometheus {
+    pub addr: SocketAddr,
+    daemon: Daemon,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with `scrape_configs` (YAML from `scrape_configs:` on), the rule files
+    /// `rules` and, when given, alerts sent to `alertmanager`. The configuration is checked with
+    /// `promtool check config` first.
+    pub fn start(
+        scrape_configs: &str,
+        rules: &[PathBuf],
+        alertmanager: Option<SocketAddr>,
+    ) -> Prometheus {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = String::from(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n",
+        );
+        if !rules.is_empty() {
+            config.push_str("rule_files:\n");
+            for r in rules {
+                config.push_str(&format!("  - '{}'\n", r.display()));
+            }
+        }
+        if let Some(am) = alertmanager {
+            config.push_str(&format!(
+                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{am}']\n"
+            ));
+        }
+        config.push_str(scrape_configs);
+        let path = dir.path().join("prometheus.yml");
+        std::fs::write(&path, &config).expect("writing prometheus.yml");
+        run_checked("promtool", &["check", "config", &path.to_string_lossy()]);
+        let program = find_program("prometheus").expect("prometheus installed");
+        let data = dir.path().join("data");
+        let (daemon, addr) = start_daemon("prometheus", &program, dir.path(), "/-/ready", |port| {
+            vec![
+                format!("--config.file={}", path.display()),
+                format!("--storage.tsdb.path={}", data.display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        });
+        Prometheus { addr, daemon, dir }
+    }
+
+    /// The directory Prometheus runs in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A GET of the HTTP API (`/api/v1/…`); the `data` member, or the API's error.
+    pub fn api(&self, path: &str, params: &[(&str, &str)]) -> Result<Value, String> {
+        let query = serde_urlencoded::to_string(params).expect("encoding parameters");
+        let response = http(self.addr, "GET", &format!("{path}?{query}"), &[]);
+        let body: Value = serde_json::from_str(&response.body)
+            .map_err(|e| format!("HTTP {}: {e}: {}", response.status, response.body))?;
+        if body["status"] != "success" {
+            return Err(format!(
+                "HTTP {}: {}: {}",
+                response.status, body["errorType"], body["error"]
+            ));
+        }
+        Ok(body["data"].clone())
+    }
+
+    /// An instant query; the `data.result` array (empty on an API error).
+    pub fn query(&self, expr: &str) -> Vec<Value> {
+        self.api("/api/v1/query", &[("query", expr)])
+            .map(|d| d["result"].as_array().cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Polls until `expr` returns at least one series, or panics after `within`.
+    pub fn wait_for(&self, expr: &str, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let result = self.query(expr);
+            if !result.is_empty() {
+                return result;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus never returned a series for {expr}; its log:\n{}",
+                self.daemon.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The last lines Prometheus logged.
+    pub fn log_tail(&self) -> String {
+        self.daemon.log_tail()
+    }
+}
+
+/// The value of one series of an instant query result.
+pub fn value(series: &Value) -> f64 {
+    series["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// An Alertmanager that sends every alert, one notification per alert, to `webhook_url` within
+/// a second (group_wait and group_interval 1 s), resolved ones included; killed on drop.
+pub struct Alertmanager {
+    pub addr: SocketAddr,
+    daemon: Daemon,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    pub fn start(webhook_url: &str) -> Alertmanager {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // group_by '...': every alert its own group, so each is notified on its own.
+        let config = format!(
+            r#"route:
+  receiver: test
+  group_by: ['...']
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: test
+    webhook_configs:
+      - url: '{webhook_url}'
+        send_resolved: true
+"#
+        );
+        let path = dir.path().join("alertmanager.yml");
+        std::fs::write(&path, config).expect("writing alertmanager.yml");
+        run_checked("amtool", &["check-config", &path.to_string_lossy()]);
+        let program = alertmanager_program().expect("alertmanager installed");
+        let data = dir.path().join("data");
+        let (daemon, addr) =
+            start_daemon("alertmanager", &program, dir.path(), "/-/ready", |port| {
+                vec![
+                    format!("--config.file={}", path.display()),
+                    format!("--storage.path={}", data.display()),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                    // No cluster: it would listen on all interfaces.
+                    "--cluster.listen-address=".to_string(),
+                ]
+            });
+        Alertmanager {
+            addr,
+            daemon,
+            _dir: dir,
+        }
+    }
+
+    /// The last lines Alertmanager logged.
+    pub fn log_tail(&self) -> String {
+        self.daemon.log_tail()
+    }
+}
+
+/// One alert of one webhook notification, as received.
+#[derive(Clone, Debug)]
+pub struct Notification {
+    /// When the test received it.
+    pub at: Instant,
+    /// `firing` or `resolved`.
+    pub status: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Notification {
+    pub fn label(&self, name: &str) -> &str {
+        self.labels.get(name).map_or("", String::as_str)
+    }
+
+    pub fn alertname(&self) -> &str {
+        self.label("alertname")
+    }
+}
+
+/// The webhook receiver Alertmanager posts to (`POST /alerts`), on its own small runtime.
+pub struct Webhook {
+    pub url: String,
+    received: Arc<Mutex<Vec<Notification>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Webhook {
+    pub fn start() -> Webhook {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("binding the webhook");
+        let addr = listener.local_addr().expect("webhook address");
+        let sink = Arc::clone(&received);
+        let app = axum::Router::new().route(
+            "/alerts",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let sink = Arc::clone(&sink);
+                async move {
+                    record(&sink, &body);
+                    "ok"
+                }
+            }),
+        );
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Webhook {
+            url: format!("http://{addr}/alerts"),
+            received,
+            _runtime: runtime,
+        }
+    }
+
+    /// Every alert received so far, in order of arrival.
+    pub fn received(&self) -> Vec<Notification> {
+        self.received.lock().expect("webhook lock").clone()
+    }
+
+    /// Polls the received alerts until `check` returns something, or panics after `within`
+    /// naming `what` and listing what did arrive.
+    pub fn wait_until<T>(
+        &self,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&[Notification]) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            let all = self.received();
+            if let Some(found) = check(&all) {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} at the webhook within {within:?}; received:\n{}",
+                summarize(&all)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Appends the alerts of one webhook body (Alertmanager's webhook format, version 4).
+fn record(sink: &Mutex<Vec<Notification>>, body: &[u8]) {
+    let at = Instant::now();
+    let Ok(payload) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let strings = |v: &Value| -> BTreeMap<String, String> {
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let alerts = payload["alerts"].as_array().cloned().unwrap_or_default();
+    let mut sink = sink.lock().expect("webhook lock");
+    for alert in alerts {
+        sink.push(Notification {
+            at,
+            status: alert["status"].as_str().unwrap_or_default().to_string(),
+            labels: strings(&alert["labels"]),
+            annotations: strings(&alert["annotations"]),
+        });
+    }
+}
+
+/// One line per received alert, for failure messages.
+pub fn summarize(all: &[Notification]) -> String {
+    let mut out = String::new();
+    for n in all {
+        let _ = writeln!(out, "  {} {:?}", n.status, n.labels);
+    }
+    out
+}
