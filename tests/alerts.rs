@@ -93,7 +93,8 @@ fn alert_for(reason: Reason) -> &'static str {
     match reason {
         Reason::AuthFailed | Reason::OauthTokenFailed => "SmtpAuthenticationFailing",
         Reason::StarttlsNotOffered | Reason::StarttlsRejected => "SmtpTlsNotOffered",
-        Reason::DeliveryTimeout | Reason::ImapError => "SmtpDeliveryFailing",
+        Reason::DeliveryTimeout => "SmtpDeliveryFailing",
+        r if r.as_str().starts_with("imap_") => "SmtpDeliveryFailing",
         Reason::CertExpired => "SmtpCertificateExpired",
         Reason::CertNotYetValid => "SmtpCertificateNotYetValid",
         Reason::CertIncompleteChain => "SmtpCertificateChainIncomplete",
