@@ -27,12 +27,13 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 use smtp_prober::demo::{DemoPki, PkiOptions, Sent, ServerConfig};
 use smtp_prober::vocab::Reason;
+use support::dashboards::{by_file, Choice, Outcome, Window};
 use support::exporter::{Exporter, Files, Servers};
 use support::mailstack::{MailStack, INBOX, PROBE};
-use support::monitoring::{
-    available, run_checked, scrape_configs, summarize, Alertmanager, Notification, Prometheus,
-    Webhook,
-};
+use support::outcome::FULL_STARTTLS_SEND;
+use support::programs::run_checked;
+use support::prometheus::{available, scrape_configs, Alertmanager, Prometheus};
+use support::webhook::{summarize, Notification, Webhook};
 
 /// The shipped rules file.
 fn rules_path() -> PathBuf {
@@ -239,8 +240,8 @@ fn every_alert_is_documented_and_links_to_its_readme_section() {
         let runbook = alert["annotations"]["runbook_url"].as_str().unwrap();
         let (prefix, anchor) = runbook.rsplit_once('#').expect("an anchor");
         assert_eq!(
-            prefix,
-            r#"{{ with query "smtp_prober:runbook_base:info" }}{{ with index . 0 }}{{ .Labels.url }}{{ end }}{{ end }}"#,
+            prefix.trim_end(),
+            r#"{{ with query "smtp_prober:runbook_base:info" }}{{ (index . 0).Labels.url }}{{ end -}}"#,
             "{name}: the base comes from the one place"
         );
         assert_eq!(anchor, name.to_lowercase(), "{name}: anchor");
@@ -571,6 +572,77 @@ fn assert_annotations(n: &Notification) {
     }
 }
 
+/// Runs every panel query of dashboards/`file` with the variables set by `choices` over `window`.
+fn run_dashboard(
+    prometheus: &Prometheus,
+    file: &str,
+    window: Window,
+    choices: &[(&str, Choice)],
+) -> Vec<Outcome> {
+    let d = by_file(file);
+    let vars = d.resolve_variables(prometheus, window, choices);
+    d.run(prometheus, window, &vars)
+}
+
+/// Every query returned data, except those of the panels in `empty`, which returned nothing.
+fn assert_empty_exactly(file: &str, outcomes: &[Outcome], empty: &[&str]) {
+    for o in outcomes {
+        let listed = empty.contains(&o.panel.as_str());
+        assert_eq!(
+            o.series.is_empty(),
+            listed,
+            "{file}: panel {:?} query {} returned {} series; listed as empty: {listed}\n{}",
+            o.panel,
+            o.ref_id,
+            o.series.len(),
+            o.expr
+        );
+    }
+    for panel in empty {
+        assert!(
+            outcomes.iter().any(|o| o.panel == *panel),
+            "{file}: no panel {panel:?}"
+        );
+    }
+}
+
+/// Every query of the panels in `panels` returned data.
+fn assert_has_data(file: &str, outcomes: &[Outcome], panels: &[&str]) {
+    for panel in panels {
+        let queries: Vec<&Outcome> = outcomes.iter().filter(|o| o.panel == *panel).collect();
+        assert!(!queries.is_empty(), "{file}: no panel {panel:?}");
+        for o in queries {
+            assert!(
+                !o.series.is_empty(),
+                "{file}: {panel} {} is empty:\n{}",
+                o.ref_id,
+                o.expr
+            );
+        }
+    }
+}
+
+/// The series of one query of one panel.
+fn series<'a>(outcomes: &'a [Outcome], panel: &str, ref_id: &str) -> &'a [Value] {
+    &outcomes
+        .iter()
+        .find(|o| o.panel == panel && o.ref_id == ref_id)
+        .unwrap_or_else(|| panic!("no query {ref_id} of {panel}"))
+        .series
+}
+
+/// The panels that are empty while every target is healthy (each is checked with data in the
+/// failing state): failures, and for a /probe target without a delivery check, delivery.
+const EMPTY_WHEN_HEALTHY_FLEET: [&str; 1] = ["Failing targets"];
+const EMPTY_WHEN_HEALTHY_TARGET: [&str; 2] = ["Failure now", "Recent failures"];
+const EMPTY_FOR_A_PROBE_TARGET: [&str; 5] = [
+    "Delivery time (last probe)",
+    "Delivery time",
+    "Mailbox the token landed in",
+    "Failure now",
+    "Recent failures",
+];
+
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
@@ -585,9 +657,10 @@ fn alerts_fire_at_the_webhook_and_resolve_after_a_fix() {
     let webhook = Webhook::start();
     let alertmanager = Alertmanager::start(&webhook.url);
     let started = Instant::now();
+    let started_wall = SystemTime::now();
     let mut exporter = Exporter::start(&[&fleet.files.config_arg()]);
     let rules_dir = tempfile::tempdir().expect("temp dir");
-    let prometheus = Prometheus::start(
+    let prometheus = Prometheus::start_with(
         &scrape_configs(exporter.addr, "demo", &[&fleet.ok, &fleet.leaf]),
         &[fast_rules(rules_dir.path())],
         Some(alertmanager.addr),
@@ -681,10 +754,77 @@ fn alerts_fire_at_the_webhook_and_resolve_after_a_fix() {
         );
     }
 
+    // The dashboards in the failing state: every query runs, and the panels that are empty
+    // while everything is healthy have data.
+    let exporter_instance = exporter.addr.to_string();
+    let window = Window::since(started_wall);
+    let outcomes = run_dashboard(
+        &prometheus,
+        "smtp-fleet.json",
+        window,
+        &[("job", Choice::All)],
+    );
+    assert_empty_exactly("smtp-fleet.json", &outcomes, &[]);
+    let failing = series(&outcomes, "Failing targets", "A");
+    let failing_row = |name: &str, instance: &str| {
+        failing
+            .iter()
+            .find(|s| {
+                s["metric"]["name"].as_str().unwrap_or("") == name
+                    && s["metric"]["instance"] == instance
+            })
+            .map(|s| s["metric"].clone())
+            .unwrap_or_else(|| panic!("no failing row {name} {instance}: {failing:?}"))
+    };
+    let row = failing_row("password", &exporter_instance);
+    assert_eq!(
+        (
+            &row["step"],
+            &row["reason"],
+            &row["code"],
+            &row["enhanced_code"]
+        ),
+        (
+            &json!("auth"),
+            &json!("auth_failed"),
+            &json!("535"),
+            &json!("5.7.8")
+        ),
+        "the failure with the server's reply"
+    );
+    let row = failing_row("", &fleet.leaf);
+    assert_eq!(row["reason"], "cert_incomplete_chain");
+    let expiry = series(&outcomes, "Soonest certificate expiry per target", "A");
+    let days_left = |name: &str| {
+        expiry
+            .iter()
+            .find(|s| s["metric"]["name"] == name)
+            .map(support::prometheus::value)
+            .unwrap_or_else(|| panic!("no expiry of {name}: {expiry:?}"))
+    };
+    assert!(
+        days_left("expired") < 0.0 && days_left("expiring") > 9.0 && days_left("expiring") < 10.0
+    );
+    let mut queries = outcomes.len();
+    let outcomes = run_dashboard(
+        &prometheus,
+        "smtp-target.json",
+        window,
+        &[
+            ("job", Choice::Value("smtp-prober".into())),
+            ("instance", Choice::Value(exporter_instance.clone())),
+            ("name", Choice::Value("password".into())),
+        ],
+    );
+    assert_has_data("smtp-target.json", &outcomes, &EMPTY_WHEN_HEALTHY_TARGET);
+    queries += outcomes.len();
+    eprintln!("dashboards, failing: {queries} panel queries ran");
+
     // Phase 2: a reload to a good configuration, and the leaf-only server fixed in place,
     // resolve every alert.
     fleet.files.write(&fleet.fixed());
     let fixed_at = Instant::now();
+    let fixed_wall = SystemTime::now();
     assert_eq!(exporter.post("/-/reload").status, 200);
     fleet.fix_leaf_server();
     let resolved = wait_all(
@@ -701,6 +841,66 @@ fn alerts_fire_at_the_webhook_and_resolve_after_a_fix() {
             secs(n.at - fixed_at)
         );
     }
+
+    // The dashboards with every target healthy, from two seconds after the fix: every query
+    // returns data but those of the panels listed as empty when healthy.
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(fixed_at.elapsed()));
+    let window = Window::since(fixed_wall + Duration::from_secs(2));
+    let outcomes = run_dashboard(
+        &prometheus,
+        "smtp-fleet.json",
+        window,
+        &[("job", Choice::All)],
+    );
+    assert_empty_exactly("smtp-fleet.json", &outcomes, &EMPTY_WHEN_HEALTHY_FLEET);
+    let mut queries = outcomes.len();
+    let scheduled = [
+        ("job", Choice::Value("smtp-prober".into())),
+        ("instance", Choice::Value(exporter_instance.clone())),
+        ("name", Choice::Value("junk".into())),
+    ];
+    let outcomes = run_dashboard(&prometheus, "smtp-target.json", window, &scheduled);
+    assert_empty_exactly("smtp-target.json", &outcomes, &EMPTY_WHEN_HEALTHY_TARGET);
+    // The waterfall, sorted as the panel sorts it, is the probe's steps in protocol order.
+    let mut bars: Vec<(String, String)> =
+        series(&outcomes, "Step latency waterfall (last probe)", "A")
+            .iter()
+            .map(|s| {
+                let m = &s["metric"];
+                (
+                    m["order"].as_str().unwrap().to_string(),
+                    m["step"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+    bars.sort();
+    let steps: Vec<&str> = bars.iter().map(|(_, s)| s.as_str()).collect();
+    let mut want: Vec<&str> = FULL_STARTTLS_SEND.iter().map(|(s, _)| *s).collect();
+    want.push("delivery");
+    assert_eq!(steps, want);
+    let mailbox = series(&outcomes, "Mailbox the token landed in", "A");
+    assert!(
+        mailbox.iter().any(|s| s["metric"]["mailbox"] == "INBOX"),
+        "{mailbox:?}"
+    );
+    queries += outcomes.len();
+    let probe_target = [
+        ("job", Choice::Value("smtp".into())),
+        ("instance", Choice::Value(fleet.ok.clone())),
+        ("name", Choice::Value(String::new())),
+    ];
+    let outcomes = run_dashboard(&prometheus, "smtp-target.json", window, &probe_target);
+    assert_empty_exactly("smtp-target.json", &outcomes, &EMPTY_FOR_A_PROBE_TARGET);
+    queries += outcomes.len();
+    let outcomes = run_dashboard(
+        &prometheus,
+        "smtp-prober.json",
+        window,
+        &[("job", Choice::All), ("instance", Choice::All)],
+    );
+    assert_empty_exactly("smtp-prober.json", &outcomes, &[]);
+    queries += outcomes.len();
+    eprintln!("dashboards, healthy: {queries} panel queries ran");
 
     // Phase 3: a healthy target breaks (its server stops offering STARTTLS), and a reload of a
     // broken file fails.

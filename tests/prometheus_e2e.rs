@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::exporter::{Exporter, Files, Servers};
-use support::monitoring::{available, scrape_configs, value, Prometheus};
+use support::prometheus::{available, scrape_configs, value, Prometheus};
 
 /// Modules and one scheduled target on the healthy demo server, one on a leaf-only server.
 fn config(files: &Files, ok: &str, broken: &str) -> String {
@@ -46,7 +46,7 @@ fn prometheus_scrapes_probe_and_metrics() {
     let files = Files::new();
     files.write(&config(&files, &ok, &broken));
     let exporter = Exporter::start(&[&files.config_arg()]);
-    let prometheus = Prometheus::start(
+    let prometheus = Prometheus::start_with(
         &scrape_configs(exporter.addr, "submission", &[&ok, &broken]),
         &[],
         None,

@@ -572,7 +572,7 @@ impl Programs {
 
 /// Looks in `PATH` and the sbin directories (not on a non-root `PATH`).
 fn find_program(name: &str) -> anyhow::Result<PathBuf> {
-    super::monitoring::find_program(name).ok_or_else(|| {
+    super::programs::find_program(name).ok_or_else(|| {
         anyhow!(
             "`{name}` not found: install postfix, dovecot-imapd and dovecot-lmtpd \
                  (`bash scripts/test.sh` does)"

@@ -2,8 +2,10 @@
 //! and uses a subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod dashboards;
 pub mod exporter;
 pub mod mailstack;
-pub mod monitoring;
 pub mod outcome;
+pub mod programs;
 pub mod prometheus;
+pub mod webhook;
