@@ -32,7 +32,7 @@ use support::exporter::{Exporter, Files, Servers};
 use support::mailstack::{MailStack, INBOX, PROBE};
 use support::outcome::FULL_STARTTLS_SEND;
 use support::programs::run_checked;
-use support::prometheus::{available, scrape_configs, Alertmanager, Prometheus};
+use support::prometheus::{available, Alertmanager, Prometheus};
 use support::webhook::{summarize, Notification, Webhook};
 
 /// The shipped rules file.
@@ -282,6 +282,51 @@ fn fast_rules(dir: &Path) -> PathBuf {
     path
 }
 
+/// The example `deploy/prometheus/prometheus.yml`, written to `dir` next to [`fast_rules`]
+/// (which it loads by its relative name) with the addresses of this test and every interval
+/// one second.
+fn example_config(
+    dir: &Path,
+    exporter: std::net::SocketAddr,
+    alertmanager: std::net::SocketAddr,
+    probe_targets: &[&str],
+) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/prometheus.yml");
+    let mut config = std::fs::read_to_string(path).expect("reading the example prometheus.yml");
+    let targets = probe_targets
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (from, to) in [
+        ("smtp-prober:9741", exporter.to_string()),
+        ("alertmanager:9093", alertmanager.to_string()),
+        (
+            "['smtp.office365.com:587', 'smtp.gmail.com:587']",
+            format!("[{targets}]"),
+        ),
+        (
+            "scrape_interval: 60s",
+            "scrape_interval: 1s\n  scrape_timeout: 1s".to_string(),
+        ),
+        (
+            "evaluation_interval: 30s",
+            "evaluation_interval: 1s".to_string(),
+        ),
+        ("scrape_timeout: 20s", "scrape_timeout: 1s".to_string()),
+    ] {
+        assert!(
+            config.contains(from),
+            "the example prometheus.yml has no {from}"
+        );
+        config = config.replace(from, &to);
+    }
+    fast_rules(dir);
+    let out = dir.join("prometheus.yml");
+    std::fs::write(&out, config).expect("writing prometheus.yml");
+    out
+}
+
 /// The demo servers and mail stack the end-to-end targets probe.
 struct Fleet {
     servers: Servers,
@@ -426,7 +471,7 @@ impl Fleet {
     /// them (name, address, module).
     fn config(&self, targets: &[(&str, &str, &str)]) -> String {
         let mut out = String::from("scheduler:\n  min_send_interval: 0s\nmodules:\n");
-        out.push_str(&self.demo_module("demo", "root.pem", "password"));
+        out.push_str(&self.demo_module("submission", "root.pem", "password"));
         out.push_str(&self.demo_module("demo_expired", "expired-root.pem", "password"));
         out.push_str(&self.demo_module("demo_expiring", "expiring-root.pem", "password"));
         out.push_str(&self.demo_module("demo_wrong_password", "root.pem", "wrong-password"));
@@ -456,8 +501,8 @@ impl Fleet {
     fn broken(&self) -> String {
         let stack = self.stack_addr();
         self.config(&[
-            ("healthy", &self.ok, "demo"),
-            ("flip", &self.ok, "demo"),
+            ("healthy", &self.ok, "submission"),
+            ("flip", &self.ok, "submission"),
             ("expired", &self.expired, "demo_expired"),
             ("expiring", &self.expiring, "demo_expiring"),
             ("password", &self.ok, "demo_wrong_password"),
@@ -470,11 +515,11 @@ impl Fleet {
     fn fixed(&self) -> String {
         let stack = self.stack_addr();
         self.config(&[
-            ("healthy", &self.ok, "demo"),
-            ("flip", &self.ok, "demo"),
-            ("expired", &self.ok, "demo"),
-            ("expiring", &self.ok, "demo"),
-            ("password", &self.ok, "demo"),
+            ("healthy", &self.ok, "submission"),
+            ("flip", &self.ok, "submission"),
+            ("expired", &self.ok, "submission"),
+            ("expiring", &self.ok, "submission"),
+            ("password", &self.ok, "submission"),
             ("lost", &stack, "token_inbox"),
             ("junk", &stack, "token_inbox"),
         ])
@@ -660,11 +705,12 @@ fn alerts_fire_at_the_webhook_and_resolve_after_a_fix() {
     let started_wall = SystemTime::now();
     let mut exporter = Exporter::start(&[&fleet.files.config_arg()]);
     let rules_dir = tempfile::tempdir().expect("temp dir");
-    let prometheus = Prometheus::start_with(
-        &scrape_configs(exporter.addr, "demo", &[&fleet.ok, &fleet.leaf]),
-        &[fast_rules(rules_dir.path())],
-        Some(alertmanager.addr),
-    );
+    let prometheus = Prometheus::start(&example_config(
+        rules_dir.path(),
+        exporter.addr,
+        alertmanager.addr,
+        &[&fleet.ok, &fleet.leaf],
+    ));
     let diagnostics = |what: &str| {
         format!(
             "{what}\nwebhook:\n{}\nprometheus:\n{}\nalertmanager:\n{}",

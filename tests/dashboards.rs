@@ -108,12 +108,15 @@ fn panels_have_unique_ids_titles_units_and_the_datasource_variable() {
     for d in all() {
         let f = &d.file;
         let mut ids = HashSet::new();
+        let mut titles = HashSet::new();
         for p in d.panels() {
             let title = p["title"].as_str().unwrap_or_default();
             assert!(
                 !title.trim().is_empty(),
                 "{f}: a panel without a title: {p}"
             );
+            // Tests and the README name panels by title.
+            assert!(titles.insert(title), "{f}: two panels titled {title:?}");
             let id = p["id"]
                 .as_u64()
                 .unwrap_or_else(|| panic!("{f}: {title}: no id"));
