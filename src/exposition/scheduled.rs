@@ -283,7 +283,7 @@ mod tests {
         let mut session = SessionReport::empty(now);
         for (name, ms) in steps {
             let began = now - Duration::from_millis(*ms);
-            session.transcript.record(*name, began, None, None, None);
+            session.transcript.record(*name, began).ok();
         }
         ProbeOutcome {
             cancelled: false,

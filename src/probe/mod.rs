@@ -202,7 +202,8 @@ pub async fn run(prepared: &PreparedModule, target: &Target, budget: Budget) -> 
     if let Some(f) = &early_failure {
         session
             .transcript
-            .record(f.step, Instant::now(), None, None, Some(f.clone()));
+            .record(f.step, Instant::now())
+            .finish(Some(f.clone()));
     }
     let mut failure = session
         .failure()
@@ -335,14 +336,13 @@ fn record_token_fetch(session: &mut SessionReport, module: &Module, fetch: &Toke
         Some(Credential::OAuth2(o)) => o.token_url.as_str(),
         _ => "",
     };
-    session.transcript.insert(
-        StepName::OauthToken,
-        fetch.began,
-        fetch.duration,
-        Some(format!("POST {url}")),
-        fetch.as_reply(),
-        fetch.failure.clone(),
-    );
+    session
+        .transcript
+        .record(StepName::OauthToken, fetch.began)
+        .took(fetch.duration)
+        .sent(format!("POST {url}"))
+        .reply(fetch.as_reply())
+        .finish(fetch.failure.clone());
 }
 
 /// The delivery check, when the module has one: waits for the token mail over IMAP (within the
@@ -366,7 +366,8 @@ async fn deliver(
     };
     session
         .transcript
-        .record(StepName::Delivery, began, None, None, failure.clone());
+        .record(StepName::Delivery, began)
+        .finish(failure.clone());
     Some((report, failure))
 }
 

@@ -18,7 +18,7 @@ use super::auth::{self, MechanismChoice, SaslClient, SecretKind};
 use super::command::{self, ClientName, Mailbox};
 use super::extension::ServerInfo;
 use super::reply::{Reply, ReplyBuffer, ReplyError, ReplyLimits};
-use super::transcript::{Failure, Transcript};
+use super::transcript::{Failure, StepRecord, Transcript};
 use crate::cancel::Cancel;
 use crate::secret::Secret;
 use crate::tls::{TlsClient, TlsReport};
@@ -212,8 +212,7 @@ impl Session<'_> {
                 let offered = info.supports_starttls();
                 self.report.server = Some(info);
                 if !offered {
-                    return self.fail_without_exchange(
-                        StepName::Starttls,
+                    return self.step(StepName::Starttls, Instant::now()).stop(
                         Reason::StarttlsNotOffered,
                         "EHLO reply does not list STARTTLS",
                     );
@@ -270,14 +269,10 @@ impl Session<'_> {
         match result {
             Ok(addr) => {
                 self.report.peer = Some(addr);
-                self.report
-                    .transcript
-                    .record(StepName::Resolve, began, None, None, None);
+                self.step(StepName::Resolve, began).ok();
                 Ok(addr)
             }
-            Err((reason, detail)) => {
-                self.fail(StepName::Resolve, began, None, None, reason, detail)
-            }
+            Err((reason, detail)) => self.step(StepName::Resolve, began).stop(reason, detail),
         }
     }
 
@@ -293,9 +288,7 @@ impl Session<'_> {
             Ok(Ok(tcp)) => {
                 // Replies are small and every one is timed: do not let Nagle delay our commands.
                 let _ = tcp.set_nodelay(true);
-                self.report
-                    .transcript
-                    .record(StepName::Connect, began, None, None, None);
+                self.step(StepName::Connect, began).ok();
                 Ok(tcp)
             }
             Ok(Err(e)) => {
@@ -303,20 +296,10 @@ impl Session<'_> {
                     io::ErrorKind::TimedOut => Reason::ConnectTimeout,
                     _ => Reason::ConnectRefused,
                 };
-                self.fail(
-                    StepName::Connect,
-                    began,
-                    None,
-                    None,
-                    reason,
-                    format!("connect to {addr}: {e}"),
-                )
+                self.step(StepName::Connect, began)
+                    .stop(reason, format!("connect to {addr}: {e}"))
             }
-            Err(_) => self.fail(
-                StepName::Connect,
-                began,
-                None,
-                None,
+            Err(_) => self.step(StepName::Connect, began).stop(
                 Reason::ConnectTimeout,
                 format!("connect to {addr}: no answer before the deadline"),
             ),
@@ -338,22 +321,13 @@ impl Session<'_> {
         )
         .await;
         match outcome {
-            Err(_) => self.fail(
-                StepName::TlsHandshake,
-                began,
-                None,
-                None,
+            Err(_) => self.step(StepName::TlsHandshake, began).stop(
                 Reason::Timeout,
                 "TLS handshake did not finish before the deadline",
             ),
-            Ok(Err(failure)) => self.fail(
-                StepName::TlsHandshake,
-                began,
-                None,
-                None,
-                failure.reason,
-                failure.detail,
-            ),
+            Ok(Err(failure)) => self
+                .step(StepName::TlsHandshake, began)
+                .stop(failure.reason, failure.detail),
             Ok(Ok((stream, report))) => {
                 let error = report.chain.error.clone();
                 self.report.tls = Some(report);
@@ -361,23 +335,11 @@ impl Session<'_> {
                     Some(e) if !tls.settings().insecure_skip_verify => {
                         // The chain is not trusted: say nothing more over this connection.
                         drop(stream);
-                        self.fail(
-                            StepName::TlsHandshake,
-                            began,
-                            None,
-                            None,
-                            e.reason,
-                            e.detail,
-                        )
+                        self.step(StepName::TlsHandshake, began)
+                            .stop(e.reason, e.detail)
                     }
                     _ => {
-                        self.report.transcript.record(
-                            StepName::TlsHandshake,
-                            began,
-                            None,
-                            None,
-                            None,
-                        );
+                        self.step(StepName::TlsHandshake, began).ok();
                         Ok(stream)
                     }
                 }
@@ -389,27 +351,20 @@ impl Session<'_> {
         let began = Instant::now();
         let reply = self.read(StepName::Greeting, began, None).await?;
         if reply.code == 220 {
-            self.report
-                .transcript
-                .record(StepName::Greeting, began, None, Some(reply), None);
+            self.step(StepName::Greeting, began).reply(reply).ok();
             Ok(())
         } else {
             let detail = reply.text();
-            self.fail(
-                StepName::Greeting,
-                began,
-                None,
-                Some(reply),
-                Reason::GreetingRejected,
-                detail,
-            )
+            self.step(StepName::Greeting, began)
+                .reply(reply)
+                .stop(Reason::GreetingRejected, detail)
         }
     }
 
     async fn ehlo(&mut self, step: StepName) -> StepResult<ServerInfo> {
         let line = command::Ehlo(self.plan.ehlo).to_string();
         let reply = self
-            .exchange(step, &line, None, |r| r.code == 250, Reason::EhloRejected)
+            .exchange(step, &line, |r| r.code == 250, Reason::EhloRejected)
             .await?;
         Ok(ServerInfo::from_ehlo(&reply))
     }
@@ -419,7 +374,6 @@ impl Session<'_> {
         self.exchange(
             StepName::Starttls,
             &line,
-            None,
             |r| r.code == 220,
             Reason::StarttlsRejected,
         )
@@ -440,17 +394,14 @@ impl Session<'_> {
             }) if buf.is_empty() => Ok(tcp),
             Some(c) => {
                 self.conn = Some(c);
-                self.fail_without_exchange(
-                    StepName::TlsHandshake,
+                self.step(StepName::TlsHandshake, Instant::now()).stop(
                     Reason::ProtocolError,
                     "the server sent data after its STARTTLS reply, before the TLS handshake",
                 )
             }
-            None => self.fail_without_exchange(
-                StepName::TlsHandshake,
-                Reason::ConnectionClosed,
-                "no connection",
-            ),
+            None => self
+                .step(StepName::TlsHandshake, Instant::now())
+                .stop(Reason::ConnectionClosed, "no connection"),
         }
     }
 
@@ -469,7 +420,9 @@ impl Session<'_> {
                     offered.join(" ")
                 )
             };
-            return self.fail_without_exchange(StepName::Auth, Reason::AuthNotOffered, detail);
+            return self
+                .step(StepName::Auth, Instant::now())
+                .stop(Reason::AuthNotOffered, detail);
         };
         self.report.auth_mechanism = Some(mechanism.name());
         let began = Instant::now();
@@ -507,36 +460,25 @@ impl Session<'_> {
                 continue;
             }
             if reply.is_positive() {
-                self.report.transcript.record(
-                    StepName::Auth,
-                    began,
-                    Some(shown),
-                    Some(reply),
-                    None,
-                );
+                self.step(StepName::Auth, began)
+                    .sent(shown)
+                    .reply(reply)
+                    .ok();
                 return Ok(());
             }
             let mut detail = reply.text();
             if let Some(json) = error_challenge {
                 detail = format!("{detail} (server said {json})");
             }
-            return self.fail(
-                StepName::Auth,
-                began,
-                Some(shown),
-                Some(reply),
-                Reason::AuthFailed,
-                detail,
-            );
+            return self
+                .step(StepName::Auth, began)
+                .sent(shown)
+                .reply(reply)
+                .stop(Reason::AuthFailed, detail);
         }
-        self.fail(
-            StepName::Auth,
-            began,
-            Some(shown),
-            None,
-            Reason::ProtocolError,
-            "too many AUTH challenges",
-        )
+        self.step(StepName::Auth, began)
+            .sent(shown)
+            .stop(Reason::ProtocolError, "too many AUTH challenges")
     }
 
     async fn send_mail(&mut self, envelope: &Envelope) -> StepResult<()> {
@@ -549,7 +491,6 @@ impl Session<'_> {
         self.exchange(
             StepName::Mail,
             &line,
-            None,
             Reply::is_positive,
             Reason::SenderRejected,
         )
@@ -559,7 +500,6 @@ impl Session<'_> {
             self.exchange(
                 StepName::Rcpt,
                 &line,
-                None,
                 Reply::is_positive,
                 Reason::RecipientRejected,
             )
@@ -569,7 +509,6 @@ impl Session<'_> {
         self.exchange(
             StepName::Data,
             &line,
-            None,
             |r| r.code == 354,
             Reason::DataRejected,
         )
@@ -582,20 +521,17 @@ impl Session<'_> {
         if reply.is_positive() {
             self.report.message_accepted = true;
             self.report.message_accepted_at = Some(Instant::now());
-            self.report
-                .transcript
-                .record(StepName::Message, began, Some(shown), Some(reply), None);
+            self.step(StepName::Message, began)
+                .sent(shown)
+                .reply(reply)
+                .ok();
             Ok(())
         } else {
             let detail = reply.text();
-            self.fail(
-                StepName::Message,
-                began,
-                Some(shown),
-                Some(reply),
-                Reason::MessageRejected,
-                detail,
-            )
+            self.step(StepName::Message, began)
+                .sent(shown)
+                .reply(reply)
+                .stop(Reason::MessageRejected, detail)
         }
     }
 
@@ -617,9 +553,10 @@ impl Session<'_> {
             Some(Ok(reply)) => Some(reply),
             _ => None,
         };
-        self.report
-            .transcript
-            .record(StepName::Quit, began, Some("QUIT".into()), reply, None);
+        self.step(StepName::Quit, began)
+            .sent("QUIT".to_string())
+            .reply(reply)
+            .ok();
         if let Some(mut conn) = self.conn.take() {
             conn.shutdown().await;
         }
@@ -649,24 +586,22 @@ impl Session<'_> {
         &mut self,
         step: StepName,
         line: &str,
-        shown: Option<&str>,
         accept: impl Fn(&Reply) -> bool,
         reason: Reason,
     ) -> StepResult<Reply> {
         let began = Instant::now();
-        let shown = shown
-            .map(str::to_string)
-            .unwrap_or_else(|| line.trim_end().to_string());
+        let shown = line.trim_end().to_string();
         self.send(step, began, line, &shown).await?;
         let reply = self.read(step, began, Some(&shown)).await?;
         if accept(&reply) {
-            self.report
-                .transcript
-                .record(step, began, Some(shown), Some(reply.clone()), None);
+            self.step(step, began).sent(shown).reply(reply.clone()).ok();
             Ok(reply)
         } else {
             let detail = reply.text();
-            self.fail(step, began, Some(shown), Some(reply), reason, detail)
+            self.step(step, began)
+                .sent(shown)
+                .reply(reply)
+                .stop(reason, detail)
         }
     }
 
@@ -689,33 +624,21 @@ impl Session<'_> {
     ) -> StepResult<()> {
         let deadline = self.plan.deadline;
         let Some(conn) = self.conn.as_mut() else {
-            return self.fail(
-                step,
-                began,
-                Some(shown.into()),
-                None,
-                Reason::ConnectionClosed,
-                "no connection",
-            );
+            return self
+                .step(step, began)
+                .sent(shown.to_string())
+                .stop(Reason::ConnectionClosed, "no connection");
         };
         match until(deadline, &self.plan.cancel, conn.write(bytes)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => self.fail(
-                step,
-                began,
-                Some(shown.into()),
-                None,
-                Reason::ConnectionClosed,
-                format!("write failed: {e}"),
-            ),
-            Err(_) => self.fail(
-                step,
-                began,
-                Some(shown.into()),
-                None,
-                Reason::Timeout,
-                "write did not finish before the deadline",
-            ),
+            Ok(Err(e)) => self
+                .step(step, began)
+                .sent(shown.to_string())
+                .stop(Reason::ConnectionClosed, format!("write failed: {e}")),
+            Err(_) => self
+                .step(step, began)
+                .sent(shown.to_string())
+                .stop(Reason::Timeout, "write did not finish before the deadline"),
         }
     }
 
@@ -727,14 +650,10 @@ impl Session<'_> {
     ) -> StepResult<Reply> {
         let deadline = self.plan.deadline;
         let Some(conn) = self.conn.as_mut() else {
-            return self.fail(
-                step,
-                began,
-                shown.map(Into::into),
-                None,
-                Reason::ConnectionClosed,
-                "no connection",
-            );
+            return self
+                .step(step, began)
+                .sent(shown.map(str::to_string))
+                .stop(Reason::ConnectionClosed, "no connection");
         };
         let outcome = until(deadline, &self.plan.cancel, conn.read_reply()).await;
         let (reason, detail) = match outcome {
@@ -754,32 +673,27 @@ impl Session<'_> {
             Ok(Err(ReadError::Io(e))) => (Reason::ConnectionClosed, format!("read failed: {e}")),
             Ok(Err(ReadError::Invalid(e))) => (Reason::ProtocolError, e.to_string()),
         };
-        self.fail(step, began, shown.map(Into::into), None, reason, detail)
+        self.step(step, began)
+            .sent(shown.map(str::to_string))
+            .stop(reason, detail)
     }
 
-    fn fail<T>(
-        &mut self,
-        step: StepName,
-        began: Instant,
-        sent: Option<String>,
-        reply: Option<Reply>,
-        reason: Reason,
-        detail: impl Into<String>,
-    ) -> StepResult<T> {
-        let failure = Failure::new(step, reason, detail);
-        self.report
-            .transcript
-            .record(step, began, sent, reply, Some(failure));
+    /// Starts recording a step of this session's transcript.
+    fn step(&mut self, name: StepName, began: Instant) -> StepRecord<'_> {
+        self.report.transcript.record(name, began)
+    }
+}
+
+/// Ends a step that failed, which ends the session.
+trait Stops {
+    /// Records the failure for `reason`; the session stops.
+    fn stop<T>(self, reason: Reason, detail: impl Into<String>) -> StepResult<T>;
+}
+
+impl Stops for StepRecord<'_> {
+    fn stop<T>(self, reason: Reason, detail: impl Into<String>) -> StepResult<T> {
+        self.fail(reason, detail);
         Err(Stop)
-    }
-
-    fn fail_without_exchange<T>(
-        &mut self,
-        step: StepName,
-        reason: Reason,
-        detail: impl Into<String>,
-    ) -> StepResult<T> {
-        self.fail(step, Instant::now(), None, None, reason, detail)
     }
 }
 

@@ -65,55 +65,18 @@ impl Transcript {
         self.started
     }
 
-    /// Appends a step that began at `began` and ended now.
-    pub fn record(
-        &mut self,
-        name: StepName,
-        began: Instant,
-        sent: Option<String>,
-        reply: Option<Reply>,
-        failure: Option<Failure>,
-    ) -> &Step {
-        let now = Instant::now();
-        self.steps.push(Step {
+    /// Starts recording a step that began at `began`: say what was sent and what came back,
+    /// then end it with [`StepRecord::ok`] or [`StepRecord::fail`]. It lasts until then, unless
+    /// [`StepRecord::took`] says otherwise.
+    pub fn record(&mut self, name: StepName, began: Instant) -> StepRecord<'_> {
+        StepRecord {
+            transcript: self,
             name,
-            offset: began.saturating_duration_since(self.started),
-            duration: now.saturating_duration_since(began),
-            sent,
-            reply,
-            failure,
-        });
-        self.steps.last().expect("just pushed")
-    }
-
-    /// Adds a step that ran at another time (a token fetch before the connection), keeping
-    /// the steps in order of their start.
-    pub fn insert(
-        &mut self,
-        name: StepName,
-        began: Instant,
-        duration: Duration,
-        sent: Option<String>,
-        reply: Option<Reply>,
-        failure: Option<Failure>,
-    ) {
-        let offset = began.saturating_duration_since(self.started);
-        let at = self
-            .steps
-            .iter()
-            .position(|s| s.offset > offset)
-            .unwrap_or(self.steps.len());
-        self.steps.insert(
-            at,
-            Step {
-                name,
-                offset,
-                duration,
-                sent,
-                reply,
-                failure,
-            },
-        );
+            began,
+            duration: None,
+            sent: None,
+            reply: None,
+        }
     }
 
     /// The steps so far.
@@ -129,5 +92,75 @@ impl Transcript {
     /// The failure recorded on a step, if any.
     pub fn failure(&self) -> Option<&Failure> {
         self.steps.iter().find_map(|s| s.failure.as_ref())
+    }
+}
+
+/// A step being recorded (see [`Transcript::record`]).
+#[must_use = "a step is recorded only by ok(), fail() or finish()"]
+pub struct StepRecord<'t> {
+    transcript: &'t mut Transcript,
+    name: StepName,
+    began: Instant,
+    duration: Option<Duration>,
+    sent: Option<String>,
+    reply: Option<Reply>,
+}
+
+impl<'t> StepRecord<'t> {
+    /// The command line sent, without CRLF, secrets masked.
+    pub fn sent(mut self, shown: impl Into<Option<String>>) -> Self {
+        self.sent = shown.into();
+        self
+    }
+
+    /// The server's reply.
+    pub fn reply(mut self, reply: impl Into<Option<Reply>>) -> Self {
+        self.reply = reply.into();
+        self
+    }
+
+    /// A step that ran at another time and took `duration` (a token fetch before the
+    /// connection): it is placed among the steps in order of its start.
+    pub fn took(mut self, duration: Duration) -> Self {
+        self.duration = Some(duration);
+        self
+    }
+
+    /// The step passed.
+    pub fn ok(self) -> &'t Step {
+        self.finish(None)
+    }
+
+    /// The step failed for `reason`.
+    pub fn fail(self, reason: Reason, detail: impl Into<String>) -> &'t Step {
+        let failure = Failure::new(self.name, reason, detail);
+        self.finish(Some(failure))
+    }
+
+    /// The step ended, with `failure` when it failed.
+    pub fn finish(self, failure: Option<Failure>) -> &'t Step {
+        let t = self.transcript;
+        let offset = self.began.saturating_duration_since(t.started);
+        let step = Step {
+            name: self.name,
+            offset,
+            duration: self
+                .duration
+                .unwrap_or_else(|| Instant::now().saturating_duration_since(self.began)),
+            sent: self.sent,
+            reply: self.reply,
+            failure,
+        };
+        let at = match self.duration {
+            // Placed by its start among the steps that ran around it.
+            Some(_) => t
+                .steps
+                .iter()
+                .position(|s| s.offset > offset)
+                .unwrap_or(t.steps.len()),
+            None => t.steps.len(),
+        };
+        t.steps.insert(at, step);
+        &t.steps[at]
     }
 }
