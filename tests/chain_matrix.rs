@@ -530,6 +530,9 @@ mod scenarios {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn complete_chain() {
+    if !support::programs::installed("complete_chain", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::complete()).await;
     assert!(flags(&j).is_empty(), "{:?}", flags(&j));
     let chain = j.chain();
@@ -563,6 +566,9 @@ async fn complete_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaf_only() {
+    if !support::programs::installed("leaf_only", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::leaf_only()).await;
     let t = j.text();
     has(&t, "Building stopped at depth 0");
@@ -583,6 +589,13 @@ async fn leaf_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaf_only_with_the_intermediate_held_locally() {
+    if !support::programs::installed(
+        "leaf_only_with_the_intermediate_held_locally",
+        &["openssl"],
+        "openssl",
+    ) {
+        return;
+    }
     let j = judge(scenarios::leaf_only_intermediate_local()).await;
     let chain = j.chain();
     assert!(!chain.sent_complete);
@@ -608,6 +621,9 @@ async fn leaf_only_with_the_intermediate_held_locally() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_sent() {
+    if !support::programs::installed("root_sent", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::root_sent()).await;
     let f = flags(&j);
     assert_eq!(f.root_sent, Some(2));
@@ -623,6 +639,9 @@ async fn root_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_leaf() {
+    if !support::programs::installed("expired_leaf", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::expired_leaf()).await;
     let m = j.metrics();
     has(&m, "probe_tls_chain_valid 0");
@@ -643,6 +662,9 @@ async fn expired_leaf() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_intermediate() {
+    if !support::programs::installed("expired_intermediate", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::expired_intermediate()).await;
     has(&j.text(), "The server sends an outdated intermediate");
     has(&j.metrics(), "probe_tls_chain_sent_complete 1");
@@ -650,6 +672,9 @@ async fn expired_intermediate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_yet_valid() {
+    if !support::programs::installed("not_yet_valid", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::not_yet_valid()).await;
     has(&j.text(), "NOT YET VALID, starts in 1.0 days");
     has(&j.metrics(), "probe_tls_chain_sent_complete 1");
@@ -657,6 +682,9 @@ async fn not_yet_valid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostname_mismatch() {
+    if !support::programs::installed("hostname_mismatch", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::hostname_mismatch()).await;
     has(
         &j.text(),
@@ -666,12 +694,18 @@ async fn hostname_mismatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_signed() {
+    if !support::programs::installed("self_signed", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::self_signed()).await;
     has(&j.text(), &format!("(sha256 {})", fp(&j.pki.leaf.der)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_root() {
+    if !support::programs::installed("unknown_root", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::unknown_root()).await;
     let m = j.metrics();
     has(
@@ -687,18 +721,27 @@ async fn unknown_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_root_of_the_same_name() {
+    if !support::programs::installed("unknown_root_of_the_same_name", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::unknown_root_same_name()).await;
     has(&j.text(), "its key identifier differs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_root_sent_by_the_server() {
+    if !support::programs::installed("unknown_root_sent_by_the_server", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::unknown_root_sent()).await;
     has(&j.text(), "never trust it just because the server sent it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ecdsa_p384_chain() {
+    if !support::programs::installed("ecdsa_p384_chain", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::ecdsa_p384()).await;
     for c in &j.chain().built {
         assert_eq!(c.key, "ECDSA P-384");
@@ -712,6 +755,9 @@ async fn ecdsa_p384_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_order() {
+    if !support::programs::installed("wrong_order", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::wrong_order()).await;
     let f = flags(&j);
     assert!(f.wrong_order);
@@ -723,6 +769,9 @@ async fn wrong_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_intermediate() {
+    if !support::programs::installed("duplicate_intermediate", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::duplicate()).await;
     assert_eq!(flags(&j).duplicates, [2]);
     has(
@@ -733,6 +782,9 @@ async fn duplicate_intermediate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signature() {
+    if !support::programs::installed("bad_signature", &["openssl"], "openssl") {
+        return;
+    }
     let j = judge(scenarios::bad_signature()).await;
     has(
         &j.text(),
@@ -745,6 +797,11 @@ async fn bad_signature() {
 /// thing a scenario changes on the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postfix_matrix() {
+    if !(MailStack::available("postfix_matrix")
+        && support::programs::installed("postfix_matrix", &["openssl"], "openssl"))
+    {
+        return;
+    }
     let served: Vec<(Scenario, Arc<DemoPki>)> = scenarios::all()
         .into_iter()
         .map(|s| {

@@ -219,6 +219,9 @@ async fn wait_for_subject(
 
 #[tokio::test]
 async fn every_smtp_port_greets_with_220() -> anyhow::Result<()> {
+    if !MailStack::available("every_smtp_port_greets_with_220") {
+        return Ok(());
+    }
     let stack = MailStack::shared();
     let expected = format!("{SMTP_HOSTNAME} ESMTP {}", stack.id());
 
@@ -239,6 +242,9 @@ async fn every_smtp_port_greets_with_220() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn submission_requires_starttls_and_sends_a_chain_to_the_root() -> anyhow::Result<()> {
+    if !MailStack::available("submission_requires_starttls_and_sends_a_chain_to_the_root") {
+        return Ok(());
+    }
     let stack = MailStack::shared();
     let mut smtp = Smtp::new(TcpStream::connect(stack.submission_addr()).await?);
     assert_eq!(smtp.reply().await?.code, 220);
@@ -277,6 +283,9 @@ async fn submission_requires_starttls_and_sends_a_chain_to_the_root() -> anyhow:
 
 #[tokio::test]
 async fn auth_plain_accepts_the_right_password_and_rejects_a_wrong_one() -> anyhow::Result<()> {
+    if !MailStack::available("auth_plain_accepts_the_right_password_and_rejects_a_wrong_one") {
+        return Ok(());
+    }
     let stack = MailStack::shared();
     let (mut smtp, _) = submission_after_starttls(stack).await?;
     let wrong = smtp
@@ -302,6 +311,9 @@ async fn auth_plain_accepts_the_right_password_and_rejects_a_wrong_one() -> anyh
 
 #[tokio::test]
 async fn submission_refuses_to_relay_without_auth() -> anyhow::Result<()> {
+    if !MailStack::available("submission_refuses_to_relay_without_auth") {
+        return Ok(());
+    }
     let stack = MailStack::shared();
     let (mut smtp, _) = submission_after_starttls(stack).await?;
     assert_eq!(
@@ -320,6 +332,9 @@ async fn submission_refuses_to_relay_without_auth() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn submitted_mail_arrives_in_the_inbox_over_imaps() -> anyhow::Result<()> {
+    if !MailStack::available("submitted_mail_arrives_in_the_inbox_over_imaps") {
+        return Ok(());
+    }
     let stack = MailStack::shared();
     let subject = unique_subject("submission delivery");
     let (mut smtp, _) = submission_after_starttls(stack).await?;
@@ -351,6 +366,9 @@ async fn submitted_mail_arrives_in_the_inbox_over_imaps() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn smtps_accepts_auth_and_mail() -> anyhow::Result<()> {
+    if !MailStack::available("smtps_accepts_auth_and_mail") {
+        return Ok(());
+    }
     let stack = MailStack::shared();
     let tcp = TcpStream::connect(stack.smtps_addr()).await?;
     let mut smtp = Smtp::new(tls_connect(stack, tcp).await?);
@@ -372,6 +390,9 @@ async fn smtps_accepts_auth_and_mail() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn plain_port_takes_mail_for_the_test_domain_only() -> anyhow::Result<()> {
+    if !MailStack::available("plain_port_takes_mail_for_the_test_domain_only") {
+        return Ok(());
+    }
     let stack = MailStack::shared();
     let mut smtp = Smtp::new(TcpStream::connect(stack.smtp_addr()).await?);
     assert_eq!(smtp.reply().await?.code, 220);
@@ -405,6 +426,9 @@ async fn plain_port_takes_mail_for_the_test_domain_only() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn detail_address_lands_in_junk() -> anyhow::Result<()> {
+    if !MailStack::available("detail_address_lands_in_junk") {
+        return Ok(());
+    }
     let stack = MailStack::shared();
     let subject = unique_subject("junk");
     let mut smtp = Smtp::new(TcpStream::connect(stack.smtp_addr()).await?);
@@ -427,6 +451,9 @@ async fn detail_address_lands_in_junk() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn imap_starttls_then_login() -> anyhow::Result<()> {
+    if !MailStack::available("imap_starttls_then_login") {
+        return Ok(());
+    }
     let stack = MailStack::shared();
     let tcp = TcpStream::connect(stack.imap_addr()).await?;
     let mut client = async_imap::Client::new(tcp);
@@ -496,6 +523,9 @@ fn alive(pid: u32) -> bool {
 
 #[tokio::test]
 async fn dropping_a_stack_stops_it_and_removes_its_directory() -> anyhow::Result<()> {
+    if !MailStack::available("dropping_a_stack_stops_it_and_removes_its_directory") {
+        return Ok(());
+    }
     let began = Instant::now();
     let stack = MailStack::start()?;
     let started = began.elapsed();
@@ -535,6 +565,9 @@ fn shared_stack_child_process() {
 
 #[test]
 fn shared_stack_is_stopped_after_the_test_process_exits() -> anyhow::Result<()> {
+    if !MailStack::available("shared_stack_is_stopped_after_the_test_process_exits") {
+        return Ok(());
+    }
     let output = std::process::Command::new(std::env::current_exe()?)
         .args([
             "--exact",

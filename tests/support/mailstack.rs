@@ -236,6 +236,27 @@ impl std::fmt::Debug for MailStack {
 }
 
 impl MailStack {
+    /// Whether this machine can run a stack: Postfix and Dovecot (with its IMAP and LMTP
+    /// programs) installed, and root to start them. When it cannot, `test` is skipped with one
+    /// line on stderr, or fails when `CI` is set (see [`super::programs::installed`]).
+    pub fn available(test: &str) -> bool {
+        const PACKAGES: &str = "postfix, dovecot-imapd and dovecot-lmtpd";
+        if !super::programs::installed(test, &["postfix", "dovecot"], PACKAGES) {
+            return false;
+        }
+        let helpers = ["/usr/lib/dovecot/imap", "/usr/lib/dovecot/lmtp"];
+        if let Some(missing) = helpers.iter().find(|p| !Path::new(p).is_file()) {
+            let why = format!("{missing} not installed (bash scripts/test.sh installs {PACKAGES})");
+            super::programs::skip(test, &why);
+            return false;
+        }
+        if let Err(e) = require_root() {
+            super::programs::skip(test, &format!("{e}"));
+            return false;
+        }
+        true
+    }
+
     /// Starts a private stack on free ports; blocks until every port greets (or fails with the
     /// logs' tails).
     pub fn start() -> anyhow::Result<MailStack> {

@@ -29,3 +29,35 @@ pub fn run_checked(program: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
     text
 }
+
+/// Whether every one of `programs` is installed. When one is missing, `test` is skipped with
+/// one line on stderr naming what is missing and the `packages` that bring it; with `CI` set,
+/// a missing program fails the test instead (a CI run must run it).
+pub fn installed(test: &str, programs: &[&str], packages: &str) -> bool {
+    let missing: Vec<&str> = programs
+        .iter()
+        .copied()
+        .filter(|p| find_program(p).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    skip(
+        test,
+        &format!(
+            "{} not installed (bash scripts/test.sh installs {packages})",
+            missing.join(", ")
+        ),
+    );
+    false
+}
+
+/// Skips `test` with one line on stderr saying `why`; with `CI` set, fails it instead. The
+/// line is written to stderr itself, past the test harness's capture, so that a plain
+/// `cargo test` shows it.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write as _;
+    let line = format!("{test}: skipped: {why}");
+    assert!(std::env::var_os("CI").is_none(), "{line}; CI is set");
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
