@@ -75,6 +75,8 @@ struct Script {
     starttls: Option<Vec<u8>>,
     /// Stale probe mails, UIDs 1 to n, that the sweep's search finds.
     stale: u32,
+    /// The header block FETCH answers with, instead of one `Received:` header.
+    received: Option<String>,
 }
 
 impl Script {
@@ -294,7 +296,9 @@ where
                 out + &format!("{tag} OK FETCH completed\r\n")
             }
             "UID FETCH" => {
-                let header = "Received: from mx1 by mx2 with ESMTPS;\r\n Sun, 22 Nov 2026 08:00:00 +0000\r\n\r\n";
+                let header = script.received.as_deref().unwrap_or(
+                    "Received: from mx1 by mx2 with ESMTPS;\r\n Sun, 22 Nov 2026 08:00:00 +0000\r\n\r\n",
+                );
                 format!(
                     "* 1 FETCH (UID 7 BODY[HEADER.FIELDS (RECEIVED)] {{{}}}\r\n{header})\r\n{tag} OK FETCH completed\r\n",
                     header.len()
@@ -665,6 +669,35 @@ fn a_silent_imap_server_is_not_a_delivery_timeout() {
         assert!(f.detail.contains("did not answer"), "{at:?}: {}", f.detail);
         assert!(run.took >= TIMEOUT);
     }
+}
+
+/// The hops kept from the delivered mail are as bounded and printable as any server text.
+#[test]
+fn received_headers_are_kept_bounded_and_printable() {
+    let mut block = String::new();
+    for hop in 0..40 {
+        block.push_str(&format!(
+            "Received: from hop{hop} \x1b[2J{}\r\n",
+            "x".repeat(hop * 40)
+        ));
+    }
+    block.push_str("\r\n");
+    let run = check(
+        Script {
+            received: Some(block),
+            ..Script::default()
+        },
+        TIMEOUT,
+    );
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    let hops = &run.report.received;
+    assert_eq!(hops.len(), 32);
+    assert!(hops[0].starts_with("from hop0 \\u{1b}[2J"), "{}", hops[0]);
+    assert!(hops
+        .iter()
+        .all(|h| h.len() <= 1024 + 32 && !h.chars().any(char::is_control)));
+    // "from hop31 \x1b[2J" and 1240 x's: cut.
+    assert!(hops[31].ends_with("… (1255 bytes)"), "{}", hops[31]);
 }
 
 /// Whatever the server sends right behind its OK to STARTTLS is not taken as part of the

@@ -25,7 +25,7 @@ use tokio::time::timeout_at;
 
 use super::module::{DeliverySettings, ImapTls};
 use super::token::PROBE_ID_HEADER;
-use crate::imap::{BoundedStream, Limits, Trouble};
+use crate::imap::{printable, BoundedStream, Limits, Trouble};
 use crate::smtp::command::Mailbox;
 use crate::smtp::transcript::Failure;
 use crate::tls::TlsClient;
@@ -52,6 +52,9 @@ pub struct DeliveryReport {
 /// How many UIDs one FETCH of the sweep asks for: the answers to one command stay well within
 /// the transport's per-command caps.
 const SWEEP_BATCH: usize = 100;
+/// The most `Received:` headers kept, and the most bytes of each.
+const MAX_HOPS: usize = 32;
+const MAX_HOP_TEXT: usize = 1024;
 /// The most time LOGOUT may take (within the deadline): it is a courtesy.
 const LOGOUT_GRACE: Duration = Duration::from_millis(500);
 
@@ -288,7 +291,12 @@ impl Store {
             Ok(raw.unwrap_or_default())
         };
         let raw = exchange!(self, work)?;
-        Ok(unfold_headers(&raw, "received"))
+        // Kept with the outcome and shown later: as bounded and printable as any server text.
+        Ok(unfold_headers(&raw, "received")
+            .into_iter()
+            .take(MAX_HOPS)
+            .map(|hop| printable(hop.as_bytes(), MAX_HOP_TEXT))
+            .collect())
     }
 
     /// Of `uids` in the selected mailbox, those that are our own probe mails (a 32-hex-digit
