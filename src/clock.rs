@@ -18,7 +18,7 @@ pub(crate) fn unix_seconds_f64(t: SystemTime) -> f64 {
 }
 
 /// An RFC 3339 UTC timestamp from Unix seconds (the number itself when out of range).
-pub fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| {

@@ -58,18 +58,18 @@ pub enum LoadError {
 
 /// A configuration in service: the validated file and its modules, prepared once.
 #[derive(Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Every module with its TLS client built.
-    pub modules: BTreeMap<String, Arc<PreparedModule>>,
+    pub(crate) modules: BTreeMap<String, Arc<PreparedModule>>,
     /// When it was put into service.
-    pub loaded_at: SystemTime,
+    pub(crate) loaded_at: SystemTime,
 }
 
 impl Loaded {
     /// Validates `config` beyond the file: builds every module's TLS client.
-    pub fn prepare(config: Config) -> Result<Loaded, LoadError> {
+    pub(crate) fn prepare(config: Config) -> Result<Loaded, LoadError> {
         let mut modules = BTreeMap::new();
         for (name, module) in &config.modules {
             let prepared = PreparedModule::new(name.clone(), module.clone()).map_err(|error| {
@@ -90,7 +90,7 @@ impl Loaded {
 
 /// What a reload did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reloaded {
+pub(crate) enum Reloaded {
     /// The file's checksum equals the running configuration's: nothing changed.
     Unchanged,
     /// The new configuration is in service.
@@ -201,7 +201,7 @@ impl Exporter {
     }
 
     /// The configuration in service.
-    pub fn loaded(&self) -> Arc<Loaded> {
+    pub(crate) fn loaded(&self) -> Arc<Loaded> {
         self.loaded
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -214,13 +214,13 @@ impl Exporter {
     }
 
     /// Whether a configuration is in service (`/-/ready`).
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 
     /// Runs one probe outside the schedule (a `/probe` request), counted in
     /// `smtp_prober_probes_in_flight` while it runs.
-    pub async fn probe(
+    pub(crate) async fn probe(
         &self,
         prepared: &PreparedModule,
         target: &Target,
@@ -231,7 +231,7 @@ impl Exporter {
     }
 
     /// Re-reads the configuration file. A file that fails keeps the running configuration.
-    pub async fn reload(&self) -> Result<Reloaded, LoadError> {
+    pub(crate) async fn reload(&self) -> Result<Reloaded, LoadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let result = self.reload_locked().await;
         match &result {
@@ -297,7 +297,7 @@ impl Exporter {
     }
 
     /// Waits until cancelled probes have closed their connections (a second at most each).
-    pub async fn stopped(&self) {
+    pub(crate) async fn stopped(&self) {
         self.scheduler.stopped().await;
     }
 }

@@ -9,12 +9,12 @@
 
 pub mod cancel;
 pub mod cli;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod demo;
 pub mod exporter;
 pub mod exposition;
-pub mod http;
+pub(crate) mod http;
 pub mod imap;
 pub mod probe;
 pub mod report;

@@ -50,7 +50,7 @@ const SWEEP_EVERY_MAX: Duration = Duration::from_secs(60 * 60);
 /// How often a target sweeps for stale probe mail: every `sweep_older_than`, so that a probe
 /// mail left behind is gone before it is twice that old, within [10 min, 1 h]. Sweeps run after
 /// a probe, so a target whose interval is longer sweeps once per probe.
-pub fn sweep_period(sweep_older_than: Duration) -> Duration {
+pub(crate) fn sweep_period(sweep_older_than: Duration) -> Duration {
     sweep_older_than.clamp(SWEEP_EVERY_MIN, SWEEP_EVERY_MAX)
 }
 
@@ -127,7 +127,7 @@ impl TargetState {
     }
 
     /// The module it runs.
-    pub fn module(&self) -> Arc<PreparedModule> {
+    pub(crate) fn module(&self) -> Arc<PreparedModule> {
         lock(&self.module).clone()
     }
 
@@ -196,15 +196,15 @@ impl Running {
 
 /// What a [`Scheduler::apply`] changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ApplyReport {
+pub(crate) struct ApplyReport {
     /// Targets started for the first time.
-    pub added: usize,
+    pub(crate) added: usize,
     /// Targets restarted with new settings.
-    pub changed: usize,
+    pub(crate) changed: usize,
     /// Targets stopped.
-    pub removed: usize,
+    pub(crate) removed: usize,
     /// Targets left running as they were.
-    pub unchanged: usize,
+    pub(crate) unchanged: usize,
 }
 
 /// Why targets could not be scheduled.
@@ -242,7 +242,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A scheduler with no targets. `in_flight` counts running probes.
-    pub fn new(max_concurrency: usize, in_flight: IntGauge) -> Scheduler {
+    pub(crate) fn new(max_concurrency: usize, in_flight: IntGauge) -> Scheduler {
         let max = max_concurrency.max(1);
         Scheduler {
             shared: Arc::new(Shared {
@@ -259,7 +259,7 @@ impl Scheduler {
 
     /// Makes the running set of targets `targets`: starts new and changed ones, stops removed
     /// ones, leaves unchanged ones alone. Must be called within a Tokio runtime.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         targets: &[Target],
         modules: &BTreeMap<String, Arc<PreparedModule>>,
@@ -373,7 +373,7 @@ impl Scheduler {
     }
 
     /// Waits until every stopped target's task has ended (each is aborted after its grace).
-    pub async fn stopped(&self) {
+    pub(crate) async fn stopped(&self) {
         let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.stopping));
         for task in tasks {
             let _ = task.await;
@@ -386,13 +386,13 @@ impl Scheduler {
     }
 
     /// One target by name.
-    pub fn target(&self, name: &str) -> Option<Arc<TargetState>> {
+    pub(crate) fn target(&self, name: &str) -> Option<Arc<TargetState>> {
         lock(&self.running).get(name).map(|r| r.state.clone())
     }
 
     /// Stops every target: probes in flight say QUIT and close (await [`Scheduler::stopped`]
     /// to let them), or are aborted after a short grace.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let running: Vec<Running> = lock(&self.running).drain().map(|(_, r)| r).collect();
@@ -416,11 +416,11 @@ impl Drop for Scheduler {
 
 /// Counts a probe in `smtp_prober_probes_in_flight` for as long as it lives, including when its
 /// task is cancelled mid-probe.
-pub struct InFlight(IntGauge);
+pub(crate) struct InFlight(IntGauge);
 
 impl InFlight {
     /// Counts one more probe in flight.
-    pub fn enter(gauge: &IntGauge) -> InFlight {
+    pub(crate) fn enter(gauge: &IntGauge) -> InFlight {
         gauge.inc();
         InFlight(gauge.clone())
     }

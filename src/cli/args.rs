@@ -16,41 +16,41 @@ use crate::tls::TrustKind;
 
 /// How to reach the server and what to check: the flags `probe` and `chain` share.
 #[derive(Args, Debug, Clone)]
-pub struct ConnectionArgs {
+pub(crate) struct ConnectionArgs {
     /// host[:port] to probe.
-    pub target: String,
+    pub(crate) target: String,
     /// Configuration file to take the module from.
     #[arg(long = "config.file")]
-    pub config_file: Option<PathBuf>,
+    pub(crate) config_file: Option<PathBuf>,
     /// Module of the configuration file to use.
     #[arg(long, requires = "config_file")]
-    pub module: Option<String>,
+    pub(crate) module: Option<String>,
     /// TLS mode.
     #[arg(long, value_enum)]
-    pub tls: Option<TlsModeArg>,
+    pub(crate) tls: Option<TlsModeArg>,
     /// The probe deadline.
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// EHLO name (default: this machine's host name).
     #[arg(long)]
-    pub ehlo: Option<String>,
+    pub(crate) ehlo: Option<String>,
     /// Extra trusted CA certificates (PEM); repeatable.
     #[arg(long = "ca-file")]
-    pub ca_files: Vec<PathBuf>,
+    pub(crate) ca_files: Vec<PathBuf>,
     /// Trust sources: system, bundled (comma separated); `--trust=` for CA files only.
     #[arg(long, value_delimiter = ',')]
-    pub trust: Option<Vec<String>>,
+    pub(crate) trust: Option<Vec<String>>,
     /// Name for SNI and the certificate check (default: the target host).
     #[arg(long = "server-name")]
-    pub server_name: Option<String>,
+    pub(crate) server_name: Option<String>,
     /// Verify and report the chain, but do not fail the probe on it.
     #[arg(long = "insecure-skip-verify")]
-    pub insecure_skip_verify: bool,
+    pub(crate) insecure_skip_verify: bool,
 }
 
 /// The `--tls` values.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TlsModeArg {
+pub(crate) enum TlsModeArg {
     /// No TLS.
     None,
     /// STARTTLS.
@@ -61,18 +61,18 @@ pub enum TlsModeArg {
 
 /// Log flags of the long-running commands.
 #[derive(Args, Debug, Clone)]
-pub struct LogArgs {
+pub(crate) struct LogArgs {
     /// Only log messages of this level or higher.
     #[arg(long = "log.level", value_enum, default_value = "info")]
-    pub level: LogLevel,
+    pub(crate) level: LogLevel,
     /// Log line format (on stderr).
     #[arg(long = "log.format", value_enum, default_value = "logfmt")]
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
 }
 
 /// `--log.level` values.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     /// Everything, including each probe.
     Debug,
     /// Start, reload, failed scheduled probes.
@@ -85,7 +85,7 @@ pub enum LogLevel {
 
 /// `--log.format` values.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// `key=value` pairs.
     Logfmt,
     /// One JSON object per line.
@@ -94,22 +94,22 @@ pub enum LogFormat {
 
 /// The HTTP server's flags, shared by `serve` and `demo`.
 #[derive(Args, Debug, Clone)]
-pub struct WebArgs {
+pub(crate) struct WebArgs {
     /// Address to listen on: `HOST:PORT`, or `:PORT` for every address.
     #[arg(long = "web.listen-address", default_value = ":9741")]
-    pub listen_address: String,
+    pub(crate) listen_address: String,
     /// Exporter-toolkit web configuration file: TLS, client certificates, basic auth.
     #[arg(long = "web.config.file")]
-    pub web_config_file: Option<PathBuf>,
+    pub(crate) web_config_file: Option<PathBuf>,
     /// Subtracted from Prometheus' scrape timeout to get the /probe deadline.
     #[arg(long = "timeout-offset", default_value = "0.5s", value_parser = humantime::parse_duration)]
-    pub timeout_offset: Duration,
+    pub(crate) timeout_offset: Duration,
     /// Only targets this regular expression matches in full may be probed through /probe.
     #[arg(long = "probe.allowed-targets")]
-    pub allowed_targets: Option<String>,
+    pub(crate) allowed_targets: Option<String>,
     /// Let /probe run modules that send a token mail (each request sends one).
     #[arg(long = "probe.allow-send")]
-    pub allow_send: bool,
+    pub(crate) allow_send: bool,
 }
 
 /// Builds the module a one-shot command uses: from the configuration when `--module` is given,

@@ -16,9 +16,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Exit code of a failed probe.
-pub const EXIT_PROBE_FAILED: u8 = 1;
+pub(crate) const EXIT_PROBE_FAILED: u8 = 1;
 /// Exit code of a usage or configuration error.
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// The default configuration file.
 const DEFAULT_CONFIG_FILE: &str = "smtp-prober.yml";
@@ -32,7 +32,7 @@ const DEFAULT_CONFIG_FILE: &str = "smtp-prober.yml";
     long_about = None,
     args_conflicts_with_subcommands = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// `serve`'s flags, for when no command is given.

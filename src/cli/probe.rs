@@ -17,7 +17,7 @@ use crate::smtp::command::Mailbox;
 
 /// Output format of `probe`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// A human transcript.
     Text,
     /// One JSON object (DESIGN §7).

@@ -42,7 +42,7 @@ mod tests;
 const MAX_CONFIG_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The value shown instead of a secret in [`Config::redacted_yaml`].
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -200,18 +200,18 @@ impl Config {
     }
 
     /// The module called `name`.
-    pub fn module(&self, name: &str) -> Option<&Module> {
+    pub(crate) fn module(&self, name: &str) -> Option<&Module> {
         self.modules.get(name)
     }
 
     /// The configuration as YAML with every secret replaced by `<redacted>` (for `/config` and
     /// debug output). `*_file` paths and `${ENV}` references other than passwords are shown.
-    pub fn redacted_yaml(&self) -> &str {
+    pub(crate) fn redacted_yaml(&self) -> &str {
         &self.redacted
     }
 
     /// The checksum as lower-case hex.
-    pub fn checksum_hex(&self) -> String {
+    pub(crate) fn checksum_hex(&self) -> String {
         hex::encode(self.checksum)
     }
 }

@@ -23,11 +23,11 @@ pub(crate) type At<T> = serde_saphyr::Spanned<T>;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub modules: BTreeMap<String, At<RawModule>>,
+    pub(crate) modules: BTreeMap<String, At<RawModule>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub targets: Vec<At<RawTarget>>,
+    pub(crate) targets: Vec<At<RawTarget>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduler: Option<At<RawScheduler>>,
+    pub(crate) scheduler: Option<At<RawScheduler>>,
 }
 
 /// `scheduler:`.
@@ -35,9 +35,9 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawScheduler {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<At<u64>>,
+    pub(crate) max_concurrency: Option<At<u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_send_interval: Option<At<HumanDuration>>,
+    pub(crate) min_send_interval: Option<At<HumanDuration>>,
 }
 
 /// `modules.NAME:`.
@@ -45,25 +45,25 @@ pub(crate) struct RawScheduler {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawModule {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<At<HumanDuration>>,
+    pub(crate) timeout: Option<At<HumanDuration>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<At<Port>>,
+    pub(crate) port: Option<At<Port>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<At<TlsMode>>,
+    pub(crate) tls: Option<At<TlsMode>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ehlo: Option<At<String>>,
+    pub(crate) ehlo: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip_protocol: Option<At<IpProtocol>>,
+    pub(crate) ip_protocol: Option<At<IpProtocol>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_config: Option<At<RawTlsConfig>>,
+    pub(crate) tls_config: Option<At<RawTlsConfig>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth: Option<At<RawAuth>>,
+    pub(crate) auth: Option<At<RawAuth>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<At<RawMessage>>,
+    pub(crate) message: Option<At<RawMessage>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<At<RawDelivery>>,
+    pub(crate) delivery: Option<At<RawDelivery>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub expect: Option<At<RawExpect>>,
+    pub(crate) expect: Option<At<RawExpect>>,
 }
 
 /// `tls_config:` (of a module and of `delivery`).
@@ -71,15 +71,15 @@ pub(crate) struct RawModule {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawTlsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub server_name: Option<At<String>>,
+    pub(crate) server_name: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub trust: Option<At<Vec<TrustKind>>>,
+    pub(crate) trust: Option<At<Vec<TrustKind>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_files: Option<Vec<At<String>>>,
+    pub(crate) ca_files: Option<Vec<At<String>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_version: Option<RawMinVersion>,
+    pub(crate) min_version: Option<RawMinVersion>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub insecure_skip_verify: Option<bool>,
+    pub(crate) insecure_skip_verify: Option<bool>,
 }
 
 /// `tls_config.min_version`: written as the strings `"1.2"` and `"1.3"` (unquoted works too).
@@ -96,18 +96,18 @@ pub(crate) enum RawMinVersion {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawAuth {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mechanism: Option<At<MechanismChoice>>,
+    pub(crate) mechanism: Option<At<MechanismChoice>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<At<String>>,
+    pub(crate) username: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<At<String>>,
+    pub(crate) password_file: Option<At<String>>,
     /// Only a `${ENV}` reference is accepted; redacted on output.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<At<String>>,
+    pub(crate) password: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_file: Option<At<String>>,
+    pub(crate) token_file: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub oauth2: Option<At<RawOAuth2>>,
+    pub(crate) oauth2: Option<At<RawOAuth2>>,
 }
 
 /// `auth.oauth2:`.
@@ -115,15 +115,15 @@ pub(crate) struct RawAuth {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawOAuth2 {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_url: Option<At<String>>,
+    pub(crate) token_url: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<At<String>>,
+    pub(crate) tenant: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<At<String>>,
+    pub(crate) client_id: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_secret_file: Option<At<String>>,
+    pub(crate) client_secret_file: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<At<String>>,
+    pub(crate) scope: Option<At<String>>,
 }
 
 /// `message:`.
@@ -131,13 +131,13 @@ pub(crate) struct RawOAuth2 {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawMessage {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<At<String>>,
+    pub(crate) from: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<At<Vec<At<String>>>>,
+    pub(crate) to: Option<At<Vec<At<String>>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<At<String>>,
+    pub(crate) subject: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<At<String>>,
+    pub(crate) body: Option<At<String>>,
 }
 
 /// `delivery:`.
@@ -145,26 +145,26 @@ pub(crate) struct RawMessage {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawDelivery {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub imap: Option<At<String>>,
+    pub(crate) imap: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<At<ImapTls>>,
+    pub(crate) tls: Option<At<ImapTls>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_config: Option<At<RawTlsConfig>>,
+    pub(crate) tls_config: Option<At<RawTlsConfig>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<At<String>>,
+    pub(crate) username: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<At<String>>,
+    pub(crate) password_file: Option<At<String>>,
     /// Only a `${ENV}` reference is accepted; redacted on output.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<At<String>>,
+    pub(crate) password: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mailboxes: Option<At<Vec<At<String>>>>,
+    pub(crate) mailboxes: Option<At<Vec<At<String>>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<At<HumanDuration>>,
+    pub(crate) timeout: Option<At<HumanDuration>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cleanup: Option<bool>,
+    pub(crate) cleanup: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sweep_older_than: Option<At<HumanDuration>>,
+    pub(crate) sweep_older_than: Option<At<HumanDuration>>,
 }
 
 /// `expect:`.
@@ -172,7 +172,7 @@ pub(crate) struct RawDelivery {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawExpect {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cert_min_validity: Option<At<HumanDuration>>,
+    pub(crate) cert_min_validity: Option<At<HumanDuration>>,
 }
 
 /// `targets[]`.
@@ -180,15 +180,15 @@ pub(crate) struct RawExpect {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawTarget {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<At<String>>,
+    pub(crate) name: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<At<String>>,
+    pub(crate) target: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub module: Option<At<String>>,
+    pub(crate) module: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub interval: Option<At<HumanDuration>>,
+    pub(crate) interval: Option<At<HumanDuration>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, At<String>>,
+    pub(crate) labels: BTreeMap<String, At<String>>,
 }
 
 /// A humantime duration such as `15s`, `2m` or `14d`.

@@ -77,9 +77,9 @@ fn line<T>(at: &At<T>) -> Option<u64> {
 
 /// The validated parts of a configuration.
 pub(crate) struct Validated {
-    pub modules: BTreeMap<String, Module>,
-    pub targets: Vec<Target>,
-    pub scheduler: SchedulerSettings,
+    pub(crate) modules: BTreeMap<String, Module>,
+    pub(crate) targets: Vec<Target>,
+    pub(crate) scheduler: SchedulerSettings,
 }
 
 /// Walks the raw configuration, applying defaults and collecting problems.

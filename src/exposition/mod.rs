@@ -49,7 +49,7 @@ impl Chunk {
 
 /// Writes one result's samples into a [`Chunk`], every sample carrying the same leading labels
 /// (in scheduled mode the target's `name`, `target`, `module` and own labels).
-pub struct ChunkWriter {
+pub(crate) struct ChunkWriter {
     chunk: Chunk,
     /// The leading labels, rendered once: `a="1",b="2"`, or empty.
     common: String,
@@ -59,7 +59,7 @@ pub struct ChunkWriter {
 
 impl ChunkWriter {
     /// A writer for samples of `families`, each sample labelled `common` first.
-    pub fn new(families: &'static [Family], common: &[(&str, &str)]) -> ChunkWriter {
+    pub(crate) fn new(families: &'static [Family], common: &[(&str, &str)]) -> ChunkWriter {
         let mut rendered = String::new();
         push_labels(&mut rendered, common);
         ChunkWriter {
@@ -75,7 +75,7 @@ impl ChunkWriter {
 
     /// Adds one sample of `families[family]` with `labels` after the common ones. A family's
     /// samples are written together; families may come in any order.
-    pub fn sample(&mut self, family: usize, labels: &[(&str, &str)], value: f64) {
+    pub(crate) fn sample(&mut self, family: usize, labels: &[(&str, &str)], value: f64) {
         let id = u16::try_from(family).unwrap_or(u16::MAX);
         if self.current.map(|(c, _)| c) != Some(id) {
             self.close();
@@ -108,7 +108,7 @@ impl ChunkWriter {
     }
 
     /// The chunk written.
-    pub fn finish(mut self) -> Chunk {
+    pub(crate) fn finish(mut self) -> Chunk {
         self.close();
         let parts = &mut self.chunk.parts;
         if !parts.is_sorted_by_key(|&(id, _, _)| id) {
@@ -166,7 +166,7 @@ pub fn merge(chunks: &[&Chunk], out: &mut impl Sink) {
 
 /// The metric types we write.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A counter.
     Counter,
     /// A gauge.
@@ -188,18 +188,18 @@ impl Kind {
 
 /// A metric family: what its `# HELP` and `# TYPE` lines say.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Family {
+pub(crate) struct Family {
     /// The metric name.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// The help text: one line, no backslash.
-    pub help: &'static str,
+    pub(crate) help: &'static str,
     /// The type.
-    pub kind: Kind,
+    pub(crate) kind: Kind,
 }
 
 impl Family {
     /// A gauge.
-    pub const fn gauge(name: &'static str, help: &'static str) -> Family {
+    pub(crate) const fn gauge(name: &'static str, help: &'static str) -> Family {
         Family {
             name,
             help,
@@ -208,7 +208,7 @@ impl Family {
     }
 
     /// Writes the family's `# HELP` and `# TYPE` lines.
-    pub fn write_header(&self, out: &mut impl Sink) {
+    pub(crate) fn write_header(&self, out: &mut impl Sink) {
         let Family { name, help, kind } = self;
         out.put(&format!(
             "# HELP {name} {help}\n# TYPE {name} {}\n",
@@ -218,7 +218,7 @@ impl Family {
 }
 
 /// Escapes a label value for the text format: backslash, double quote and line feed.
-pub fn escape_label_value(value: &str) -> String {
+pub(crate) fn escape_label_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     push_label_value(&mut out, value);
     out
@@ -241,7 +241,7 @@ fn push_label_value(out: &mut String, value: &str) {
 }
 
 /// Appends `name="value"` pairs separated by commas, values escaped.
-pub fn push_labels(out: &mut String, labels: &[(&str, &str)]) {
+pub(crate) fn push_labels(out: &mut String, labels: &[(&str, &str)]) {
     for (i, (name, value)) in labels.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -254,7 +254,12 @@ pub fn push_labels(out: &mut String, labels: &[(&str, &str)]) {
 }
 
 /// Writes one sample. `labels` are rendered pairs without braces (`a="1",b="2"`), may be empty.
-pub fn write_sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
+pub(crate) fn write_sample(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    value: impl std::fmt::Display,
+) {
     use std::fmt::Write as _;
     if labels.is_empty() {
         let _ = writeln!(out, "{name} {value}");
@@ -268,7 +273,7 @@ pub fn write_sample(out: &mut String, name: &str, labels: &str, value: impl std:
 ///
 /// At 10,000 targets this writes most of the `/metrics` lines, so it appends pieces instead of
 /// going through the formatting machinery.
-pub fn write_histogram(
+pub(crate) fn write_histogram(
     out: &mut String,
     name: &str,
     labels: &str,

@@ -6,7 +6,7 @@
 //! [`crate::exposition`] keeps `/metrics` a matter of copying pre-rendered text.
 
 mod status;
-pub mod web_config;
+pub(crate) mod web_config;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,7 +29,7 @@ use crate::report;
 use web_config::WebConfig;
 
 /// The header Prometheus sends with its scrape timeout.
-pub const SCRAPE_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
+pub(crate) const SCRAPE_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
 
 /// Content type of the Prometheus text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -38,13 +38,13 @@ const HTML: &str = "text/html; charset=utf-8";
 
 /// How `/probe` treats requests.
 #[derive(Clone, Debug)]
-pub struct ProbeSettings {
+pub(crate) struct ProbeSettings {
     /// Subtracted from the scrape timeout header so the answer arrives before Prometheus gives up.
-    pub timeout_offset: Duration,
+    pub(crate) timeout_offset: Duration,
     /// When set, only targets this regex matches in full may be probed (SSRF guard).
-    pub allowed_targets: Option<Regex>,
+    pub(crate) allowed_targets: Option<Regex>,
     /// Whether `/probe` may run modules that send a token mail.
-    pub allow_send: bool,
+    pub(crate) allow_send: bool,
 }
 
 impl Default for ProbeSettings {
@@ -58,7 +58,7 @@ impl Default for ProbeSettings {
 }
 
 /// Compiles `--probe.allowed-targets`: the pattern must match the whole target string.
-pub fn allowed_targets(pattern: &str) -> Result<Regex, regex::Error> {
+pub(crate) fn allowed_targets(pattern: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{pattern})$"))
 }
 
@@ -70,7 +70,7 @@ struct App {
 }
 
 /// The router with every endpoint.
-pub fn router(exporter: Arc<Exporter>, probe: ProbeSettings) -> Router {
+pub(crate) fn router(exporter: Arc<Exporter>, probe: ProbeSettings) -> Router {
     let app = App {
         exporter,
         probe: Arc::new(probe),
@@ -92,7 +92,7 @@ pub fn router(exporter: Arc<Exporter>, probe: ProbeSettings) -> Router {
 
 /// Binds `--web.listen-address`. `:PORT` means every address: IPv6 and IPv4 where the host has
 /// IPv6, IPv4 alone where it has not.
-pub async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
     match address.strip_prefix(':') {
         Some(port) => {
             let port: u16 = port.parse().map_err(|_| {
@@ -124,7 +124,7 @@ pub async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
 /// Serves until `shutdown` resolves, then stops accepting and lets open requests finish for at
 /// most `grace`. `web` (`--web.config.file`) adds TLS, basic authentication, headers and a rate
 /// limit.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     web: &WebConfig,

@@ -5,9 +5,9 @@
 
 pub mod delivery;
 pub mod module;
-pub mod oauth;
+pub(crate) mod oauth;
 pub mod target;
-pub mod token;
+pub(crate) mod token;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -39,7 +39,7 @@ pub struct PreparedModule {
     /// TLS client for the IMAP delivery check, when configured.
     pub imap_tls: Option<TlsClient>,
     /// The OAuth 2.0 token cache, when the module authenticates with client credentials.
-    pub token_source: Option<Arc<oauth::TokenSource>>,
+    pub(crate) token_source: Option<Arc<oauth::TokenSource>>,
 }
 
 impl PreparedModule {

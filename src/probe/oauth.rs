@@ -29,20 +29,20 @@ const MAX_RESPONSE: usize = 64 * 1024;
 
 /// A record of one token fetch, for the transcript's `oauth_token` step.
 #[derive(Clone, Debug)]
-pub struct TokenFetch {
+pub(crate) struct TokenFetch {
     /// When it began.
-    pub began: Instant,
+    pub(crate) began: Instant,
     /// How long it took.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// The HTTP status, when a response came (kept as the step's reply code).
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// Why it failed.
-    pub failure: Option<Failure>,
+    pub(crate) failure: Option<Failure>,
 }
 
 impl TokenFetch {
     /// The HTTP status as a reply, so the step shows its code like the SMTP steps do.
-    pub fn as_reply(&self) -> Option<Reply> {
+    pub(crate) fn as_reply(&self) -> Option<Reply> {
         self.status
             .filter(|s| (200..600).contains(s))
             .map(|code| Reply {
@@ -59,7 +59,7 @@ struct Cached {
 }
 
 /// The token cache and fetcher of one module.
-pub struct TokenSource {
+pub(crate) struct TokenSource {
     settings: OAuth2Settings,
     tls: TlsClient,
     cache: tokio::sync::Mutex<Option<Cached>>,
@@ -84,7 +84,10 @@ struct TokenResponse {
 
 impl TokenSource {
     /// Builds the source; its TLS client is built once, here.
-    pub fn new(settings: OAuth2Settings, tls: &TlsSettings) -> Result<TokenSource, TlsSetupError> {
+    pub(crate) fn new(
+        settings: OAuth2Settings,
+        tls: &TlsSettings,
+    ) -> Result<TokenSource, TlsSetupError> {
         Ok(TokenSource {
             settings,
             tls: TlsClient::new(tls)?,
@@ -94,7 +97,7 @@ impl TokenSource {
 
     /// A valid token: the cached one, or a fresh one fetched now (then `TokenFetch` says how
     /// that went). Probes that need a token at the same moment wait for one fetch.
-    pub async fn token(&self, deadline: Instant) -> (Option<Secret>, Option<TokenFetch>) {
+    pub(crate) async fn token(&self, deadline: Instant) -> (Option<Secret>, Option<TokenFetch>) {
         let mut cache = self.cache.lock().await;
         if let Some(c) = cache.as_ref() {
             if Instant::now() < c.refresh_at {
@@ -131,15 +134,10 @@ impl TokenSource {
         }
     }
 
-    /// Forgets the cached token.
-    pub async fn invalidate(&self) {
-        *self.cache.lock().await = None;
-    }
-
     /// Forgets the cached token if it is still `rejected` (the server refused it). Probes that
     /// all had the same token refused at once thus cause one fetch: the first drops the token
     /// and fetches, the others find the fresh one.
-    pub async fn invalidate_rejected(&self, rejected: &Secret) {
+    pub(crate) async fn invalidate_rejected(&self, rejected: &Secret) {
         let mut cache = self.cache.lock().await;
         if cache.as_ref().is_some_and(|c| c.token == *rejected) {
             *cache = None;

@@ -17,24 +17,23 @@ use crate::smtp::command::dot_stuff;
 use crate::smtp::session::Envelope;
 
 /// The header that marks our probe mails.
-pub const PROBE_ID_HEADER: &str = "X-Smtp-Prober-Id";
+pub(crate) const PROBE_ID_HEADER: &str = "X-Smtp-Prober-Id";
 
 /// A composed token mail.
 #[derive(Clone, Debug)]
-pub struct TokenMail {
+pub(crate) struct TokenMail {
     /// Unique id of this probe's mail (hex), in `X-Smtp-Prober-Id` and the Message-ID.
-    pub probe_id: String,
-    /// The token code.
-    pub token: Secret,
-    /// The Message-ID header value, with angle brackets.
-    pub message_id: String,
+    pub(crate) probe_id: String,
+    /// The token code, in the subject and body (read by the tests; never printed).
+    #[allow(dead_code)]
+    pub(crate) token: Secret,
     /// Envelope and wire content.
-    pub envelope: Envelope,
+    pub(crate) envelope: Envelope,
 }
 
 /// Why the mail could not be composed.
 #[derive(Debug, thiserror::Error)]
-pub enum ComposeError {
+pub(crate) enum ComposeError {
     /// lettre refused an address.
     #[error("address {0:?}: {1}")]
     Address(String, String),
@@ -45,7 +44,10 @@ pub enum ComposeError {
 
 impl TokenMail {
     /// Composes a fresh token mail for one probe.
-    pub fn compose(settings: &MessageSettings, now: SystemTime) -> Result<TokenMail, ComposeError> {
+    pub(crate) fn compose(
+        settings: &MessageSettings,
+        now: SystemTime,
+    ) -> Result<TokenMail, ComposeError> {
         let mut rng = rand::rng();
         let token = format!("{:08}", rng.random_range(0..100_000_000u32));
         let probe_id = hex::encode(rng.random::<[u8; 16]>());
@@ -65,7 +67,7 @@ impl TokenMail {
             .from(parse(settings.from.as_str())?)
             .subject(settings.subject.replace("{token}", &token))
             .date(now)
-            .message_id(Some(message_id.clone()))
+            .message_id(Some(message_id))
             .header(AutoSubmitted)
             .header(ProbeId(probe_id.clone()));
         for to in &settings.to {
@@ -77,7 +79,6 @@ impl TokenMail {
         Ok(TokenMail {
             probe_id,
             token: Secret::new(token),
-            message_id,
             envelope: Envelope {
                 from: settings.from.clone(),
                 to: settings.to.clone(),

@@ -10,7 +10,7 @@ use crate::tls::CertFacts;
 
 /// The JSON document.
 #[derive(Serialize)]
-pub struct ProbeJson<'a> {
+pub(crate) struct ProbeJson<'a> {
     target: &'a str,
     module: &'a str,
     success: bool,
@@ -104,7 +104,7 @@ fn cert_json(c: &CertFacts) -> CertJson<'_> {
 
 impl<'a> ProbeJson<'a> {
     /// Builds the document from an outcome.
-    pub fn new(o: &'a ProbeOutcome) -> ProbeJson<'a> {
+    pub(crate) fn new(o: &'a ProbeOutcome) -> ProbeJson<'a> {
         let s = &o.session;
         ProbeJson {
             target: &o.target,

@@ -50,7 +50,7 @@
 mod auth;
 mod tls;
 
-pub use tls::TlsListener;
+pub(crate) use tls::TlsListener;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -148,7 +148,7 @@ struct RawRateLimit {
 /// A validated web configuration: what the HTTP server enforces. The default is plain HTTP
 /// without authentication (no `--web.config.file`).
 #[derive(Clone, Default)]
-pub struct WebConfig {
+pub(crate) struct WebConfig {
     tls: Option<Arc<TlsServer>>,
     auth: Option<Arc<BasicAuth>>,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -164,7 +164,7 @@ impl std::fmt::Debug for WebConfig {
 impl WebConfig {
     /// Reads and validates a web configuration file; relative paths in it are taken from the
     /// file's directory, as exporter-toolkit does.
-    pub fn load(path: &Path) -> Result<WebConfig, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<WebConfig, ConfigError> {
         let file = path.display().to_string();
         let bytes = read_bounded(path).map_err(|why| ConfigError {
             file: file.clone(),
@@ -187,7 +187,7 @@ impl WebConfig {
 
     /// Decodes and validates web configuration text; `file` names it in errors, `base_dir`
     /// resolves relative paths (the working directory when `None`).
-    pub fn parse(
+    pub(crate) fn parse(
         text: &str,
         file: &str,
         base_dir: Option<&Path>,
@@ -232,17 +232,17 @@ impl WebConfig {
     }
 
     /// Whether the server speaks HTTPS.
-    pub fn tls_enabled(&self) -> bool {
+    pub(crate) fn tls_enabled(&self) -> bool {
         self.tls.is_some()
     }
 
     /// How many users basic authentication knows (0: no authentication).
-    pub fn basic_auth_users(&self) -> usize {
+    pub(crate) fn basic_auth_users(&self) -> usize {
         self.auth.as_ref().map_or(0, |a| a.users.len())
     }
 
     /// One line saying what is in force, for `check-config` and the start-up log.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut parts = Vec::new();
         match &self.tls {
             Some(tls) => parts.push(format!("TLS ({})", tls.client_auth_summary())),
@@ -268,7 +268,7 @@ impl WebConfig {
 
     /// Wraps `router` so that every request passes the rate limit and basic authentication,
     /// and every response carries the configured headers. Without any of them, `router` itself.
-    pub fn protect(&self, router: Router) -> Router {
+    pub(crate) fn protect(&self, router: Router) -> Router {
         if self.auth.is_none() && self.headers.is_empty() && self.rate_limit.is_none() {
             return router;
         }
@@ -282,7 +282,7 @@ impl WebConfig {
 
     /// The TLS listener over `listener` when the file configures TLS; else `listener` back,
     /// to serve plain HTTP.
-    pub fn tls_listener(&self, listener: TcpListener) -> Result<TlsListener, TcpListener> {
+    pub(crate) fn tls_listener(&self, listener: TcpListener) -> Result<TlsListener, TcpListener> {
         match &self.tls {
             Some(tls) => Ok(TlsListener::new(listener, tls.clone())),
             None => Err(listener),

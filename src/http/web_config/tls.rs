@@ -493,7 +493,7 @@ pub(super) fn san_matches(san: &str, allowed: &str) -> bool {
 
 /// A listener that hands axum connections which finished their TLS handshake. Handshakes run
 /// in their own tasks, so a slow or silent client never holds up the next one.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     local: SocketAddr,
     ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     accepting: tokio::task::JoinHandle<()>,
