@@ -272,13 +272,7 @@ fn the_waterfall_lists_every_step_in_protocol_order() {
 
 #[test]
 fn the_readme_describes_every_dashboard_row() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let section = readme
-        .split("\n## Dashboards and alerts\n")
-        .nth(1)
-        .expect("a README section \"Dashboards and alerts\"");
-    let section = section.split("\n## ").next().unwrap_or(section);
+    let section = support::readme::section("## Dashboards and alerts");
     for d in all() {
         assert!(section.contains(&d.file), "README: dashboards/{}", d.file);
         let rows = d.rows();

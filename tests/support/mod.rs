@@ -8,4 +8,5 @@ pub mod mailstack;
 pub mod outcome;
 pub mod programs;
 pub mod prometheus;
+pub mod readme;
 pub mod webhook;
