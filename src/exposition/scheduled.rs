@@ -1,8 +1,11 @@
 //! The metrics only scheduled mode has: per target name, histograms of step and delivery
 //! durations and counters of probes and sweeps, accumulated over every probe since the start
-//! (and across reloads that keep the name). A new per-target scheduled metric is a [`ScheduledFamily`]
-//! variant with its name, help and type, the numbers it needs in [`Totals`], and its lines in
-//! [`ScheduledFamily::write`].
+//! (and across reloads that keep the name).
+//!
+//! A new per-target scheduled metric (a gauge such as the time of the last probe, a counter, a
+//! histogram) is: a [`ScheduledFamily`] variant (in `ALL`, in page order), its name, help and
+//! type in [`HEADERS`], the numbers it needs in [`Totals`] (updated in [`Series::observe`]),
+//! and its lines in [`ScheduledFamily::write`] (with [`write_sample`] or [`write_histogram`]).
 //!
 //! Histograms and counters change with every result and would cost more memory as text than as
 //! numbers, so they are kept as numbers and written on every scrape by [`write_totals`], which
@@ -165,6 +168,35 @@ pub(crate) enum ScheduledFamily {
     SweepErrors,
 }
 
+/// The headers of [`ScheduledFamily`], in its order.
+const HEADERS: [Family; 5] = [
+    Family {
+        name: "smtp_prober_step_duration_seconds",
+        help: "Duration of each step of scheduled probes.",
+        kind: Kind::Histogram,
+    },
+    Family {
+        name: "smtp_prober_delivery_duration_seconds",
+        help: "From the end of DATA to the token mail being visible, of scheduled probes.",
+        kind: Kind::Histogram,
+    },
+    Family {
+        name: "smtp_prober_probes_total",
+        help: "Scheduled probes run, by result.",
+        kind: Kind::Counter,
+    },
+    Family {
+        name: "smtp_prober_delivery_swept_total",
+        help: "Stale probe mails of this target deleted by the periodic sweep of its mailboxes.",
+        kind: Kind::Counter,
+    },
+    Family {
+        name: "smtp_prober_delivery_sweep_errors_total",
+        help: "Sweeps of this target's mailboxes for stale probe mail that failed.",
+        kind: Kind::Counter,
+    },
+];
+
 impl ScheduledFamily {
     const ALL: [ScheduledFamily; 5] = [
         ScheduledFamily::Steps,
@@ -176,33 +208,7 @@ impl ScheduledFamily {
 
     /// Name, help text and type.
     fn header(self) -> Family {
-        match self {
-            ScheduledFamily::Steps => Family {
-                name: "smtp_prober_step_duration_seconds",
-                help: "Duration of each step of scheduled probes.",
-                kind: Kind::Histogram,
-            },
-            ScheduledFamily::Delivery => Family {
-                name: "smtp_prober_delivery_duration_seconds",
-                help: "From the end of DATA to the token mail being visible, of scheduled probes.",
-                kind: Kind::Histogram,
-            },
-            ScheduledFamily::Probes => Family {
-                name: "smtp_prober_probes_total",
-                help: "Scheduled probes run, by result.",
-                kind: Kind::Counter,
-            },
-            ScheduledFamily::Swept => Family {
-                name: "smtp_prober_delivery_swept_total",
-                help: "Stale probe mails of this target deleted by the periodic sweep of its mailboxes.",
-                kind: Kind::Counter,
-            },
-            ScheduledFamily::SweepErrors => Family {
-                name: "smtp_prober_delivery_sweep_errors_total",
-                help: "Sweeps of this target's mailboxes for stale probe mail that failed.",
-                kind: Kind::Counter,
-            },
-        }
+        HEADERS[self as usize]
     }
 
     /// Writes this family's series of one target.
