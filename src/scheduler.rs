@@ -14,7 +14,7 @@
 //!
 //! A target that checks delivery also sweeps its mailboxes for its own stale probe mail (left by
 //! probes that timed out, were cancelled by a reload or shutdown, or ran before a crash): right
-//! after the first probe of its task, then every [`sweep_period`]. The sweep runs inside the
+//! after the first probe of its task, then every `sweep_period`. The sweep runs inside the
 //! same per-target lock as the probe, so it never races the probe's own search and cleanup, and
 //! what it deletes follows the same rule ([`probe::delivery::sweep`]): only mail carrying a
 //! probe-id header, sent from the module's own address, older than `sweep_older_than`.
@@ -84,7 +84,7 @@ impl History {
 }
 
 /// Writes the scheduled histograms and counters of `targets` (see
-/// [`crate::exposition::scheduled`]).
+/// `crate::exposition::scheduled`).
 pub fn write_totals(targets: &[Arc<TargetState>], out: &mut impl Sink) {
     scheduled::write_totals(targets.iter().map(|t| &t.history.series), out);
 }

@@ -1,5 +1,5 @@
 //! The command line (DESIGN §3): `serve` (default), `probe`, `chain`, `check-config`, `demo`,
-//! one file per command, the flags two commands share in [`args`]. Exit codes: 0 the probe
+//! one file per command, the flags two commands share in `args`. Exit codes: 0 the probe
 //! succeeded (or the command did its job), 1 the probe failed, 2 usage or configuration error.
 //!
 //! `serve` and `demo` run until SIGTERM or SIGINT (exit 0); SIGHUP reloads the configuration.

@@ -1,6 +1,6 @@
 //! The configuration file (DESIGN §4): YAML → validated [`Config`].
 //!
-//! Two stages, as in ripgrep and blackbox_exporter: [`raw`] structs decode the file as written
+//! Two stages, as in ripgrep and blackbox_exporter: `raw` structs decode the file as written
 //! (unknown keys rejected, every value that is checked later keeps its line), then `validate`
 //! applies defaults, expands `${ENV}` references, reads secret files and checks everything,
 //! collecting every problem. Each problem names the file, the line and the field path, as in
@@ -19,7 +19,7 @@
 //! loaded with [`Config::load`], and from the working directory with [`Config::from_str`].
 //!
 //! Secrets are read at load time, so a reload notices a rotated password file; they live in
-//! [`Secret`](crate::secret::Secret)s that never print themselves, and [`Config::redacted_yaml`]
+//! [`Secret`](crate::secret::Secret)s that never print themselves, and `Config::redacted_yaml`
 //! (served on `/config`) never contains them.
 
 mod expand;
@@ -41,7 +41,7 @@ mod tests;
 /// A configuration file larger than this is refused (10,000 targets take about 1.5 MiB).
 const MAX_CONFIG_BYTES: u64 = 32 * 1024 * 1024;
 
-/// The value shown instead of a secret in [`Config::redacted_yaml`].
+/// The value shown instead of a secret in `Config::redacted_yaml`.
 pub(crate) const REDACTED: &str = "<redacted>";
 
 /// A validated configuration.

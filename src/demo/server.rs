@@ -4,7 +4,7 @@
 //! dot-unstuffing, RSET, NOOP, QUIT; PIPELINING RFC 2920; SIZE RFC 1870; STARTTLS RFC 3207;
 //! AUTH RFC 4954 with PLAIN RFC 4616, LOGIN, XOAUTH2 and OAUTHBEARER RFC 7628; enhanced status
 //! codes RFC 2034/3463) and keeps the last accepted messages for tests to read. Each step can be
-//! told to misbehave ([`super::faults`]) so that every failure a server can cause a probe is
+//! told to misbehave (`super::faults`) so that every failure a server can cause a probe is
 //! reproducible.
 //!
 //! It is also the benchmarks' sink, so a session costs little: the rustls configuration is built
@@ -12,8 +12,8 @@
 //! path of a session except the one that stores an accepted message.
 //!
 //! This file holds the server (configuration, listener, TLS acceptor, what it received);
-//! [`super::session`] is one conversation, [`super::faults`] the misbehaviour,
-//! [`super::bearer`] the tokens it accepts and [`super::wire`] its parsers.
+//! `super::session` is one conversation, `super::faults` the misbehaviour,
+//! `super::bearer` the tokens it accepts and `super::wire` its parsers.
 
 use super::bearer::BearerTokens;
 use super::faults::{Fault, Verb};

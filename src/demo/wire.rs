@@ -14,10 +14,10 @@ pub enum Mechanism {
     /// The de-facto LOGIN mechanism: user name and password, each after a 334 prompt.
     Login,
     /// Google's and Microsoft's XOAUTH2: `user=U ^A auth=Bearer T ^A ^A`, checked against
-    /// [`ServerConfig::bearer_tokens`].
+    /// `ServerConfig::bearer_tokens`.
     Xoauth2,
     /// RFC 7628 OAUTHBEARER: a GS2 header `n,a=U,` then `^A`-separated `key=value` pairs with
-    /// `auth=Bearer T`, checked against [`ServerConfig::bearer_tokens`].
+    /// `auth=Bearer T`, checked against `ServerConfig::bearer_tokens`.
     Oauthbearer,
 }
 

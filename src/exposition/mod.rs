@@ -14,8 +14,8 @@
 //! the table's order whatever order results arrive in.
 //!
 //! Histograms and counters of scheduled mode change with every result and would cost more
-//! memory as text than as numbers: [`scheduled`] keeps them as numbers and writes them on every
-//! scrape with [`write_histogram`] and [`write_sample`], which do no more than a formatted copy.
+//! memory as text than as numbers: `scheduled` keeps them as numbers and writes them on every
+//! scrape with `write_histogram` and `write_sample`, which do no more than a formatted copy.
 //! Everything is written into a [`Sink`], which may be a `String` or the pieces of a streamed
 //! response.
 

@@ -6,9 +6,9 @@
 //! `target`, `module` and own labels first), where a target's chunk is written once per result
 //! and copied on every scrape.
 //!
-//! A new per-probe metric is a line in the [`families!`] table (its place there is its place on
+//! A new per-probe metric is a line in the `families!` table (its place there is its place on
 //! the page) and a `gauge` call where its value is known. Metrics that only scheduled mode has
-//! (histograms, counters over many probes) belong in [`crate::exposition::scheduled`].
+//! (histograms, counters over many probes) belong in `crate::exposition::scheduled`.
 
 use crate::exposition::{merge, Chunk, ChunkWriter, Family};
 use crate::probe::ProbeOutcome;
