@@ -149,7 +149,9 @@ impl TargetState {
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
         let metrics = report::metrics::chunk(&outcome, &common);
-        self.history.series.observe(&outcome, self.delivery);
+        self.history
+            .series
+            .observe(&outcome, self.delivery, self.spec.interval);
         let log = format!(
             "{} {}\n{}",
             rfc3339(unix_seconds(outcome.started_at)),

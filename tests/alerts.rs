@@ -257,6 +257,52 @@ fn every_alert_is_documented_and_links_to_its_readme_section() {
     }
 }
 
+/// The metric names of the README's metric reference tables.
+fn readme_metrics() -> BTreeSet<String> {
+    let section = support::readme::section("### Metric reference");
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(String::from)
+        .collect()
+}
+
+/// Every metric the rules and the dashboards use is in the README's metric reference (a
+/// recording rule's output is not a metric of the exporter; histogram series are named by their
+/// family).
+#[test]
+fn rules_and_dashboards_use_only_documented_metrics() {
+    let documented = readme_metrics();
+    let mut text = std::fs::read_to_string(rules_path()).expect("rules");
+    for d in support::dashboards::all() {
+        for q in d.queries() {
+            text.push_str(&q.expr);
+            text.push('\n');
+        }
+    }
+    let mut used = BTreeSet::new();
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
+        if (word.starts_with("probe_")
+            || word.starts_with("smtp_prober_")
+            || word.starts_with("process_"))
+            && !word.contains(':')
+        {
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s))
+                .unwrap_or(word);
+            used.insert(family.to_string());
+        }
+    }
+    assert!(used.len() > 20, "{used:?}");
+    let undocumented: Vec<&String> = used.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in the README: {undocumented:?}"
+    );
+}
+
 /// The rules as the end-to-end test loads them: every `for: Nm` becomes `for: Ns`. Panics on a
 /// `for:` in another unit, so that a new one cannot slip through unscaled.
 fn fast_rules(dir: &Path) -> PathBuf {
@@ -790,6 +836,21 @@ fn alerts_fire_at_the_webhook_and_resolve_after_a_fix() {
         auth.annotations["description"].contains("with reply 535 5.7.8"),
         "{auth:?}"
     );
+    // The README's metric reference lists exactly the families the exporter serves (with every
+    // kind of target present, failing ones and delivery checks included).
+    let page = exporter.get("/metrics").body;
+    let served: BTreeSet<String> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        readme_metrics(),
+        served,
+        "README metric reference against /metrics"
+    );
+
     // Nothing else fired: not the healthy targets, not a second alert for a broken one.
     let all = webhook.received();
     for n in &all {

@@ -1,6 +1,7 @@
 //! The metrics only scheduled mode has: per target name, histograms of step and delivery
 //! durations and counters of probes and sweeps, accumulated over every probe since the start
-//! (and across reloads that keep the name).
+//! (and across reloads that keep the name), and when its last probe finished with the interval
+//! it runs on (what the alert on stale results compares).
 //!
 //! A new per-target scheduled metric (a gauge such as the time of the last probe, a counter, a
 //! histogram) is: a [`ScheduledFamily`] variant (in `ALL`, in page order), its name, help and
@@ -12,7 +13,7 @@
 //! does no more than a formatted copy per series.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::{escape_label_value, write_histogram, write_sample, Family, Kind, Sink};
 use crate::probe::ProbeOutcome;
@@ -77,6 +78,9 @@ pub(crate) struct Totals {
     /// Stale probe mails deleted and sweeps failed; `None` until the target checks delivery,
     /// then exported from 0 on so that `rate()` and `increase()` see the first one.
     swept: Option<(u64, u64)>,
+    /// When the last probe finished (Unix seconds) and the interval it ran on (seconds); `None`
+    /// before the first probe.
+    last_probe: Option<(f64, f64)>,
 }
 
 /// One target name's scheduled series: its numbers, and its `name` label rendered once.
@@ -105,10 +109,19 @@ impl Series {
         }
     }
 
-    /// Counts one finished probe; `delivery_configured` starts the delivery histogram and the
-    /// sweep counters at zero.
-    pub(crate) fn observe(&self, outcome: &ProbeOutcome, delivery_configured: bool) {
+    /// Counts one finished probe of a target probed every `interval`; `delivery_configured`
+    /// starts the delivery histogram and the sweep counters at zero.
+    pub(crate) fn observe(
+        &self,
+        outcome: &ProbeOutcome,
+        delivery_configured: bool,
+        interval: Duration,
+    ) {
+        let finished = (outcome.started_at + outcome.duration)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         let mut totals = lock(&self.totals);
+        totals.last_probe = Some((finished, interval.as_secs_f64()));
         // One observation per step and probe: a step that ran twice (one RCPT per recipient)
         // counts with its summed time, as in `probe_smtp_step_duration_seconds`.
         let mut per_step: Vec<(StepName, Duration)> = Vec::with_capacity(16);
@@ -166,10 +179,12 @@ pub(crate) enum ScheduledFamily {
     Probes,
     Swept,
     SweepErrors,
+    LastProbe,
+    Interval,
 }
 
 /// The headers of [`ScheduledFamily`], in its order.
-const HEADERS: [Family; 5] = [
+const HEADERS: [Family; 7] = [
     Family {
         name: "smtp_prober_step_duration_seconds",
         help: "Duration of each step of scheduled probes.",
@@ -195,15 +210,27 @@ const HEADERS: [Family; 5] = [
         help: "Sweeps of this target's mailboxes for stale probe mail that failed.",
         kind: Kind::Counter,
     },
+    Family {
+        name: "smtp_prober_last_probe_timestamp_seconds",
+        help: "When the target's last scheduled probe finished, in Unix seconds.",
+        kind: Kind::Gauge,
+    },
+    Family {
+        name: "smtp_prober_probe_interval_seconds",
+        help: "The interval the target is probed on.",
+        kind: Kind::Gauge,
+    },
 ];
 
 impl ScheduledFamily {
-    const ALL: [ScheduledFamily; 5] = [
+    const ALL: [ScheduledFamily; 7] = [
         ScheduledFamily::Steps,
         ScheduledFamily::Delivery,
         ScheduledFamily::Probes,
         ScheduledFamily::Swept,
         ScheduledFamily::SweepErrors,
+        ScheduledFamily::LastProbe,
+        ScheduledFamily::Interval,
     ];
 
     /// Name, help text and type.
@@ -240,6 +267,16 @@ impl ScheduledFamily {
             ScheduledFamily::SweepErrors => {
                 if let Some((_, errors)) = totals.swept {
                     write_sample(buf, name, name_label, errors);
+                }
+            }
+            ScheduledFamily::LastProbe => {
+                if let Some((finished, _)) = totals.last_probe {
+                    write_sample(buf, name, name_label, finished);
+                }
+            }
+            ScheduledFamily::Interval => {
+                if let Some((_, interval)) = totals.last_probe {
+                    write_sample(buf, name, name_label, interval);
                 }
             }
         }
@@ -317,11 +354,14 @@ mod tests {
     #[test]
     fn totals_are_written_as_histograms_and_counters() {
         let series = Series::new("x\"y");
-        series.observe(&outcome(&[(StepName::Ehlo, 3)], true), true);
-        series.observe(
-            &outcome(&[(StepName::Ehlo, 700), (StepName::Quit, 20_000)], false),
-            true,
-        );
+        let minute = Duration::from_secs(60);
+        series.observe(&outcome(&[(StepName::Ehlo, 3)], true), true, minute);
+        let last = outcome(&[(StepName::Ehlo, 700), (StepName::Quit, 20_000)], false);
+        let finished = (last.started_at + last.duration)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        series.observe(&last, true, minute);
         series.observe_sweep(Sweep::Deleted(2));
         series.observe_sweep(Sweep::Deleted(0));
         series.observe_sweep(Sweep::Failed);
@@ -350,20 +390,25 @@ mod tests {
             format!(r#"smtp_prober_delivery_swept_total{{{n}}} 2"#),
             "# TYPE smtp_prober_delivery_sweep_errors_total counter".to_string(),
             format!(r#"smtp_prober_delivery_sweep_errors_total{{{n}}} 1"#),
+            "# TYPE smtp_prober_last_probe_timestamp_seconds gauge".to_string(),
+            format!(r#"smtp_prober_last_probe_timestamp_seconds{{{n}}} {finished}"#),
+            "# TYPE smtp_prober_probe_interval_seconds gauge".to_string(),
+            format!(r#"smtp_prober_probe_interval_seconds{{{n}}} 60"#),
         ] {
             assert!(lines.contains(&want.as_str()), "no {want:?} in\n{out}");
         }
         // Each family's header once, the families in a fixed order.
-        assert_eq!(out.matches("# TYPE ").count(), 5);
+        assert_eq!(out.matches("# TYPE ").count(), 7);
     }
 
     #[test]
     fn sweep_counters_only_for_targets_that_check_delivery() {
         let series = Series::new("plain");
-        series.observe(&outcome(&[(StepName::Ehlo, 3)], true), false);
+        let minute = Duration::from_secs(60);
+        series.observe(&outcome(&[(StepName::Ehlo, 3)], true), false, minute);
         assert!(lock(&series.totals).swept.is_none());
         let checking = Series::new("checking");
-        checking.observe(&outcome(&[(StepName::Ehlo, 3)], true), true);
+        checking.observe(&outcome(&[(StepName::Ehlo, 3)], true), true, minute);
         assert_eq!(lock(&checking.totals).swept, Some((0, 0)));
     }
 }
