@@ -5,6 +5,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::support::programs::{find_program, skip};
+
 /// The repository root.
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -15,13 +17,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_smtp-prober");
 
 /// `name` on PATH (and the sbin directories), or in the tools environment of scripts/test.sh.
 pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let venv = repo().join("target/tools/venv/bin");
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .chain([venv])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+    find_program(name).or_else(|| {
+        let candidate = repo().join("target/tools/venv/bin").join(name);
+        candidate.is_file().then_some(candidate)
+    })
 }
 
 /// `name`, or `None` after one line saying which check is skipped. With CI set, a missing tool
@@ -29,23 +28,30 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
 pub fn require(name: &str, check: &str) -> Option<PathBuf> {
     let found = find_tool(name);
     if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is missing (CI is set): scripts/test.sh installs it"
+        skip(
+            check,
+            &format!("{name} not installed (bash scripts/test.sh installs it)"),
         );
-        eprintln!("skipped: {check}: {name} not found (bash scripts/test.sh installs it)");
     }
     found
 }
 
 /// `name`, or `None` after one line saying which check is skipped, also with CI set: for tools
-/// no package registry reachable from CI carries (kubectl, the docker compose plugin).
+/// no package registry reachable from CI carries (kubectl).
 pub fn optional(name: &str, check: &str) -> Option<PathBuf> {
     let found = find_tool(name);
     if found.is_none() {
-        eprintln!("skipped: {check}: {name} not found (no registry here carries it)");
+        say(&format!(
+            "{check}: skipped: {name} not installed (no registry here carries it)"
+        ));
     }
     found
+}
+
+/// One line on stderr, past the test harness's capture.
+pub fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Runs `command`, asserts it succeeded, and returns its stdout and stderr together.

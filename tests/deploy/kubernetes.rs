@@ -111,7 +111,7 @@ fn kustomizations_render_and_validate() {
             assert!(kinds.contains(kind), "{dir}: no {kind} in {kinds:?}");
         }
         if dir.is_empty() {
-            for kind in ["ServiceMonitor", "Probe"] {
+            for kind in ["ServiceMonitor", "Probe", "PrometheusRule"] {
                 assert!(kinds.contains(kind), "no {kind} in {kinds:?}");
             }
         }
@@ -277,4 +277,41 @@ fn kubernetes_objects_fit_together() {
     std::fs::write(&file, replaced).unwrap();
     let out = check_config(&file, &[]);
     assert!(out.contains("OK"), "{out}");
+}
+
+/// The PrometheusRule carries exactly the shipped rules: generating it again from
+/// deploy/prometheus/smtp-prober-rules.yml gives the committed file byte for byte, and its spec
+/// is the rules file, as data.
+#[test]
+fn prometheusrule_is_the_shipped_rules() {
+    const DIR: &str = "deploy/kubernetes/prometheus-operator";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let generated = dir.path().join("prometheusrule.yaml");
+    run_ok(
+        Command::new("sh")
+            .arg(repo().join(DIR).join("generate-prometheusrule.sh"))
+            .arg(&generated),
+    );
+    let committed = read(&format!("{DIR}/prometheusrule.yaml"));
+    assert!(
+        std::fs::read_to_string(&generated).unwrap() == committed,
+        "{DIR}/prometheusrule.yaml differs from the rules file: run \
+         sh {DIR}/generate-prometheusrule.sh"
+    );
+    let rule = yaml(&committed, "prometheusrule.yaml");
+    let rules = yaml(
+        &read("deploy/prometheus/smtp-prober-rules.yml"),
+        "smtp-prober-rules.yml",
+    );
+    assert_eq!(rule["spec"], rules);
+    assert!(!rules["groups"].as_array().unwrap().is_empty());
+    let component = yaml(&read(&format!("{DIR}/kustomization.yaml")), "kustomization");
+    assert!(
+        component["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "prometheusrule.yaml"),
+        "the component does not deploy the PrometheusRule"
+    );
 }

@@ -340,13 +340,23 @@ receivers:
         );
         let path = dir.path().join("alertmanager.yml");
         std::fs::write(&path, config).expect("writing alertmanager.yml");
-        run_checked("amtool", &["check-config", &path.to_string_lossy()]);
+        Alertmanager::launch(&path, dir)
+    }
+
+    /// Checks the configuration file `config` with `amtool check-config`, then starts
+    /// Alertmanager with it (its data and log in a temporary directory).
+    pub fn start_config(config: &Path) -> Alertmanager {
+        Alertmanager::launch(config, tempfile::tempdir().expect("temp dir"))
+    }
+
+    fn launch(config: &Path, dir: tempfile::TempDir) -> Alertmanager {
+        run_checked("amtool", &["check-config", &config.to_string_lossy()]);
         let program = alertmanager_program().expect("alertmanager installed");
         let data = dir.path().join("data");
         let (daemon, addr) =
             start_daemon("alertmanager", &program, dir.path(), "/-/ready", |port| {
                 vec![
-                    format!("--config.file={}", path.display()),
+                    format!("--config.file={}", config.display()),
                     format!("--storage.path={}", data.display()),
                     format!("--web.listen-address=127.0.0.1:{port}"),
                     // No cluster: it would listen on all interfaces.
