@@ -158,9 +158,12 @@ fn run_size(n: usize, quick: bool) {
         let config = Config::from_str(&text, "bench").expect("the benchmark configuration");
         drop(text);
         let started = Instant::now();
-        let exporter = Exporter::start(ConfigSource::Fixed(Box::new(config)))
-            .await
-            .expect("starting the exporter");
+        let exporter = Exporter::start(
+            ConfigSource::Fixed(Box::new(config)),
+            smtp_prober::shard::Shard::ALL,
+        )
+        .await
+        .expect("starting the exporter");
         let deadline = started + Duration::from_secs(180);
         loop {
             let targets = exporter.scheduler().targets();

@@ -20,6 +20,7 @@ use crate::exposition::{merge, Chunk, Sink};
 use crate::probe::target::Target;
 use crate::probe::{self, Budget, PreparedModule, ProbeOutcome};
 use crate::scheduler::{write_totals, ApplyReport, InFlight, ScheduleError, Scheduler};
+use crate::shard::Shard;
 use crate::tls::TlsSetupError;
 
 /// Where the configuration comes from.
@@ -106,8 +107,17 @@ struct SelfMetrics {
 }
 
 impl SelfMetrics {
-    fn new() -> Result<SelfMetrics, prometheus::Error> {
+    fn new(shard: Shard) -> Result<SelfMetrics, prometheus::Error> {
         let registry = Registry::new();
+        let shard_info = IntGauge::with_opts(
+            Opts::new(
+                "smtp_prober_scheduler_shard_info",
+                "The shard of the scheduled targets this instance runs (--scheduler.shard).",
+            )
+            .const_label("shard", shard.index().to_string())
+            .const_label("shards", shard.count().to_string()),
+        )?;
+        shard_info.set(1);
         let build_info = IntGauge::with_opts(
             Opts::new(
                 "smtp_prober_build_info",
@@ -129,6 +139,7 @@ impl SelfMetrics {
             "Probes running now, scheduled and /probe.",
         )?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(shard_info))?;
         registry.register(Box::new(reload_successful.clone()))?;
         registry.register(Box::new(reload_timestamp.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
@@ -153,6 +164,8 @@ impl SelfMetrics {
 /// The running exporter.
 pub struct Exporter {
     source: ConfigSource,
+    /// The scheduled targets this instance runs.
+    shard: Shard,
     loaded: RwLock<Arc<Loaded>>,
     scheduler: Scheduler,
     metrics: SelfMetrics,
@@ -170,28 +183,33 @@ impl std::fmt::Debug for Exporter {
 }
 
 impl Exporter {
-    /// Loads the configuration and starts its targets. Must be called within a Tokio runtime.
-    pub async fn start(source: ConfigSource) -> Result<Arc<Exporter>, LoadError> {
+    /// Loads the configuration and starts the targets of `shard`. Must be called within a Tokio
+    /// runtime.
+    pub async fn start(source: ConfigSource, shard: Shard) -> Result<Arc<Exporter>, LoadError> {
         let loaded = load(&source).await?;
-        let metrics = SelfMetrics::new()?;
+        let metrics = SelfMetrics::new(shard)?;
         let scheduler = Scheduler::new(
             loaded.config.scheduler.max_concurrency,
             metrics.in_flight.clone(),
         );
+        let targets = shard_targets(shard, &loaded.config);
         scheduler.apply(
-            &loaded.config.targets,
+            &targets,
             &loaded.modules,
             loaded.config.scheduler.max_concurrency,
         )?;
         metrics.loaded_now(loaded.loaded_at);
         tracing::info!(
             modules = loaded.modules.len(),
-            targets = loaded.config.targets.len(),
+            targets = targets.len(),
+            configured_targets = loaded.config.targets.len(),
+            shard = %shard,
             checksum = %loaded.config.checksum_hex(),
             "configuration loaded"
         );
         Ok(Arc::new(Exporter {
             source,
+            shard,
             loaded: RwLock::new(Arc::new(loaded)),
             scheduler,
             metrics,
@@ -206,6 +224,11 @@ impl Exporter {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The shard of the scheduled targets this instance runs.
+    pub fn shard(&self) -> Shard {
+        self.shard
     }
 
     /// The scheduler.
@@ -270,7 +293,7 @@ impl Exporter {
             return Ok(Reloaded::Unchanged);
         }
         let report = self.scheduler.apply(
-            &loaded.config.targets,
+            &shard_targets(self.shard, &loaded.config),
             &loaded.modules,
             loaded.config.scheduler.max_concurrency,
         )?;
@@ -312,6 +335,16 @@ fn render_registry(registry: &Registry) -> String {
         tracing::error!(error = %e, "encoding metrics");
     }
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// The configured targets `shard` runs, in configuration order.
+fn shard_targets(shard: Shard, config: &Config) -> Vec<crate::config::Target> {
+    config
+        .targets
+        .iter()
+        .filter(|t| shard.owns(&t.name))
+        .cloned()
+        .collect()
 }
 
 /// Loads and prepares the configuration off the async threads (file I/O, YAML decoding and

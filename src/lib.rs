@@ -20,6 +20,7 @@ pub mod probe;
 pub mod report;
 pub mod scheduler;
 pub mod secret;
+pub mod shard;
 pub mod smtp;
 pub mod tls;
 pub mod vocab;

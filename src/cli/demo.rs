@@ -12,6 +12,7 @@ use super::args::{LogArgs, WebArgs};
 use super::serve::{init_logging, serve_until_signal};
 use crate::config::Config;
 use crate::exporter::{ConfigSource, Exporter};
+use crate::shard::Shard;
 
 #[derive(Args, Debug)]
 pub(crate) struct DemoArgs {
@@ -142,7 +143,7 @@ pub(crate) async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let files = DemoFiles::create(pki.root_pem(), &password)?;
     let yaml = demo_yaml(&files, healthy.addr(), broken.addr(), args.interval);
     let config = Config::from_str(&yaml, "demo").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let exporter = Exporter::start(ConfigSource::Fixed(Box::new(config)))
+    let exporter = Exporter::start(ConfigSource::Fixed(Box::new(config)), Shard::ALL)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (healthy_addr, broken_addr) = (healthy.addr(), broken.addr());

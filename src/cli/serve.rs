@@ -13,6 +13,7 @@ use super::DEFAULT_CONFIG_FILE;
 use crate::exporter::{ConfigSource, Exporter};
 use crate::http::web_config::WebConfig;
 use crate::http::{self as web, ProbeSettings};
+use crate::shard::Shard;
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ServeArgs {
@@ -23,6 +24,10 @@ pub(crate) struct ServeArgs {
     web: WebArgs,
     #[command(flatten)]
     log: LogArgs,
+    /// Run only the scheduled targets of shard I of N (counted from 0): N instances with one
+    /// configuration, each with its own I, probe every target exactly once.
+    #[arg(long = "scheduler.shard", value_name = "I/N", default_value = "0/1")]
+    shard: Shard,
 }
 
 /// How long open HTTP requests may run on after SIGTERM before the process exits anyway.
@@ -71,7 +76,7 @@ pub(crate) async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.log);
     let settings = args.web.probe_settings()?;
     let web = args.web.web_config()?;
-    let exporter = Exporter::start(ConfigSource::File(args.config_file.clone()))
+    let exporter = Exporter::start(ConfigSource::File(args.config_file.clone()), args.shard)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     serve_until_signal(exporter, &args.web, &web, settings, |_| ()).await

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -99,7 +100,7 @@ fn validate(objects: &[Value], what: &str) {
 
 #[test]
 fn kustomizations_render_and_validate() {
-    for dir in ["", "base"] {
+    for dir in ["", "base", "sharded"] {
         let Some(objects) = render(dir) else {
             return;
         };
@@ -107,12 +108,17 @@ fn kustomizations_render_and_validate() {
             .iter()
             .map(|o| o["kind"].as_str().unwrap())
             .collect();
-        for kind in ["Deployment", "Service", "ConfigMap"] {
+        let workload = if dir == "sharded" {
+            "StatefulSet"
+        } else {
+            "Deployment"
+        };
+        for kind in [workload, "Service", "ConfigMap"] {
             assert!(kinds.contains(kind), "{dir}: no {kind} in {kinds:?}");
         }
-        if dir.is_empty() {
+        if dir != "base" {
             for kind in ["ServiceMonitor", "Probe", "PrometheusRule"] {
-                assert!(kinds.contains(kind), "no {kind} in {kinds:?}");
+                assert!(kinds.contains(kind), "{dir}: no {kind} in {kinds:?}");
             }
         }
         validate(&objects, &format!("deploy/kubernetes/{dir}"));
@@ -314,4 +320,175 @@ fn prometheusrule_is_the_shipped_rules() {
             .any(|r| r == "prometheusrule.yaml"),
         "the component does not deploy the PrometheusRule"
     );
+}
+
+/// The sharded variant: a StatefulSet whose pod is the Deployment's plus the shard, N replicas
+/// for N shards, the shard from the pod's ordinal, one Service scraped (not the headless one as
+/// well, which would scrape every pod twice), and the /probe hashmod example over the same N
+/// shards through the headless Service's per-pod names.
+#[test]
+fn sharded_statefulset_matches_the_deployment() {
+    let Some(objects) = render("sharded") else {
+        return;
+    };
+    assert!(
+        !objects.iter().any(|o| o["kind"] == "Deployment"),
+        "the Deployment is still there"
+    );
+    let set = object(&objects, "StatefulSet", Some("smtp-prober"));
+    let replicas = set["spec"]["replicas"].as_u64().expect("replicas");
+    let mut pod = set["spec"]["template"].clone();
+    let container = &mut pod["spec"]["containers"][0];
+    let args: Vec<String> = serde_json::from_value(container["args"].clone()).unwrap();
+    let shard = crate::common::flag(&args, "scheduler.shard").expect("--scheduler.shard");
+    assert_eq!(shard, format!("$(SHARD)/{replicas}"), "shards != replicas");
+    let env = container["env"].as_array().expect("env");
+    assert_eq!(env.len(), 1);
+    assert_eq!(env[0]["name"], "SHARD");
+    assert_eq!(
+        env[0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    );
+
+    // Apart from the shard, the Deployment's pod (both rendered, so names and labels agree).
+    let Some(plain) = render("") else { return };
+    let deployment = object(&plain, "Deployment", Some("smtp-prober"));
+    let container = pod["spec"]["containers"][0].as_object_mut().unwrap();
+    container.remove("env");
+    let args: Vec<Value> = args
+        .iter()
+        .filter(|a| !a.starts_with("--scheduler.shard="))
+        .map(|a| Value::from(a.as_str()))
+        .collect();
+    container.insert("args".into(), Value::from(args));
+    assert_eq!(pod, deployment["spec"]["template"]);
+
+    // The headless Service names the pods; the ServiceMonitor scrapes through the other one.
+    let headless = object(&objects, "Service", set["spec"]["serviceName"].as_str());
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    let monitor = object(&objects, "ServiceMonitor", None);
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap();
+    let scraped: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Service")
+        .filter(|o| {
+            selector
+                .iter()
+                .all(|(k, v)| o["metadata"]["labels"].get(k) == Some(v))
+        })
+        .collect();
+    assert_eq!(scraped.len(), 1, "the ServiceMonitor selects {scraped:?}");
+
+    // The hashmod example: modulus = replicas, addresses = the pods' names.
+    let example = probe_sharding();
+    let relabel = example["scrape_configs"][0]["relabel_configs"]
+        .as_array()
+        .unwrap();
+    let hashmod = relabel
+        .iter()
+        .find(|r| r["action"] == "hashmod")
+        .expect("a hashmod rule");
+    assert_eq!(hashmod["modulus"], replicas);
+    assert_eq!(
+        hashmod["source_labels"],
+        serde_json::json!(["__param_target"])
+    );
+    let port = crate::common::default_port();
+    assert_eq!(
+        relabel.last().unwrap()["replacement"],
+        format!(
+            "{}-$1.{}.{}.svc:{port}",
+            string(set, "/metadata/name"),
+            string(headless, "/metadata/name"),
+            string(set, "/metadata/namespace")
+        )
+    );
+}
+
+fn probe_sharding() -> Value {
+    yaml(
+        &read("deploy/kubernetes/sharded/prometheus-probe-sharding.yml"),
+        "prometheus-probe-sharding.yml",
+    )
+}
+
+/// The /probe hashmod example on a real Prometheus: three exporters (one per shard, on
+/// 127.0.0.10, .11 and .12, standing in for the pods' DNS names) and six targets; every target
+/// is scraped through exactly one exporter and probed successfully, and more than one exporter
+/// gets targets.
+#[test]
+fn probe_sharding_example_spreads_targets_over_the_shards() {
+    use crate::support::exporter::{Exporter, Files, Servers};
+    use crate::support::prometheus::{available, value, Prometheus};
+    if !available(
+        "probe_sharding_example_spreads_targets_over_the_shards",
+        false,
+    ) {
+        return;
+    }
+    let mut servers = Servers::new();
+    let targets: Vec<String> = (0..6).map(|_| servers.healthy()).collect();
+    let files = Files::new();
+    let mut example = probe_sharding();
+    let module = example["scrape_configs"][0]["params"]["module"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    files.write(&format!(
+        "modules:\n  {module}:\n    timeout: 5s\n    tls: starttls\n    tls_config: \
+         {{server_name: localhost, trust: [], ca_files: ['{}']}}\n",
+        files.dir.path().join("root.pem").display()
+    ));
+    let port = std::net::TcpListener::bind("127.0.0.10:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.10")
+        .port();
+    let shards: Vec<Exporter> = (0..3)
+        .map(|i| {
+            let mut command = Command::new(crate::common::BIN);
+            command
+                .arg(files.config_arg())
+                .arg(format!("--web.listen-address=127.0.0.1{i}:{port}"));
+            Exporter::spawn(command)
+        })
+        .collect();
+
+    // The pods' DNS names become the loopback addresses; scrapes every second.
+    let job = &mut example["scrape_configs"][0];
+    job["static_configs"][0]["targets"] = serde_json::json!(targets);
+    job["scrape_timeout"] = "1s".into();
+    let relabel = job["relabel_configs"].as_array_mut().unwrap();
+    let last = relabel.last_mut().unwrap();
+    last["replacement"] = format!("127.0.0.1$1:{port}").into();
+    example["global"]["scrape_interval"] = "1s".into();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(&config, example.to_string()).unwrap();
+    let prometheus = Prometheus::start(&config);
+
+    let job_name = example["scrape_configs"][0]["job_name"].as_str().unwrap();
+    let mut used = BTreeSet::new();
+    for target in &targets {
+        let series = prometheus.wait_for(
+            &format!(r#"probe_success{{job="{job_name}",instance="{target}"}}"#),
+            Duration::from_secs(30),
+        );
+        assert_eq!(series.len(), 1, "{target}: {series:?}");
+        assert_eq!(value(&series[0]), 1.0, "{target}");
+    }
+    let active = prometheus.api("/api/v1/targets").expect("targets");
+    let active = active["activeTargets"].as_array().unwrap();
+    assert_eq!(active.len(), targets.len());
+    for t in active {
+        let url = string(t, "/scrapeUrl");
+        let host = url.split("//").nth(1).unwrap().split('/').next().unwrap();
+        assert!(
+            shards.iter().any(|s| s.addr.to_string() == host),
+            "{url} is not one of the shards"
+        );
+        used.insert(host.to_string());
+    }
+    assert!(used.len() > 1, "every target went to {used:?}");
 }
