@@ -400,10 +400,7 @@ fn check_expectations(
 ) -> Option<Failure> {
     let min = module.expect.cert_min_validity?;
     let tls = session.tls.as_ref()?;
-    let now = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = crate::clock::unix_seconds(now);
     let limit = now.saturating_add(min.as_secs() as i64);
     let soonest = tls
         .chain
