@@ -55,7 +55,15 @@ pub enum LoadError {
     /// Reading the file on a blocking thread failed.
     #[error("loading the configuration was interrupted")]
     Interrupted,
+    /// Reading the file and the files it names took longer than [`LOAD_TIMEOUT`] (a hung
+    /// network mount): given up on, so that later reloads are not queued behind it.
+    #[error("loading the configuration took longer than {}; given up", humantime::format_duration(*.0))]
+    TimedOut(std::time::Duration),
 }
+
+/// How long loading a configuration (the file, its secret and CA files, the modules' TLS
+/// set-up) may take before it is given up on. Local files take milliseconds.
+pub const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A configuration in service: the validated file and its modules, prepared once.
 #[derive(Debug)]
@@ -354,9 +362,14 @@ async fn load(source: &ConfigSource) -> Result<Loaded, LoadError> {
         ConfigSource::Fixed(config) => Loaded::prepare((**config).clone()),
         ConfigSource::File(path) => {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || Loaded::prepare(Config::load(&path)?))
-                .await
-                .map_err(|_| LoadError::Interrupted)?
+            // Off the async runtime, and given up on after a while: the blocking thread may stay
+            // stuck on a hung mount, but the reload lock and the caller are released.
+            let reading =
+                tokio::task::spawn_blocking(move || Loaded::prepare(Config::load(&path)?));
+            match tokio::time::timeout(LOAD_TIMEOUT, reading).await {
+                Ok(joined) => joined.map_err(|_| LoadError::Interrupted)?,
+                Err(_) => Err(LoadError::TimedOut(LOAD_TIMEOUT)),
+            }
         }
     }
 }

@@ -2,8 +2,41 @@
 //!
 //! `Debug` and `Display` show `<redacted>`, so a secret that ends up in a log line, a debug page
 //! or a test snapshot by mistake shows nothing. The value is reached only through [`Secret::expose`].
+//!
+//! Every secret file (`password_file`, `token_file`, `client_secret_file`,
+//! `--auth-password-file`) is read by [`Secret::from_file`]: a regular file of at most
+//! [`MAX_SECRET_FILE_BYTES`], read with [`crate::local_file`] (a FIFO or a device is refused,
+//! never waited on). Errors name the file and the cause, never the content.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::local_file::FileError;
+
+/// Secret files are small; a bound keeps a mistaken path (a log, an image) from eating memory.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// Why a secret file cannot be used. Never contains the file's content.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// Opening or reading failed, or the path is not a regular file.
+    #[error("cannot read secret file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: FileError,
+    },
+    /// Larger than any secret.
+    #[error("secret file {} is larger than {MAX_SECRET_FILE_BYTES} bytes; is it the right file?", .0.display())]
+    TooLarge(PathBuf),
+    /// Not UTF-8.
+    #[error("secret file {} is not UTF-8 text", .0.display())]
+    NotText(PathBuf),
+    /// Nothing but whitespace.
+    #[error("secret file {} is empty", .0.display())]
+    Empty(PathBuf),
+}
 
 /// A secret value. Compare and use it only through [`Secret::expose`].
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -15,9 +48,41 @@ impl Secret {
         Secret(value.into())
     }
 
-    /// Reads a secret file: surrounding whitespace (the usual trailing newline) is dropped.
-    pub fn from_file(path: &std::path::Path) -> std::io::Result<Secret> {
-        Ok(Secret(std::fs::read_to_string(path)?.trim().to_string()))
+    /// Reads a secret file, dropping surrounding whitespace (the usual trailing newline).
+    /// Blocking, but never on a FIFO or a device: call it off the async runtime.
+    pub fn from_file(path: &Path) -> Result<Secret, SecretFileError> {
+        let bytes = crate::local_file::read(path, MAX_SECRET_FILE_BYTES).map_err(|e| match e {
+            FileError::TooLarge(_) => SecretFileError::TooLarge(path.to_path_buf()),
+            source => SecretFileError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| SecretFileError::NotText(path.into()))?;
+        let secret = Secret::new(text.trim());
+        if secret.is_empty() {
+            return Err(SecretFileError::Empty(path.into()));
+        }
+        Ok(secret)
+    }
+
+    /// [`Secret::from_file`] on a blocking thread, given up on at `deadline` (a file on a hung
+    /// network mount must not hold a probe past its deadline).
+    pub async fn from_file_by(
+        path: &Path,
+        deadline: std::time::Instant,
+    ) -> Result<Secret, SecretFileError> {
+        let owned = path.to_path_buf();
+        let read = tokio::task::spawn_blocking(move || Secret::from_file(&owned));
+        let gave_up = |why: &str| SecretFileError::Read {
+            path: path.to_path_buf(),
+            source: FileError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, why)),
+        };
+        match tokio::time::timeout_at(deadline.into(), read).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(gave_up("the read was interrupted")),
+            Err(_) => Err(gave_up("no answer before the probe deadline")),
+        }
     }
 
     /// The value itself, for the wire only.

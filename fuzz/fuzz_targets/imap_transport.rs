@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use smtp_prober::imap::{printable, BoundedStream, Framer, Limits, Trouble, Unit};
+use smtp_prober::imap::{BoundedStream, Framer, Limits, Trouble, Unit};
+use smtp_prober::printable::printable;
 
 /// Small caps, so that short inputs reach every limit.
 const LIMITS: Limits = Limits {

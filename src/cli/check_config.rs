@@ -48,7 +48,12 @@ pub(crate) async fn run_check_config(args: &CheckConfigArgs) -> ExitCode {
     };
     if let Some(path) = &args.web_config_file {
         match WebConfig::load(path) {
-            Ok(web) => println!("{}: OK, {}", path.display(), web.summary()),
+            Ok(web) => {
+                println!("{}: OK, {}", path.display(), web.summary());
+                for warning in web.warnings() {
+                    eprintln!("{}: warning: {warning}", path.display());
+                }
+            }
             Err(problems) => {
                 eprintln!("{problems}");
                 ok = false;

@@ -107,6 +107,9 @@ pub(crate) async fn serve_until_signal(
         basic_auth_users = web.basic_auth_users(),
         "listening"
     );
+    for warning in web.warnings() {
+        tracing::warn!("--web.config.file: {warning}");
+    }
     started(address);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

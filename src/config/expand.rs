@@ -8,8 +8,8 @@
 //! Error messages here never contain a secret: not the content of a file, not the value of a
 //! variable.
 
-use super::yaml::{read_bounded, ReadError};
-use crate::secret::Secret;
+use crate::local_file::FileError;
+use crate::secret::{Secret, SecretFileError};
 use std::path::{Path, PathBuf};
 
 /// Looks up an environment variable (the process environment, or a table in tests).
@@ -67,76 +67,28 @@ fn is_variable_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Secret files are small; a bound keeps a mistaken path (a log, a device) from eating memory.
-const MAX_SECRET_BYTES: u64 = 64 * 1024;
-
-/// Why a secret file cannot be used. Never contains the file's content.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum SecretFileError {
-    /// Opening or reading failed.
-    #[error("cannot read secret file {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Larger than any secret.
-    #[error("secret file {} is larger than {MAX_SECRET_BYTES} bytes; is it the right file?", .0.display())]
-    TooLarge(PathBuf),
-    /// Not UTF-8.
-    #[error("secret file {} is not UTF-8 text", .0.display())]
-    NotText(PathBuf),
-    /// Nothing but whitespace.
-    #[error("secret file {} is empty", .0.display())]
-    Empty(PathBuf),
-}
-
-/// Reads a secret file, dropping surrounding whitespace (the usual trailing newline).
-/// The error names the file and the cause, never the content.
+/// Reads a secret file ([`Secret::from_file`]).
 pub(crate) fn read_secret_file(path: &Path) -> Result<Secret, SecretFileError> {
-    let bytes = read_bounded(path, MAX_SECRET_BYTES).map_err(|e| match e {
-        ReadError::Io(source) => SecretFileError::Read {
-            path: path.to_path_buf(),
-            source,
-        },
-        ReadError::TooLarge(_) => SecretFileError::TooLarge(path.to_path_buf()),
-    })?;
-    let text = String::from_utf8(bytes).map_err(|_| SecretFileError::NotText(path.into()))?;
-    let secret = Secret::new(text.trim());
-    if secret.is_empty() {
-        return Err(SecretFileError::Empty(path.into()));
-    }
-    Ok(secret)
+    Secret::from_file(path)
 }
 
 /// Why a file a probe will read later (a token file, a CA file) cannot be read now.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum UnreadableFile {
-    /// Opening failed.
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A directory.
-    #[error("{} is a directory, not a file", .0.display())]
-    Directory(PathBuf),
+#[error("cannot read {}: {source}", path.display())]
+pub(crate) struct UnreadableFile {
+    /// The file.
+    path: PathBuf,
+    /// Why: it cannot be opened, is not a regular file, or is larger than `max`.
+    source: FileError,
 }
 
-/// Checks that a file (a token file, a CA file) can be opened now, without keeping its content.
-pub(crate) fn check_readable(path: &Path) -> Result<(), UnreadableFile> {
-    let unreadable = |source| UnreadableFile::Read {
+/// Checks that a file (a token file, a CA file) is a regular file of at most `max` bytes that
+/// can be opened now, without keeping its content.
+pub(crate) fn check_readable(path: &Path, max: u64) -> Result<(), UnreadableFile> {
+    crate::local_file::check(path, max).map_err(|source| UnreadableFile {
         path: path.to_path_buf(),
         source,
-    };
-    let meta = std::fs::metadata(path).map_err(unreadable)?;
-    if meta.is_dir() {
-        return Err(UnreadableFile::Directory(path.into()));
-    }
-    std::fs::File::open(path).map(|_| ()).map_err(unreadable)
+    })
 }
 
 /// A path from the file: relative paths are taken from the configuration file's directory,

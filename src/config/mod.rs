@@ -154,7 +154,7 @@ impl Config {
     /// Reads, decodes and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let bytes = yaml::read_bounded(path, MAX_CONFIG_BYTES)
+        let bytes = crate::local_file::read(path, MAX_CONFIG_BYTES)
             .map_err(|why| ConfigError::file_problem(&file, format!("cannot read: {why}")))?;
         Config::parse(&bytes, &file, path.parent(), &expand::process_env)
     }

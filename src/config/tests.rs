@@ -654,3 +654,48 @@ fn delivery_needs_the_token_in_the_mail() {
          delivery check searches for it"
     );
 }
+
+/// 10,000 scheduled targets with ten labels each (about 2 MB of YAML) load: the YAML limits
+/// stop pathological files, not large fleets.
+#[test]
+fn ten_thousand_targets_with_ten_labels_load() {
+    let dir = secrets();
+    let mut yaml = String::from("modules:\n  mx: {}\ntargets:\n");
+    for i in 0..10_000 {
+        yaml.push_str(&format!(
+            "  - name: target-{i}\n    target: mx{i}.example.com:25\n    module: mx\n    labels:\n"
+        ));
+        for l in 0..10 {
+            yaml.push_str(&format!("      label_{l}: value-{i}-{l}\n"));
+        }
+    }
+    assert!(yaml.len() > 1_500_000, "{}", yaml.len());
+    let config = parse_in(dir.path(), &yaml).expect("10,000 targets load");
+    assert_eq!(config.targets.len(), 10_000);
+}
+
+/// A file beyond the YAML limits is refused with the limit it broke, not pinned on whatever
+/// line and field the parser happened to be at.
+#[test]
+fn a_yaml_limit_names_the_real_cause() {
+    let dir = secrets();
+    let mut yaml = String::from(
+        "modules:\n  mx: {}\ntargets:\n  - name: a\n    target: mx.example.com\n    \
+         module: mx\n    labels:\n      first: &v value\n",
+    );
+    for i in 0..500 {
+        yaml.push_str(&format!("      l{i}: *v\n"));
+    }
+    let message = error_in(dir.path(), &yaml);
+    assert!(
+        message.starts_with(
+            "config.yml: the file is too large or too complex to read: far more aliases than \
+             anchors"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("the limit applies to the whole file"),
+        "{message}"
+    );
+}

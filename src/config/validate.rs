@@ -195,10 +195,11 @@ impl<'a> Validator<'a> {
         Some(expand::resolve_path(&text, self.base_dir))
     }
 
-    /// A file that must be readable now (CA files, token files).
-    fn readable_path(&mut self, at: &At<String>, field: &str) -> Option<PathBuf> {
+    /// A file that must be readable now (CA files, token files): a regular file of at most
+    /// `max` bytes.
+    fn readable_path(&mut self, at: &At<String>, field: &str, max: u64) -> Option<PathBuf> {
         let path = self.path(at, field)?;
-        if let Err(why) = expand::check_readable(&path) {
+        if let Err(why) = expand::check_readable(&path, max) {
             self.report(line(at), field, why.to_string());
             return None;
         }
@@ -393,7 +394,11 @@ impl<'a> Validator<'a> {
         }
         if let Some(files) = &raw.ca_files {
             for (i, at) in files.iter().enumerate() {
-                if let Some(path) = self.readable_path(at, &format!("{prefix}.ca_files[{i}]")) {
+                if let Some(path) = self.readable_path(
+                    at,
+                    &format!("{prefix}.ca_files[{i}]"),
+                    crate::tls::MAX_CA_FILE_BYTES,
+                ) {
                     settings.ca_files.push(path);
                 }
             }
@@ -495,7 +500,11 @@ impl<'a> Validator<'a> {
         }
         if let Some(at) = &raw.token_file {
             return self
-                .readable_path(at, &format!("{prefix}.token_file"))
+                .readable_path(
+                    at,
+                    &format!("{prefix}.token_file"),
+                    crate::secret::MAX_SECRET_FILE_BYTES,
+                )
                 .map(Credential::BearerTokenFile);
         }
         let at = raw.oauth2.as_ref()?;

@@ -5,7 +5,7 @@
 //!   in every read.
 //! - [`Trouble`] says what went wrong with an exchange in a few printable words: never
 //!   async-imap's error text, which quotes server bytes with `Debug` and without bound.
-//! - [`printable`] bounds and escapes any server text we show.
+//! - [`crate::printable`] bounds and escapes any server text we show.
 //!
 //! Collections of responses (FETCH, SEARCH) are the caller's to keep small: the transport bounds
 //! how many responses one command can bring, the caller keeps only what it needs of each.
@@ -102,67 +102,9 @@ fn violation_in(err: &async_imap::error::Error) -> Option<&Violation> {
     }
 }
 
-/// Server text as it may be shown anywhere: invalid UTF-8 replaced, control and other
-/// non-printing characters escaped (`\r`, `\n`, `\u{1b}`), a trailing CRLF dropped, and at most
-/// `max` bytes of the result (cut on a character, then `…` and the length of the original).
-pub fn printable(text: &[u8], max: usize) -> String {
-    printable_cut(text, text.len(), max)
-}
-
-/// [`printable`] of `text`, the beginning of something `full` bytes long.
-fn printable_cut(text: &[u8], full: usize, max: usize) -> String {
-    let whole = text.len() >= full;
-    let text = text.strip_suffix(b"\r\n").unwrap_or(text);
-    // Escaping never shrinks text: no need to look at more than `max` bytes of it.
-    let mut cut = !whole || text.len() > max;
-    let text = String::from_utf8_lossy(&text[..text.len().min(max)]);
-    let mut out = String::with_capacity(max.min(text.len() * 2) + 24);
-    for c in text.chars() {
-        let before = out.len();
-        match c {
-            '"' | '\'' | '\\' => out.push(c),
-            c => out.extend(c.escape_debug()),
-        }
-        if out.len() > max {
-            out.truncate(before);
-            cut = true;
-            break;
-        }
-    }
-    if cut {
-        out.push_str(&format!("… ({full} bytes)"));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn printable_escapes_and_bounds() {
-        assert_eq!(
-            printable(b"A1 NO [AUTHENTICATIONFAILED] no\r\n", 200),
-            "A1 NO [AUTHENTICATIONFAILED] no"
-        );
-        assert_eq!(
-            printable(b"CN=x\n\x1b[2J\x1b[31mFAKE: verdict: SUCCESS", 200),
-            "CN=x\\n\\u{1b}[2J\\u{1b}[31mFAKE: verdict: SUCCESS"
-        );
-        assert_eq!(printable(b"tab\there \"q\" \\", 200), "tab\\there \"q\" \\");
-        assert_eq!(printable("\u{202e}evil".as_bytes(), 200), "\\u{202e}evil");
-        assert_eq!(printable(b"\xff\xfeok", 200), "\u{fffd}\u{fffd}ok");
-        assert_eq!(printable_cut(b"abc", 5000, 200), "abc… (5000 bytes)");
-        assert_eq!(printable_cut(b"abc\r\n", 5, 200), "abc");
-        let long = vec![b'a'; 10_000];
-        let shown = printable(&long, 200);
-        assert_eq!(shown, format!("{}… (10000 bytes)", "a".repeat(200)));
-        // Escaping lengthens text; the bound is on what is shown.
-        let nasty = vec![0x1bu8; 10_000];
-        let shown = printable(&nasty, 200);
-        assert_eq!(shown, format!("{}… (10000 bytes)", "\\u{1b}".repeat(33)));
-        assert_eq!(printable(b"\x07\x07", 7), "\\u{7}… (2 bytes)");
-    }
 
     #[test]
     fn trouble_never_quotes_async_imap_error_text() {

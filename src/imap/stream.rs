@@ -100,9 +100,9 @@ impl<S> BoundedStream<S> {
     }
 
     /// The last line the server sent as it may be shown: at most `max` bytes of it, escaped,
-    /// with its whole length when cut (see [`printable`](super::printable)).
+    /// with its whole length when cut (see [`printable`](crate::printable::printable)).
     pub fn shown_last_line(&self, max: usize) -> String {
-        super::printable_cut(&self.last_line, self.last_line_len, max)
+        crate::printable::printable_cut(&self.last_line, self.last_line_len, max)
     }
 
     /// The most bytes this stream held at once (its share of memory, besides async-imap's

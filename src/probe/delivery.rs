@@ -25,7 +25,8 @@ use tokio::time::timeout_at;
 
 use super::module::{DeliverySettings, ImapTls};
 use super::token::PROBE_ID_HEADER;
-use crate::imap::{printable, BoundedStream, Limits, Trouble};
+use crate::imap::{BoundedStream, Limits, Trouble};
+use crate::printable::printable;
 use crate::smtp::command::Mailbox;
 use crate::smtp::transcript::Failure;
 use crate::tls::TlsClient;

@@ -271,7 +271,7 @@ impl Credentials {
                     )),
                 }
             }
-            (credential, _) => resolve_secret(credential),
+            (credential, _) => resolve_secret(credential, deadline).await,
         };
         match secret {
             Ok((secret, kind)) => {
@@ -372,18 +372,18 @@ async fn deliver(
 }
 
 /// Reads the secret the credential names. OAuth 2.0 token fetching is its own step.
-fn resolve_secret(credential: &Credential) -> Result<(Secret, SecretKind), Failure> {
+/// A token file is read on every probe (it may be rotated), off the async runtime and by the
+/// probe's deadline.
+async fn resolve_secret(
+    credential: &Credential,
+    deadline: Instant,
+) -> Result<(Secret, SecretKind), Failure> {
     match credential {
         Credential::Password(p) => Ok((p.clone(), SecretKind::Password)),
-        Credential::BearerTokenFile(path) => Secret::from_file(path)
+        Credential::BearerTokenFile(path) => Secret::from_file_by(path, deadline)
+            .await
             .map(|s| (s, SecretKind::BearerToken))
-            .map_err(|e| {
-                Failure::new(
-                    StepName::Auth,
-                    Reason::OauthTokenFailed,
-                    format!("reading token file {}: {e}", path.display()),
-                )
-            }),
+            .map_err(|e| Failure::new(StepName::Auth, Reason::OauthTokenFailed, e.to_string())),
         Credential::OAuth2(_) => Err(Failure::new(
             StepName::OauthToken,
             Reason::OauthTokenFailed,

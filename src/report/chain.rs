@@ -183,7 +183,7 @@ fn render_built(out: &mut String, chain: &ChainReport, now: i64) {
             c.key, c.signature_algorithm
         );
         if c.depth == 0 {
-            let _ = writeln!(out, "      names     {}", c.sans.join(", "));
+            let _ = writeln!(out, "      names     {}", c.names(", "));
         }
     }
     if chain.leaf_pinned() {
@@ -401,7 +401,7 @@ fn verdict_fix(chain: &ChainReport, e: &ChainError) -> Vec<String> {
             let names = chain
                 .sent
                 .first()
-                .map(|c| c.sans.join(", "))
+                .map(|c| c.names(", "))
                 .unwrap_or_default();
             todo.push(format!(
                 "The certificate names [{names}], not {:?}. If clients connect by one of \

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{listed_certificates, source_name};
 use crate::clock::rfc3339;
+use crate::printable::shown;
 use crate::probe::ProbeOutcome;
 use crate::tls::CertFacts;
 
@@ -136,7 +137,7 @@ impl<'a> ProbeJson<'a> {
                         .as_ref()
                         .and_then(|r| r.enhanced)
                         .map(|e| e.to_string()),
-                    reply: st.reply.as_ref().map(|r| r.text()),
+                    reply: st.reply.as_ref().map(|r| shown(&r.text())),
                     error: st.failure.as_ref().map(|f| f.detail.as_str()),
                 })
                 .collect(),

@@ -233,7 +233,7 @@ fn certificates(out: &mut Gauges, chain: &ChainReport) {
         out.gauge(F::LastChainExpiry, &[], expiry as f64);
     }
     if let Some(leaf) = chain.sent.first() {
-        let sans = leaf.sans.join(",");
+        let sans = leaf.names(",");
         let labels = [
             ("fingerprint_sha256", leaf.fingerprint_sha256.as_str()),
             ("subject", &leaf.subject),

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{listed_certificates, millis, source_name, validity_words};
 use crate::clock::{rfc3339, unix_seconds};
+use crate::printable::shown;
 use crate::probe::ProbeOutcome;
 use crate::smtp::reply::Reply;
 use crate::smtp::session::SessionReport;
@@ -104,10 +105,11 @@ fn step(out: &mut String, st: &Step, s: &SessionReport) {
     }
 }
 
-/// `250 2.0.0 text`: the code, the enhanced code when there is one, the text.
+/// `250 2.0.0 text`: the code, the enhanced code when there is one, the text (printable and
+/// bounded).
 fn reply_text(r: &Reply) -> String {
     let enh = r.enhanced.map(|e| format!("{e} ")).unwrap_or_default();
-    format!("{} {}{}", r.code, enh, r.text())
+    format!("{} {}{}", r.code, enh, shown(&r.text()))
 }
 
 /// The TLS session, the chain's verdict and every listed certificate.

@@ -97,16 +97,18 @@ impl Extension {
         }
     }
 
-    /// The keyword with its parameters, as a person reads it (`AUTH PLAIN LOGIN`, `SIZE 10240000`).
+    /// The keyword with its parameters, as a person reads it (`AUTH PLAIN LOGIN`, `SIZE 10240000`):
+    /// printable and bounded, since the parameters are the server's.
     pub fn describe(&self) -> String {
-        match self {
+        let text = match self {
             Extension::Auth(m) if !m.is_empty() => format!("AUTH {}", m.join(" ")),
             Extension::Size(Some(n)) => format!("SIZE {n}"),
             Extension::Other { keyword, params } if !params.is_empty() => {
                 format!("{keyword} {params}")
             }
             other => other.keyword().to_string(),
-        }
+        };
+        crate::printable::shown(&text)
     }
 }
 

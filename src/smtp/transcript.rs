@@ -2,6 +2,7 @@
 //! sent, what came back). The metrics layer, the JSON writer and the human printer all read it.
 
 use super::reply::Reply;
+use crate::printable::shown;
 use crate::vocab::{Reason, StepName};
 use std::time::{Duration, Instant};
 
@@ -29,17 +30,18 @@ pub struct Failure {
     pub step: StepName,
     /// The reason, from the finite vocabulary.
     pub reason: Reason,
-    /// What happened, in words (the error or the server's reply).
+    /// What happened, in words (the error or the server's reply): printable and bounded
+    /// ([`crate::printable::shown`]), since it quotes the server.
     pub detail: String,
 }
 
 impl Failure {
-    /// A failure in `step` for `reason`.
+    /// A failure in `step` for `reason`; `detail` is made printable and bounded here.
     pub fn new(step: StepName, reason: Reason, detail: impl Into<String>) -> Failure {
         Failure {
             step,
             reason,
-            detail: detail.into(),
+            detail: shown(&detail.into()),
         }
     }
 }

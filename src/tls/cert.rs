@@ -3,6 +3,7 @@
 //! RFC 4514 strings, the way Go's `pkix.Name.String()` (and so blackbox_exporter) prints them.
 
 use super::{CertFacts, CertSource};
+use crate::printable::shown;
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -23,6 +24,12 @@ pub(crate) fn parse(der: &[u8]) -> Option<X509Certificate<'_>> {
 }
 
 impl CertFacts {
+    /// The subjectAltNames joined by `separator`, bounded as one server text (a certificate
+    /// may carry thousands).
+    pub(crate) fn names(&self, separator: &str) -> String {
+        shown(&self.sans.join(separator))
+    }
+
     /// The facts of `der`. Never fails: a certificate that does not parse keeps its fingerprint
     /// and DER, and its other facts stay empty (`subject` says why).
     pub(crate) fn from_der(
@@ -35,15 +42,17 @@ impl CertFacts {
         match parse(der) {
             Some(cert) => CertFacts {
                 depth,
-                subject: rfc4514(cert.subject()),
-                issuer: rfc4514(cert.issuer()),
-                subject_cn: common_name(cert.subject()),
-                issuer_cn: common_name(cert.issuer()),
+                // The names are the certificate author's text: printable and bounded before
+                // any output sees them.
+                subject: shown(&rfc4514(cert.subject())),
+                issuer: shown(&rfc4514(cert.issuer())),
+                subject_cn: shown(&common_name(cert.subject())),
+                issuer_cn: shown(&common_name(cert.issuer())),
                 serial: serial_hex(cert.raw_serial()),
                 fingerprint_sha256,
                 not_before: cert.validity().not_before.timestamp(),
                 not_after: cert.validity().not_after.timestamp(),
-                sans: subject_alt_names(&cert),
+                sans: subject_alt_names(&cert).iter().map(|n| shown(n)).collect(),
                 is_ca: cert.is_ca(),
                 self_signed: is_self_signed(&cert),
                 key: key_description(cert.public_key()),

@@ -166,7 +166,7 @@ fn check_name(
         depth: Some(0),
         detail: format!(
             "the certificate names [{}] and does not cover {server_name:?}",
-            facts.sans.join(", ")
+            facts.names(", ")
         ),
         openssl_code: Some(62),
     })

@@ -33,6 +33,7 @@ pub(crate) use cert::{alt_names_of_der, AltName};
 pub use export::{export_missing, missing_issuer, MissingIssuer};
 pub use flags::ChainFlags;
 pub use ocsp::{OcspCertStatus, OcspStaple};
+pub(crate) use trust::MAX_CA_FILE_BYTES;
 
 /// Where trust anchors come from (`tls_config.trust`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

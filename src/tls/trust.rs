@@ -12,11 +12,10 @@ use super::{CertSource, TlsSetupError, TrustKind};
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Largest CA file read; a PEM bundle of every public root is about 250 KiB.
-const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_CA_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Whether `der` is one of the publicly trusted roots (the bundled Mozilla set), whichever
 /// trust source it was found in: a system store holds the same roots plus any private ones.
@@ -149,7 +148,8 @@ impl TrustStore {
             path: path.to_path_buf(),
             why,
         };
-        let pem = read_bounded(path).map_err(&fail)?;
+        let pem =
+            crate::local_file::read(path, MAX_CA_FILE_BYTES).map_err(|e| fail(e.to_string()))?;
         let mut reader = pem.as_slice();
         let mut count = 0usize;
         for item in rustls_pemfile::certs(&mut reader) {
@@ -185,19 +185,6 @@ impl TrustStore {
 /// SHA-256 of a certificate, its identity in the store.
 fn digest(der: &[u8]) -> [u8; 32] {
     Sha256::digest(der).into()
-}
-
-/// Reads a file of at most [`MAX_CA_FILE_BYTES`].
-fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CA_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_CA_FILE_BYTES {
-        return Err(format!("larger than {MAX_CA_FILE_BYTES} bytes"));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]

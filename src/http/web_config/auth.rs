@@ -20,6 +20,9 @@ const CHALLENGE: &str = "Basic realm=\"smtp-prober\"";
 /// At most this many successful credential checks are remembered.
 const MAX_VERIFIED: usize = 1024;
 
+/// bcrypt reads at most this many bytes of a password; longer passwords are refused.
+pub(crate) const BCRYPT_MAX_PASSWORD: usize = 72;
+
 /// A `Basic` credential longer than this (base64) is refused unread.
 pub(super) const MAX_CREDENTIAL_BYTES: usize = 4096;
 
@@ -114,8 +117,10 @@ impl BasicAuth {
             return false;
         };
         let matches = tokio::task::spawn_blocking(move || {
-            // bcrypt compares the digests in constant time.
-            bcrypt::verify(&password, &hash).unwrap_or(false)
+            // bcrypt compares the digests in constant time. It reads only the first
+            // BCRYPT_MAX_PASSWORD bytes of a password: a longer one is refused, never checked by
+            // its beginning alone (any password sharing those bytes would pass).
+            bcrypt::non_truncating_verify(&password, &hash).unwrap_or(false)
         })
         .await
         .unwrap_or(false);

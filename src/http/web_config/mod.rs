@@ -63,9 +63,10 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::config::raw::{At, HumanDuration};
-use crate::config::yaml::{self, ReadError};
+use crate::config::yaml;
 use crate::config::{ConfigError, Problem};
-use auth::{guard, BasicAuth, Gate, RateLimiter};
+use crate::local_file::FileError;
+use auth::{guard, BasicAuth, Gate, RateLimiter, BCRYPT_MAX_PASSWORD};
 use tls::{
     client_verifier, load_certified_key, ClientVerify, PemOrigin, PemSource, ServerCert, TlsServer,
 };
@@ -241,6 +242,21 @@ impl WebConfig {
         self.auth.as_ref().map_or(0, |a| a.users.len())
     }
 
+    /// What a person should know about the file although it is valid, one sentence each, for
+    /// `check-config` and the start-up log.
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.basic_auth_users() > 0 {
+            out.push(format!(
+                "basic_auth_users: bcrypt reads only the first {BCRYPT_MAX_PASSWORD} bytes of a \
+                 password, and the hash does not tell how long the password was; a password \
+                 longer than {BCRYPT_MAX_PASSWORD} bytes is refused at login, so keep every \
+                 password to {BCRYPT_MAX_PASSWORD} bytes or fewer"
+            ));
+        }
+        out
+    }
+
     /// One line saying what is in force, for `check-config` and the start-up log.
     pub(crate) fn summary(&self) -> String {
         let mut parts = Vec::new();
@@ -291,8 +307,8 @@ impl WebConfig {
 }
 
 /// Reads a file the web configuration names, of at most [`MAX_FILE_BYTES`].
-pub(super) fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
-    yaml::read_bounded(path, MAX_FILE_BYTES)
+pub(super) fn read_bounded(path: &Path) -> Result<Vec<u8>, FileError> {
+    crate::local_file::read(path, MAX_FILE_BYTES)
 }
 
 /// Decodes the YAML into the raw structs; on failure, the problem with its line and field.

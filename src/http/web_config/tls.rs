@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
 use super::read_bounded;
-use crate::config::yaml::ReadError;
+use crate::local_file::FileError;
 use crate::tls::{alt_names_of_der, AltName};
 
 /// A client must finish its TLS handshake within this time.
@@ -60,7 +60,7 @@ pub(super) enum PemError {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: ReadError,
+        source: FileError,
     },
     /// The text is not PEM certificates.
     #[error("{0}: not PEM certificates: {1}")]
