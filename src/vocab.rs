@@ -106,11 +106,12 @@ pub enum Reason {
     DeliveryTimeout,
     ImapError,
     ImapProtocolError,
+    ProberOverloaded,
 }
 
 impl Reason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 30] = [
         Reason::DnsError,
         Reason::ConnectRefused,
         Reason::ConnectTimeout,
@@ -140,6 +141,7 @@ impl Reason {
         Reason::DeliveryTimeout,
         Reason::ImapError,
         Reason::ImapProtocolError,
+        Reason::ProberOverloaded,
     ];
 
     /// The label value.
@@ -174,6 +176,7 @@ impl Reason {
             Reason::DeliveryTimeout => "delivery_timeout",
             Reason::ImapError => "imap_error",
             Reason::ImapProtocolError => "imap_protocol_error",
+            Reason::ProberOverloaded => "prober_overloaded",
         }
     }
 
@@ -214,6 +217,7 @@ impl Reason {
             Reason::DeliveryTimeout => "the message was accepted but did not appear in the mailbox in time",
             Reason::ImapError => "the IMAP check failed (login, mailbox, TLS, or the IMAP server stopped answering); see the delivery step",
             Reason::ImapProtocolError => "the IMAP server's answer broke the protocol or the delivery check's limits (overlong line, oversized literal, endless responses); the mail server's IMAP side needs a look, not the mail flow",
+            Reason::ProberOverloaded => "the exporter ran out of file descriptors (too many probes or connections at once), not the target; raise its limit (ulimit -n, LimitNOFILE) or lower --probe.max-concurrency and scheduler.max_concurrency",
         }
     }
 }

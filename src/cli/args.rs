@@ -9,7 +9,8 @@ use clap::{Args, ValueEnum};
 
 use crate::config::Config;
 use crate::http::web_config::WebConfig;
-use crate::http::{self as web, ProbeSettings};
+use crate::http::{self as web, ProbeSettings, ServerLimits};
+use crate::networks::NetworkPolicy;
 use crate::probe::module::{Module, TlsMode};
 use crate::smtp::command::ClientName;
 use crate::tls::TrustKind;
@@ -110,6 +111,29 @@ pub(crate) struct WebArgs {
     /// Let /probe run modules that send a token mail (each request sends one).
     #[arg(long = "probe.allow-send")]
     pub(crate) allow_send: bool,
+    /// /probe requests that may run at once; more are answered 503 at once. Default: an eighth
+    /// of the file descriptor limit (128 under `ulimit -n 1024`).
+    #[arg(long = "probe.max-concurrency")]
+    pub(crate) probe_max_concurrency: Option<usize>,
+    /// Networks (CIDR, comma-separated or repeated) /probe may reach: every address the target
+    /// resolves to must be in one. Default: everywhere.
+    #[arg(long = "probe.allowed-networks", value_delimiter = ',')]
+    pub(crate) allowed_networks: Vec<String>,
+    /// Networks (CIDR, comma-separated or repeated) /probe must not reach, checked on every
+    /// address the target resolves to, before --probe.allowed-networks.
+    #[arg(long = "probe.denied-networks", value_delimiter = ',')]
+    pub(crate) denied_networks: Vec<String>,
+    /// Open HTTP connections at most; one client address may hold half. Default: a quarter of
+    /// the file descriptor limit.
+    #[arg(long = "web.max-connections")]
+    pub(crate) max_connections: Option<usize>,
+    /// Time for a request head to arrive, from the connection's start or the previous answer
+    /// (also how long an idle kept-alive connection stays open).
+    #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) read_header_timeout: Duration,
+    /// Time an answer may wait for the client to read it before the connection is closed.
+    #[arg(long = "web.send-timeout", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) send_timeout: Duration,
 }
 
 /// Builds the module a one-shot command uses: from the configuration when `--module` is given,
@@ -196,10 +220,37 @@ impl WebArgs {
             ),
             None => None,
         };
+        let networks = NetworkPolicy::new(&self.allowed_networks, &self.denied_networks)
+            .context("--probe.allowed-networks / --probe.denied-networks")?;
+        let max_concurrency = match self.probe_max_concurrency {
+            Some(0) => anyhow::bail!("--probe.max-concurrency must be at least 1"),
+            Some(n) => n,
+            None => web::default_probe_concurrency(web::open_files_limit()),
+        };
         Ok(ProbeSettings {
             timeout_offset: self.timeout_offset,
             allowed_targets,
             allow_send: self.allow_send,
+            networks: (!networks.is_empty()).then(|| std::sync::Arc::new(networks)),
+            max_concurrency,
         })
+    }
+
+    /// What one HTTP connection may cost.
+    pub(crate) fn server_limits(&self) -> anyhow::Result<ServerLimits> {
+        let mut limits = ServerLimits {
+            header_timeout: self.read_header_timeout,
+            send_timeout: self.send_timeout,
+            ..ServerLimits::default()
+        };
+        match self.max_connections {
+            Some(0) => anyhow::bail!("--web.max-connections must be at least 1"),
+            Some(n) => limits.max_connections = n,
+            None => {}
+        }
+        if limits.header_timeout.is_zero() || limits.send_timeout.is_zero() {
+            anyhow::bail!("--web.read-header-timeout and --web.send-timeout must be above 0");
+        }
+        Ok(limits)
     }
 }

@@ -137,7 +137,8 @@ pub(crate) async fn serve_until_signal(
     let shutdown = async move {
         let _ = stop_rx.await;
     };
-    let result = web::serve(listener, router, web, shutdown, SHUTDOWN_GRACE).await;
+    let limits = args.server_limits()?;
+    let result = web::serve(listener, router, web, limits, shutdown, SHUTDOWN_GRACE).await;
     signals.abort();
     exporter.shutdown();
     exporter.stopped().await;

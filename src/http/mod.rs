@@ -5,6 +5,7 @@
 //! Handlers are thin: the probe engine does the work, [`Exporter`] holds the state, and
 //! [`crate::exposition`] keeps `/metrics` a matter of copying pre-rendered text.
 
+mod server;
 mod status;
 pub(crate) mod web_config;
 
@@ -23,10 +24,11 @@ use regex::Regex;
 
 use crate::exporter::{Exporter, Reloaded};
 use crate::exposition::Sink;
-use crate::probe::target::parse_target;
+use crate::networks::NetworkPolicy;
+use crate::probe::target::{parse_target, Target};
 use crate::probe::Budget;
 use crate::report;
-use web_config::WebConfig;
+pub(crate) use server::{open_files_limit, serve, ServerLimits};
 
 /// The header Prometheus sends with its scrape timeout.
 pub(crate) const SCRAPE_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
@@ -45,6 +47,10 @@ pub(crate) struct ProbeSettings {
     pub(crate) allowed_targets: Option<Regex>,
     /// Whether `/probe` may run modules that send a token mail.
     pub(crate) allow_send: bool,
+    /// When set, where `/probe` may connect, checked on the resolved addresses (SSRF guard).
+    pub(crate) networks: Option<Arc<NetworkPolicy>>,
+    /// `/probe` requests running at once at most; more are answered 503.
+    pub(crate) max_concurrency: usize,
 }
 
 impl Default for ProbeSettings {
@@ -53,8 +59,16 @@ impl Default for ProbeSettings {
             timeout_offset: Duration::from_millis(500),
             allowed_targets: None,
             allow_send: false,
+            networks: None,
+            max_concurrency: default_probe_concurrency(open_files_limit()),
         }
     }
+}
+
+/// An eighth of the file descriptors for `/probe` (each holds its HTTP connection, the SMTP
+/// connection and at times a token request), between 4 and 4,096.
+pub(crate) fn default_probe_concurrency(fd_limit: u64) -> usize {
+    (fd_limit / 8).clamp(4, 4096) as usize
 }
 
 /// Compiles `--probe.allowed-targets`: the pattern must match the whole target string.
@@ -67,12 +81,15 @@ pub(crate) fn allowed_targets(pattern: &str) -> Result<Regex, regex::Error> {
 struct App {
     exporter: Arc<Exporter>,
     probe: Arc<ProbeSettings>,
+    /// One permit per `/probe` request running.
+    probe_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The router with every endpoint.
 pub(crate) fn router(exporter: Arc<Exporter>, probe: ProbeSettings) -> Router {
     let app = App {
         exporter,
+        probe_slots: Arc::new(tokio::sync::Semaphore::new(probe.max_concurrency)),
         probe: Arc::new(probe),
     };
     Router::new()
@@ -118,57 +135,6 @@ pub(crate) async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListen
             }
         }
         None => tokio::net::TcpListener::bind(address).await,
-    }
-}
-
-/// Serves until `shutdown` resolves, then stops accepting and lets open requests finish for at
-/// most `grace`. `web` (`--web.config.file`) adds TLS, basic authentication, headers and a rate
-/// limit.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    web: &WebConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let router = web.protect(router);
-    match web.tls_listener(listener) {
-        Ok(tls) => serve_on(tls, router, shutdown, grace).await,
-        Err(plain) => serve_on(plain, router, shutdown, grace).await,
-    }
-}
-
-/// [`serve`] on any listener (plain TCP or TLS).
-async fn serve_on<L>(
-    listener: L,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(());
-    });
-    let server = std::future::IntoFuture::into_future(server);
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result,
-        () = async {
-            // Only once shutdown began does the grace period run.
-            if rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            tracing::warn!("requests still open after the grace period; closing them");
-            Ok(())
-        }
     }
 }
 
@@ -264,8 +230,28 @@ async fn probe_handler(
         Ok(t) => t,
         Err(why) => return text_response(StatusCode::BAD_REQUEST, format!("{why}\n")),
     };
+    // Full: answer at once rather than queue work the scrape will have given up on, and
+    // rather than open sockets past the descriptor limit and blame the targets for it.
+    let Ok(_slot) = app.probe_slots.clone().try_acquire_owned() else {
+        return text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many /probe requests at once: {} are running \
+                 (--probe.max-concurrency); try again later\n",
+                app.probe.max_concurrency
+            ),
+        );
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    if let Some(networks) = &app.probe.networks {
+        if let Err(why) = check_networks(&target, networks, deadline).await {
+            return text_response(StatusCode::FORBIDDEN, format!("{why}\n"));
+        }
+    }
     // The delivery check, too, must end before Prometheus gives up on the scrape.
-    let budget = Budget::new(timeout).capped(std::time::Instant::now() + timeout);
+    let budget = Budget::new(timeout)
+        .capped(deadline)
+        .within(app.probe.networks.clone());
     let outcome = app.exporter.probe(&prepared, &target, budget).await;
     tracing::debug!(
         target = %outcome.target,
@@ -294,6 +280,32 @@ async fn probe_handler(
         metrics,
     )
         .into_response()
+}
+
+/// Checks every address `target` resolves to against `networks`, so that `/probe` answers 403
+/// before probing; the session checks the address it connects to again (a name may resolve
+/// differently a moment later).
+async fn check_networks(
+    target: &Target,
+    networks: &NetworkPolicy,
+    deadline: std::time::Instant,
+) -> Result<(), String> {
+    let host = target.host.as_str();
+    let lookup = tokio::time::timeout_at(
+        deadline.into(),
+        tokio::net::lookup_host((host, target.port)),
+    )
+    .await;
+    let Ok(Ok(addrs)) = lookup else {
+        // Not resolvable now: the probe reports that as its own failure.
+        return Ok(());
+    };
+    for addr in addrs {
+        networks
+            .check(addr.ip())
+            .map_err(|why| format!("target {:?} is not allowed: {why}", target.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Size of the pieces `/metrics` is sent in.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cancel::Cancel;
+use crate::networks::NetworkPolicy;
 use crate::secret::Secret;
 use crate::smtp::auth::SecretKind;
 use crate::smtp::reply::ReplyLimits;
@@ -127,6 +128,9 @@ pub struct Budget {
     pub cap: Option<Instant>,
     /// Stops the probe early, with a best-effort QUIT (shutdown, reload).
     pub cancel: Cancel,
+    /// When set, the only addresses the session may connect to (`/probe`'s
+    /// `--probe.allowed-networks` and `--probe.denied-networks`).
+    pub networks: Option<Arc<NetworkPolicy>>,
 }
 
 impl Budget {
@@ -136,7 +140,13 @@ impl Budget {
             timeout,
             cap: None,
             cancel: Cancel::never(),
+            networks: None,
         }
+    }
+
+    /// The same budget, connecting only where `networks` allows.
+    pub fn within(self, networks: Option<Arc<NetworkPolicy>>) -> Budget {
+        Budget { networks, ..self }
     }
 
     /// The same budget, with the whole probe ending by `cap`.
@@ -193,6 +203,7 @@ pub async fn run(prepared: &PreparedModule, target: &Target, budget: Budget) -> 
             started,
             limits: ReplyLimits::default(),
             cancel: budget.cancel.clone(),
+            networks: budget.networks.as_deref(),
         };
         converse(prepared, plan, &mut credentials).await
     };

@@ -20,6 +20,7 @@ use super::extension::ServerInfo;
 use super::reply::{Reply, ReplyBuffer, ReplyError, ReplyLimits};
 use super::transcript::{Failure, StepRecord, Transcript};
 use crate::cancel::Cancel;
+use crate::networks::NetworkPolicy;
 use crate::secret::Secret;
 use crate::tls::{TlsClient, TlsReport};
 use crate::vocab::{Reason, StepName};
@@ -116,6 +117,9 @@ pub struct SessionPlan<'a> {
     /// Fires when the probe must stop early (shutdown, reload): the session then ends as if its
     /// deadline had come, with a best-effort QUIT.
     pub cancel: Cancel,
+    /// When set, the addresses the session may connect to: the first resolved address it
+    /// allows is used.
+    pub networks: Option<&'a NetworkPolicy>,
 }
 
 /// What one session found out.
@@ -251,20 +255,38 @@ impl Session<'_> {
         )
         .await;
         let want = self.plan.ip_protocol;
+        let networks = self.plan.networks;
+        let mut refused = None;
         let result = match lookup {
             Err(_) => Err((
                 Reason::Timeout,
                 format!("resolving {host} did not finish before the deadline"),
             )),
+            Ok(Err(e)) if out_of_descriptors(&e) => {
+                Err((Reason::ProberOverloaded, format!("resolving {host}: {e}")))
+            }
             Ok(Err(e)) => Err((Reason::DnsError, format!("resolving {host}: {e}"))),
             Ok(Ok(addrs)) => addrs
                 .into_iter()
-                .find(|a| match want {
+                .filter(|a| match want {
                     IpProtocol::Auto => true,
                     IpProtocol::Ip4 => a.is_ipv4(),
                     IpProtocol::Ip6 => a.is_ipv6(),
                 })
-                .ok_or_else(|| (Reason::DnsError, format!("{host} has no {want:?} address"))),
+                .find(|a| match networks.map(|n| n.check(a.ip())) {
+                    Some(Err(why)) => {
+                        refused.get_or_insert(why);
+                        false
+                    }
+                    _ => true,
+                })
+                .ok_or_else(|| match refused {
+                    Some(why) => (
+                        Reason::DnsError,
+                        format!("{host} resolves to no address this probe may reach: {why}"),
+                    ),
+                    None => (Reason::DnsError, format!("{host} has no {want:?} address")),
+                }),
         };
         match result {
             Ok(addr) => {
@@ -293,6 +315,7 @@ impl Session<'_> {
             }
             Ok(Err(e)) => {
                 let reason = match e.kind() {
+                    _ if out_of_descriptors(&e) => Reason::ProberOverloaded,
                     io::ErrorKind::TimedOut => Reason::ConnectTimeout,
                     _ => Reason::ConnectRefused,
                 };
@@ -712,6 +735,12 @@ async fn until<F: std::future::Future>(
         _ = cancel.cancelled() => Err(Stopped),
         outcome = timeout_at(deadline.into(), fut) => outcome.map_err(|_| Stopped),
     }
+}
+
+/// Whether an error is the exporter's own: its process (`EMFILE`) or the system (`ENFILE`)
+/// has no file descriptor left. Such a failure is never the target's.
+pub(crate) fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// Why no reply could be read.

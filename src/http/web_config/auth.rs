@@ -1,13 +1,14 @@
-//! Basic authentication (RFC 7617) against bcrypt hashes, the request rate limit (`429`, RFC
-//! 6585) and the extra response headers: the middleware that `--web.config.file` puts in front
+//! Basic authentication (RFC 7617) against bcrypt hashes, the request rate limit per client
+//! (`429`, RFC 6585) and the extra response headers: the middleware that `--web.config.file` puts in front
 //! of every endpoint.
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -34,25 +35,46 @@ pub(super) struct Gate {
     pub(super) rate_limit: Option<Arc<RateLimiter>>,
 }
 
-/// The middleware: rate limit, then credentials, then the handler; headers on every answer.
+/// The middleware: the rate limit and credentials, then the handler; headers on every answer.
+///
+/// The rate limit keeps a bucket per client: a user whose credentials were verified before is
+/// counted as that user (an unauthenticated flood from anywhere, even from the same address,
+/// cannot use up Prometheus' requests); anyone else is counted by address, before any bcrypt
+/// work is spent on the credentials they send.
 pub(super) async fn guard(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
-    let mut response = if gate.rate_limit.as_ref().is_some_and(|l| !l.allow()) {
-        plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n")
-    } else if let Some(auth) = &gate.auth {
-        // Nothing after this point needs the credentials, so nothing can log them by mistake.
-        let credential = request.headers_mut().remove(header::AUTHORIZATION);
-        if auth.check(credential.as_ref()).await {
-            next.run(request).await
-        } else {
-            let mut r = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n");
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(CHALLENGE),
-            );
-            r
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| Client::Address(peer.ip()))
+        .unwrap_or(Client::Unknown);
+    let too_many = || plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n");
+    let limited = |who: &Client| gate.rate_limit.as_ref().is_some_and(|l| !l.allow(who));
+    let mut response = match &gate.auth {
+        None if limited(&client) => too_many(),
+        None => next.run(request).await,
+        Some(auth) => {
+            // Nothing after this point needs the credentials, so nothing can log them by
+            // mistake.
+            let credential = request.headers_mut().remove(header::AUTHORIZATION);
+            let passed = match auth.remembered_user(credential.as_ref()).map(Client::User) {
+                Some(user) if limited(&user) => Err(too_many()),
+                Some(_) => Ok(()),
+                None if limited(&client) => Err(too_many()),
+                None if auth.check(credential.as_ref()).await => Ok(()),
+                None => {
+                    let mut r = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(CHALLENGE),
+                    );
+                    Err(r)
+                }
+            };
+            match passed {
+                Ok(()) => next.run(request).await,
+                Err(refused) => refused,
+            }
         }
-    } else {
-        next.run(request).await
     };
     let headers = response.headers_mut();
     for (name, value) in gate.headers.iter() {
@@ -96,6 +118,15 @@ impl BasicAuth {
             verified: Mutex::new(HashSet::new()),
             bcrypt_slots: tokio::sync::Semaphore::new(cpus),
         })
+    }
+
+    /// The user whose credentials the header holds, when they passed a check before (no bcrypt
+    /// work: a digest lookup).
+    pub(super) fn remembered_user(&self, header: Option<&HeaderValue>) -> Option<String> {
+        let (user, password) = header.and_then(parse_basic)?;
+        let hash = self.users.get(&user)?;
+        let key = verified_key(&user, hash, &password);
+        self.lock_verified().contains(&key).then_some(user)
     }
 
     /// Whether the `Authorization` header holds the credentials of a configured user.
@@ -177,11 +208,25 @@ pub(super) fn verified_key(user: &str, hash: &str, password: &[u8]) -> [u8; 32] 
     digest.finalize().into()
 }
 
-/// A token bucket: `burst` requests at once, then one per `every`; the rest get 429.
+/// Whom a request is counted against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Client {
+    /// A user whose credentials passed.
+    User(String),
+    /// Anyone else, by address.
+    Address(IpAddr),
+    /// A request without a known address (not from the server's accept loop).
+    Unknown,
+}
+
+/// At most this many clients have a bucket; buckets that refilled are forgotten first.
+const MAX_BUCKETS: usize = 65_536;
+
+/// A token bucket per client: `burst` requests at once, then one per `every`; the rest get 429.
 pub(super) struct RateLimiter {
     pub(super) every: Duration,
     pub(super) burst: u32,
-    pub(super) bucket: Mutex<(f64, Instant)>,
+    buckets: Mutex<HashMap<Client, (f64, Instant)>>,
 }
 
 impl RateLimiter {
@@ -189,25 +234,35 @@ impl RateLimiter {
         RateLimiter {
             every,
             burst,
-            bucket: Mutex::new((f64::from(burst), Instant::now())),
+            buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    pub(super) fn allow(&self) -> bool {
+    /// Takes a token from `client`'s bucket, if one is left.
+    pub(super) fn allow(&self, client: &Client) -> bool {
         let now = Instant::now();
-        let mut bucket = self
-            .bucket
+        let mut buckets = self
+            .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (tokens, last) = *bucket;
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(client) {
+            // A full bucket is no different from none.
+            let refill = self.every.saturating_mul(self.burst);
+            buckets.retain(|_, (_, last)| now.duration_since(*last) < refill);
+            if buckets.len() >= MAX_BUCKETS {
+                return false;
+            }
+        }
+        let full = f64::from(self.burst);
+        let (tokens, last) = *buckets.entry(client.clone()).or_insert((full, now));
         let refill = now.duration_since(last).as_secs_f64() / self.every.as_secs_f64();
-        let tokens = (tokens + refill).min(f64::from(self.burst));
+        let tokens = (tokens + refill).min(full);
         let (left, allowed) = if tokens >= 1.0 {
             (tokens - 1.0, true)
         } else {
             (tokens, false)
         };
-        *bucket = (left, now);
+        buckets.insert(client.clone(), (left, now));
         allowed
     }
 }

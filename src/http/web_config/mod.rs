@@ -50,7 +50,7 @@
 mod auth;
 mod tls;
 
-pub(crate) use tls::TlsListener;
+pub(crate) use tls::TlsServer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -60,16 +60,13 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue};
 use axum::Router;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 
 use crate::config::raw::{At, HumanDuration};
 use crate::config::yaml;
 use crate::config::{ConfigError, Problem};
 use crate::local_file::FileError;
 use auth::{guard, BasicAuth, Gate, RateLimiter, BCRYPT_MAX_PASSWORD};
-use tls::{
-    client_verifier, load_certified_key, ClientVerify, PemOrigin, PemSource, ServerCert, TlsServer,
-};
+use tls::{client_verifier, load_certified_key, ClientVerify, PemOrigin, PemSource, ServerCert};
 
 /// A web configuration file (or a PEM file it names) larger than this is refused.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -296,13 +293,9 @@ impl WebConfig {
         router.layer(axum::middleware::from_fn_with_state(gate, guard))
     }
 
-    /// The TLS listener over `listener` when the file configures TLS; else `listener` back,
-    /// to serve plain HTTP.
-    pub(crate) fn tls_listener(&self, listener: TcpListener) -> Result<TlsListener, TcpListener> {
-        match &self.tls {
-            Some(tls) => Ok(TlsListener::new(listener, tls.clone())),
-            None => Err(listener),
-        }
+    /// The TLS side when the file configures TLS; `None` serves plain HTTP.
+    pub(crate) fn tls_server(&self) -> Option<Arc<TlsServer>> {
+        self.tls.clone()
     }
 }
 

@@ -327,15 +327,23 @@ fn verified_keys_keep_their_parts_apart() {
 
 #[test]
 fn rate_limit_allows_the_burst_then_one_per_interval() {
+    let a = Client::Address([127, 0, 0, 1].into());
+    let b = Client::Address([127, 0, 0, 2].into());
+    let user = Client::User("prometheus".into());
     let limiter = RateLimiter::new(Duration::from_secs(3600), 2);
-    assert!(limiter.allow());
-    assert!(limiter.allow());
-    assert!(!limiter.allow());
+    assert!(limiter.allow(&a));
+    assert!(limiter.allow(&a));
+    assert!(!limiter.allow(&a));
+    // Every client has its own bucket.
+    assert!(limiter.allow(&b));
+    assert!(limiter.allow(&user));
+    assert!(limiter.allow(&user));
+    assert!(!limiter.allow(&user));
     let fast = RateLimiter::new(Duration::from_millis(10), 1);
-    assert!(fast.allow());
-    assert!(!fast.allow());
+    assert!(fast.allow(&a));
+    assert!(!fast.allow(&a));
     std::thread::sleep(Duration::from_millis(25));
-    assert!(fast.allow());
+    assert!(fast.allow(&a));
 }
 
 #[test]

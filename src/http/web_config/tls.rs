@@ -3,7 +3,7 @@
 //! (RFC 5280), optionally narrowed to some subject alternative names; and the listener that runs
 //! handshakes off the accept path.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -14,18 +14,12 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use super::read_bounded;
 use crate::local_file::FileError;
 use crate::tls::{alt_names_of_der, AltName};
-
-/// A client must finish its TLS handshake within this time.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// At most this many TLS handshakes run at once; more connections wait to be accepted.
-const MAX_HANDSHAKES: usize = 256;
 
 /// Certificate files are checked for changes at most this often.
 pub(super) const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -212,7 +206,7 @@ struct SanCheck {
 /// Why [`SanCheck`] refused a certificate (shown in the debug log of the failed handshake).
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("client certificate SANs {0:?} are not in client_allowed_sans")]
-struct SanNotAllowed(Vec<String>);
+pub(crate) struct SanNotAllowed(Vec<String>);
 
 impl ClientCertVerifier for SanCheck {
     fn offer_client_auth(&self) -> bool {
@@ -358,7 +352,7 @@ impl ResolvesServerCert for ServerCert {
 }
 
 /// The TLS side of the server.
-pub(super) struct TlsServer {
+pub(crate) struct TlsServer {
     pub(super) config: Arc<rustls::ServerConfig>,
     /// The certificate in service (also inside `config`, as its resolver).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -386,7 +380,10 @@ impl TlsServer {
 
     /// Takes a new connection through the handshake. A client speaking plain HTTP gets a 400
     /// that says so, as Go's server does, rather than a connection closed without a word.
-    async fn handshake(&self, mut tcp: TcpStream) -> Result<TlsStream<TcpStream>, HandshakeError> {
+    pub(crate) async fn handshake(
+        &self,
+        mut tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, HandshakeError> {
         let mut first = [0u8; 1];
         let n = tcp.peek(&mut first).await?;
         if n == 0 {
@@ -409,7 +406,7 @@ impl TlsServer {
 
 /// Why a client's connection did not become a TLS session (logged at debug level).
 #[derive(Debug, thiserror::Error)]
-enum HandshakeError {
+pub(crate) enum HandshakeError {
     /// The connection closed before the client sent anything.
     #[error("closed before the handshake")]
     Closed,
@@ -488,94 +485,5 @@ pub(super) fn san_matches(san: &str, allowed: &str) -> bool {
     match (san.parse::<IpAddr>(), allowed.parse::<IpAddr>()) {
         (Ok(a), Ok(b)) => a == b,
         _ => san == allowed,
-    }
-}
-
-/// A listener that hands axum connections which finished their TLS handshake. Handshakes run
-/// in their own tasks, so a slow or silent client never holds up the next one.
-pub(crate) struct TlsListener {
-    local: SocketAddr,
-    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    accepting: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    pub(super) fn new(listener: TcpListener, tls: Arc<TlsServer>) -> TlsListener {
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (tx, ready) = tokio::sync::mpsc::channel(64);
-        let accepting = tokio::spawn(accept_loop(listener, tls, tx));
-        TlsListener {
-            local,
-            ready,
-            accepting,
-        }
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        // Stop accepting (and close the socket) when the server lets go of the listener.
-        self.accepting.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accept loop ended (it only does when aborted): nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Arc<TlsServer>,
-    ready: tokio::sync::mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-                if !matches!(
-                    e.kind(),
-                    ConnectionAborted | ConnectionRefused | ConnectionReset
-                ) {
-                    // Out of file descriptors, most likely: give the system a moment.
-                    tracing::error!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let tls = tls.clone();
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.handshake(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let _ = ready.send((stream, peer)).await;
-                }
-                Ok(Err(why)) => {
-                    tracing::debug!(peer = %peer, error = %why, "TLS handshake failed");
-                }
-                Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
-            }
-        });
     }
 }
