@@ -76,7 +76,7 @@ struct CertJson<'a> {
     source: String,
     key: &'a str,
     signature_algorithm: &'a str,
-    sans: &'a [String],
+    sans: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -99,7 +99,7 @@ fn cert_json(c: &CertFacts) -> CertJson<'_> {
         source: source_name(&c.source),
         key: &c.key,
         signature_algorithm: &c.signature_algorithm,
-        sans: &c.sans,
+        sans: c.names_listed(),
     }
 }
 

@@ -3,7 +3,7 @@
 //! RFC 4514 strings, the way Go's `pkix.Name.String()` (and so blackbox_exporter) prints them.
 
 use super::{CertFacts, CertSource};
-use crate::printable::shown;
+use crate::printable::{shown, SHOWN_BYTES};
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -28,6 +28,22 @@ impl CertFacts {
     /// may carry thousands).
     pub(crate) fn names(&self, separator: &str) -> String {
         shown(&self.sans.join(separator))
+    }
+
+    /// The subjectAltNames as a list of at most [`SHOWN_BYTES`] of names in all, then one entry
+    /// saying how many there are (a certificate may carry thousands).
+    pub(crate) fn names_listed(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for name in &self.sans {
+            bytes += name.len();
+            if bytes > SHOWN_BYTES {
+                out.push(format!("… ({} names)", self.sans.len()));
+                break;
+            }
+            out.push(name.clone());
+        }
+        out
     }
 
     /// The facts of `der`. Never fails: a certificate that does not parse keeps its fingerprint

@@ -21,7 +21,8 @@ const CHALLENGE: &str = "Basic realm=\"smtp-prober\"";
 /// At most this many successful credential checks are remembered.
 const MAX_VERIFIED: usize = 1024;
 
-/// bcrypt reads at most this many bytes of a password; longer passwords are refused.
+/// bcrypt reads at most this many bytes of a password; passwords this long or longer are
+/// refused.
 pub(crate) const BCRYPT_MAX_PASSWORD: usize = 72;
 
 /// A `Basic` credential longer than this (base64) is refused unread.
@@ -149,8 +150,8 @@ impl BasicAuth {
         };
         let matches = tokio::task::spawn_blocking(move || {
             // bcrypt compares the digests in constant time. It reads only the first
-            // BCRYPT_MAX_PASSWORD bytes of a password: a longer one is refused, never checked by
-            // its beginning alone (any password sharing those bytes would pass).
+            // BCRYPT_MAX_PASSWORD bytes of a password: one that long or longer is refused, never
+            // checked by its beginning alone (any password sharing those bytes would pass).
             bcrypt::non_truncating_verify(&password, &hash).unwrap_or(false)
         })
         .await

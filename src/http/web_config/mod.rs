@@ -246,9 +246,10 @@ impl WebConfig {
         if self.basic_auth_users() > 0 {
             out.push(format!(
                 "basic_auth_users: bcrypt reads only the first {BCRYPT_MAX_PASSWORD} bytes of a \
-                 password, and the hash does not tell how long the password was; a password \
-                 longer than {BCRYPT_MAX_PASSWORD} bytes is refused at login, so keep every \
-                 password to {BCRYPT_MAX_PASSWORD} bytes or fewer"
+                 password, and the hash does not tell how long the password was; a password of \
+                 {BCRYPT_MAX_PASSWORD} bytes or more is refused at login (every password \
+                 sharing those bytes would pass), so keep every password under \
+                 {BCRYPT_MAX_PASSWORD} bytes"
             ));
         }
         out
