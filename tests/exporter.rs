@@ -362,8 +362,8 @@ fn scheduled_results_histograms_status_page_and_logs() {
     assert_eq!(status.status, 200);
     assert!(status.headers.contains("content-type: text/html"));
     for part in [
-        "<td>ok</td>",
-        "<td>chain</td>",
+        "href=\"/target?name=ok\">ok</a>",
+        "href=\"/target?name=chain\">chain</a>",
         "cert_incomplete_chain",
         "href=\"/logs?target=chain\"",
         "class=\"ok\">success",
@@ -374,6 +374,12 @@ fn scheduled_results_histograms_status_page_and_logs() {
             status.body
         );
     }
+    let target = exporter.get("/target?name=chain");
+    assert_eq!(target.status, 200);
+    assert!(target.headers.contains("content-type: text/html"));
+    assert!(target.body.contains("id=\"reason\">cert_incomplete_chain"));
+    assert_eq!(exporter.get("/target?name=nope").status, 404);
+    assert_eq!(exporter.get("/target").status, 400);
 
     let logs = exporter.get("/logs?target=chain");
     assert_eq!(logs.status, 200);

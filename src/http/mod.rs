@@ -94,6 +94,7 @@ pub(crate) fn router(exporter: Arc<Exporter>, probe: ProbeSettings) -> Router {
     };
     Router::new()
         .route("/", get(status_page))
+        .route("/target", get(target_page))
         .route("/probe", get(probe_handler))
         .route("/metrics", get(metrics))
         .route("/logs", get(logs))
@@ -432,16 +433,51 @@ async fn reload(State(app): State<App>) -> Response {
 
 async fn status_page(State(app): State<App>) -> Response {
     let exporter = app.exporter.clone();
-    let body = match tokio::task::spawn_blocking(move || status::render(&exporter)).await {
-        Ok(body) => body,
-        Err(_) => return text_response(StatusCode::INTERNAL_SERVER_ERROR, "status page failed\n"),
+    html_page(move || Some(status::overview(&exporter)))
+        .await
+        .unwrap_or_else(|| text_response(StatusCode::INTERNAL_SERVER_ERROR, "no page\n"))
+}
+
+async fn target_page(
+    State(app): State<App>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(name) = params.get("name").filter(|n| !n.is_empty()).cloned() else {
+        return text_response(StatusCode::BAD_REQUEST, "name parameter is missing\n");
     };
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(HTML))],
-        body,
+    let exporter = app.exporter.clone();
+    let shown = name.clone();
+    match html_page(move || status::target(&exporter, &name)).await {
+        Some(response) => response,
+        None => text_response(
+            StatusCode::NOT_FOUND,
+            format!("no scheduled target named {shown:?}\n"),
+        ),
+    }
+}
+
+/// A status page rendered off the async threads (thousands of targets take a moment).
+async fn html_page<F>(render: F) -> Option<Response>
+where
+    F: FnOnce() -> Option<String> + Send + 'static,
+{
+    let body = match tokio::task::spawn_blocking(render).await {
+        Ok(body) => body?,
+        Err(_) => {
+            return Some(text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "status page failed\n",
+            ))
+        }
+    };
+    Some(
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(HTML))],
+            body,
+        )
+            .into_response(),
     )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -13,7 +13,43 @@ pub mod text;
 
 use std::time::Duration;
 
+use crate::probe::ProbeOutcome;
+use crate::smtp::reply::Reply;
+use crate::smtp::session::SessionReport;
+use crate::smtp::transcript::Step;
 use crate::tls::{CertFacts, CertSource, ChainReport};
+use crate::vocab::StepName;
+
+/// `250 2.0.0 text`: the code, the enhanced code when there is one, the text (printable and
+/// bounded).
+pub(crate) fn reply_text(r: &Reply) -> String {
+    let enh = r.enhanced.map(|e| format!("{e} ")).unwrap_or_default();
+    format!("{} {}{}", r.code, enh, crate::printable::shown(&r.text()))
+}
+
+/// What a local phase (no command, no reply) arrived at: the peer's address for resolve and
+/// connect, the protocol and cipher for the TLS handshake; empty for the others.
+pub(crate) fn local_phase_words(st: &Step, s: &SessionReport) -> String {
+    match st.name {
+        StepName::Connect | StepName::Resolve => s.peer.map(|p| p.to_string()).unwrap_or_default(),
+        StepName::TlsHandshake => s
+            .tls
+            .as_ref()
+            .map(|t| format!("{} {}", t.version, t.cipher))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// The hint of a failed probe: the provider's fix for the reply that failed it when the table
+/// knows one (with its id), else the reason's hint; `None` for a success.
+pub(crate) fn hint(o: &ProbeOutcome) -> Option<(Option<&'static str>, &'static str)> {
+    let failure = o.failure.as_ref()?;
+    Some(match o.provider_hint() {
+        Some(h) => (Some(h.id), h.fix),
+        None => (None, failure.reason.hint()),
+    })
+}
 
 /// A duration in milliseconds as the transcripts show it: two decimals below 10 ms, none above;
 /// `unit` follows the number (`"ms"`, or `" ms"` on the status page).

@@ -5,15 +5,14 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use super::{listed_certificates, millis, source_name, validity_words};
+use super::{
+    listed_certificates, local_phase_words, millis, reply_text, source_name, validity_words,
+};
 use crate::clock::{rfc3339, unix_seconds};
-use crate::printable::shown;
 use crate::probe::ProbeOutcome;
-use crate::smtp::reply::Reply;
 use crate::smtp::session::SessionReport;
 use crate::smtp::transcript::Step;
 use crate::tls::TlsReport;
-use crate::vocab::StepName;
 
 fn ms(d: Duration) -> String {
     millis(d, "ms")
@@ -86,30 +85,13 @@ fn step(out: &mut String, st: &Step, s: &SessionReport) {
             );
         }
         (None, None) => {
-            let what = match st.name {
-                StepName::Connect | StepName::Resolve => {
-                    s.peer.map(|p| p.to_string()).unwrap_or_default()
-                }
-                StepName::TlsHandshake => s
-                    .tls
-                    .as_ref()
-                    .map(|t| format!("{} {}", t.version, t.cipher))
-                    .unwrap_or_default(),
-                _ => String::new(),
-            };
+            let what = local_phase_words(st, s);
             let _ = writeln!(out, "{offset:>10}  {name:<13}    {what}  ({took})");
         }
     }
     if let Some(f) = &st.failure {
         let _ = writeln!(out, "{:>10}  {:<13} !! {}: {}", "", "", f.reason, f.detail);
     }
-}
-
-/// `250 2.0.0 text`: the code, the enhanced code when there is one, the text (printable and
-/// bounded).
-fn reply_text(r: &Reply) -> String {
-    let enh = r.enhanced.map(|e| format!("{e} ")).unwrap_or_default();
-    format!("{} {}{}", r.code, enh, shown(&r.text()))
 }
 
 /// The TLS session, the chain's verdict and every listed certificate.
@@ -171,13 +153,14 @@ fn verdict(out: &mut String, o: &ProbeOutcome) {
                 "\nverdict: FAILED in step {}: {} ({})",
                 f.step, f.reason, f.detail
             );
-            match o.provider_hint() {
-                Some(h) => {
-                    let _ = writeln!(out, "hint ({}): {}", h.id, h.fix);
+            match super::hint(o) {
+                Some((Some(id), fix)) => {
+                    let _ = writeln!(out, "hint ({id}): {fix}");
                 }
-                None => {
-                    let _ = writeln!(out, "hint: {}", f.reason.hint());
+                Some((None, fix)) => {
+                    let _ = writeln!(out, "hint: {fix}");
                 }
+                None => {}
             }
         }
     }

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+pub use crate::support::programs::say;
 use crate::support::programs::{find_program, skip};
 
 /// The repository root.
@@ -46,12 +47,6 @@ pub fn optional(name: &str, check: &str) -> Option<PathBuf> {
         ));
     }
     found
-}
-
-/// One line on stderr, past the test harness's capture.
-pub fn say(line: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Runs `command`, asserts it succeeded, and returns its stdout and stderr together.

@@ -56,8 +56,13 @@ pub fn installed(test: &str, programs: &[&str], packages: &str) -> bool {
 /// line is written to stderr itself, past the test harness's capture, so that a plain
 /// `cargo test` shows it.
 pub fn skip(test: &str, why: &str) {
-    use std::io::Write as _;
     let line = format!("{test}: skipped: {why}");
     assert!(std::env::var_os("CI").is_none(), "{line}; CI is set");
+    say(&line);
+}
+
+/// One line on stderr, written past the test harness's capture (a skip, an artifact's path).
+pub fn say(line: &str) {
+    use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "{line}");
 }
