@@ -138,7 +138,7 @@ ensure_rust() {
   if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
-  command -v cargo >/dev/null || die "no cargo on PATH: install a Rust toolchain (1.85 or newer) first"
+  command -v cargo >/dev/null || die "no cargo on PATH: install a Rust toolchain (1.89 or newer) first"
 }
 
 # Stops whatever test mail stacks remain in $1; prints how many there were.

@@ -200,6 +200,13 @@ fn dockerfile_keeps_the_image_contract() {
         version(rust) >= needed,
         "RUST_VERSION={rust} is older than {needed:?}, required by {by}"
     );
+    // And Cargo.toml claims no older compiler than the locked dependencies need, so that
+    // `cargo install --locked` works with the version the README names.
+    let declared = env!("CARGO_PKG_RUST_VERSION");
+    assert!(
+        version(declared) >= needed,
+        "Cargo.toml's rust-version {declared} is older than {needed:?}, required by {by}"
+    );
     assert!(
         build.image.contains("${RUST_VERSION}"),
         "FROM {}",
