@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use smtp_prober::demo::ocsp::OcspCertStatus;
 use smtp_prober::demo::{self, DemoPki, DemoServer, PkiOptions, Sent, ServerConfig, Verb};
 use smtp_prober::probe::module::{
     AuthSettings, Credential, MechanismChoice, MessageSettings, Module, TlsMode,
@@ -129,14 +130,23 @@ async fn starttls_auth_and_token_send() {
         r#"probe_smtp_auth_mechanism_info{mechanism="PLAIN"} 1"#,
         r#"probe_smtp_extension_info{extension="AUTH"} 1"#,
         r#"probe_ip_protocol 4"#,
+        // blackbox_exporter's hash of 127.0.0.1, and its label spellings.
+        r#"probe_ip_addr_hash 3668918509"#,
+        r#"probe_tls_version_info{version="TLS 1.3"} 1"#,
+        r#"probe_tls_cipher_info{cipher="TLS_AES_256_GCM_SHA384"} 1"#,
+        r#"probe_tls_handshake_info{key_exchange_group="X25519",signature_scheme="ecdsa_secp256r1_sha256"} 1"#,
+        "probe_tls_ocsp_stapled 0",
+        "probe_ssl_last_chain_expiry_timestamp_seconds ",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
-    assert_eq!(
-        text.matches("probe_tls_cert_not_after_timestamp_seconds{")
-            .count(),
-        3
-    );
+    for family in [
+        "probe_tls_cert_not_after_timestamp_seconds{",
+        "probe_tls_cert_not_before_timestamp_seconds{",
+    ] {
+        assert_eq!(text.matches(family).count(), 3, "{family} in\n{text}");
+    }
+    assert!(!text.contains("probe_tls_ocsp_info"), "nothing stapled");
     assert!(
         text.contains(r#"sent="0"} "#),
         "the root from the CA file is marked sent=0"
@@ -287,6 +297,11 @@ async fn certificate_reasons() {
         "dates still exported:\n{text}"
     );
     assert!(text.contains("probe_ssl_earliest_cert_expiry "));
+    // As in blackbox_exporter, only a verified chain has a "last chain" expiry.
+    assert!(
+        !text.contains("probe_ssl_last_chain_expiry_timestamp_seconds"),
+        "{text}"
+    );
     assert!(
         o.session.transcript.step(StepName::EhloTls).is_none(),
         "nothing more is said over an untrusted chain"
@@ -306,6 +321,13 @@ async fn certificate_reasons() {
     )
     .await;
     assert_eq!(failure(&o), (StepName::TlsHandshake, Reason::CertExpired));
+    // Built to the anchor, but it does not verify: no "last chain" expiry either.
+    let text = metrics(&o);
+    assert!(
+        !text.contains("probe_ssl_last_chain_expiry_timestamp_seconds"),
+        "{text}"
+    );
+    assert!(text.contains("probe_tls_chain_sent_complete 1"));
     assert_eq!(
         o.session
             .tls
@@ -360,6 +382,42 @@ async fn certificate_reasons() {
         failure(&o),
         (StepName::TlsHandshake, Reason::CertIncompleteChain)
     );
+}
+
+#[tokio::test]
+async fn stapled_ocsp_responses() {
+    for (status, label) in [
+        (OcspCertStatus::Good, "good"),
+        (OcspCertStatus::Revoked, "revoked"),
+    ] {
+        let before = SystemTime::now();
+        let (o, _) = chain_verdict(
+            ServerConfig {
+                ocsp: Some(status),
+                ..ServerConfig::default()
+            },
+            |_| {},
+        )
+        .await;
+        // A staple informs; it does not decide the verdict.
+        assert!(o.success(), "{}", report::text::render(&o));
+        let staple = o.session.tls.as_ref().unwrap().ocsp.clone().unwrap();
+        assert_eq!(staple.cert_status, Some(status));
+        let text = metrics(&o);
+        assert!(text.contains("probe_tls_ocsp_stapled 1"), "{text}");
+        let info = format!(
+            r#"probe_tls_ocsp_info{{response_status="successful",cert_status="{label}"}} 1"#
+        );
+        assert!(text.contains(&info), "{text}");
+        let next = support::exporter::sample(&text, "probe_tls_ocsp_next_update_timestamp_seconds")
+            .expect("next update");
+        let expected = before
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            + demo::ocsp::VALIDITY.as_secs_f64();
+        assert!((next - expected).abs() < 5.0, "{next} vs {expected}");
+    }
 }
 
 #[tokio::test]

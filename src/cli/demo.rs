@@ -117,13 +117,14 @@ targets:
 }
 
 pub(crate) async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    use crate::demo::{DemoPki, DemoServer, Sent, ServerConfig};
+    use crate::demo::{ocsp::OcspCertStatus, DemoPki, DemoServer, Sent, ServerConfig};
     init_logging(&args.log);
     let settings = args.web.probe_settings()?;
     let web = args.web.web_config()?;
     let pki = DemoPki::localhost();
     let healthy = DemoServer::start(ServerConfig {
         pki: pki.clone(),
+        ocsp: Some(OcspCertStatus::Good),
         ..ServerConfig::default()
     })
     .await

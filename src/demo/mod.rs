@@ -18,6 +18,7 @@
 
 mod bearer;
 mod faults;
+pub mod ocsp;
 pub mod pki;
 pub mod server;
 mod session;

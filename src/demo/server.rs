@@ -17,6 +17,7 @@
 
 use super::bearer::BearerTokens;
 use super::faults::{Fault, Verb};
+use super::ocsp::OcspCertStatus;
 use super::pki::{DemoPki, Sent};
 use super::session::Session;
 use super::wire::Mechanism;
@@ -28,7 +29,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
@@ -77,6 +78,9 @@ pub struct ServerConfig {
     pub pki: Arc<DemoPki>,
     /// Which certificates are sent.
     pub sent: Sent,
+    /// Staple an OCSP response with this status for the leaf to every handshake (produced when
+    /// the server starts, valid a day); `None`: staple nothing.
+    pub ocsp: Option<OcspCertStatus>,
     /// Accepted user names and their passwords.
     pub users: BTreeMap<String, Secret>,
     /// Accepted bearer tokens (XOAUTH2, OAUTHBEARER); shared with whoever issues them.
@@ -111,6 +115,7 @@ impl Default for ServerConfig {
             tls_versions: TlsVersions::Any,
             pki: DemoPki::localhost(),
             sent: Sent::Full,
+            ocsp: None,
             users: BTreeMap::from([("probe".to_string(), Secret::new("secret"))]),
             bearer_tokens: BearerTokens::new(),
             auth_mechanisms: vec![Mechanism::Plain, Mechanism::Login],
@@ -284,14 +289,17 @@ fn tls_acceptor(config: &ServerConfig) -> io::Result<Option<TlsAcceptor>> {
         TlsVersions::Tls12Only => &[&rustls::version::TLS12],
         TlsVersions::Tls13Only => &[&rustls::version::TLS13],
     };
+    let mut certified = CertifiedKey::new(chain, key);
+    if let Some(status) = config.ocsp {
+        let staple = super::ocsp::for_certificate(&config.pki.leaf.der, status, SystemTime::now());
+        certified.ocsp = Some(staple);
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .map_err(|e| invalid_input("demo server TLS", e))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(FixedChain(Arc::new(CertifiedKey::new(
-            chain, key,
-        )))));
+        .with_cert_resolver(Arc::new(FixedChain(Arc::new(certified))));
     Ok(Some(TlsAcceptor::from(Arc::new(tls))))
 }
 

@@ -13,7 +13,9 @@
 use crate::exposition::{merge, Chunk, ChunkWriter, Family};
 use crate::probe::ProbeOutcome;
 use crate::smtp::reply::Reply;
-use crate::tls::{CertFacts, ChainReport, TlsReport};
+use crate::tls::{
+    blackbox_version_name, iana_cipher_name, CertFacts, ChainReport, OcspStaple, TlsReport,
+};
 use crate::vocab::StepName;
 
 /// Declares the per-probe families in the order they are written: an enum to name each one
@@ -37,6 +39,7 @@ families! {
     Timeout: "probe_timeout_seconds", "The probe deadline in force.";
     DnsLookup: "probe_dns_lookup_time_seconds", "How long resolving the target took.";
     IpProtocol: "probe_ip_protocol", "IP protocol of the connection: 4 or 6.";
+    IpAddrHash: "probe_ip_addr_hash", "Hash of the IP address connected to (FNV-1a, as blackbox_exporter): it changes when the address does.";
     StepDuration: "probe_smtp_step_duration_seconds", "Duration of each probe step that ran.";
     StepReplyCode: "probe_smtp_step_reply_code", "Last SMTP reply code of each step.";
     ReplyInfo: "probe_smtp_reply_info", "The reply of each step: code and enhanced status code.";
@@ -44,16 +47,21 @@ families! {
     Extension: "probe_smtp_extension_info", "ESMTP extensions offered (after TLS when TLS is used).";
     AuthMechanism: "probe_smtp_auth_mechanism_info", "SASL mechanisms offered in AUTH.";
     MessageAccepted: "probe_smtp_message_accepted", "Whether the token mail got a 2xx reply after its content.";
-    TlsVersion: "probe_tls_version_info", "Negotiated TLS version.";
-    TlsCipher: "probe_tls_cipher_info", "Negotiated TLS cipher suite.";
+    TlsVersion: "probe_tls_version_info", "Negotiated TLS version (blackbox_exporter's spelling: TLS 1.3).";
+    TlsCipher: "probe_tls_cipher_info", "Negotiated TLS cipher suite (IANA name).";
+    TlsHandshake: "probe_tls_handshake_info", "Key exchange group and the scheme of the server's handshake signature (IANA names).";
     ChainValid: "probe_tls_chain_valid", "Whether a chain to a trust anchor verified.";
     ChainError: "probe_tls_chain_error_info", "Why the chain did not verify.";
     CertsSent: "probe_tls_certs_sent", "How many certificates the server sent.";
     ChainSentComplete: "probe_tls_chain_sent_complete", "Whether the sent certificates alone reach a trust anchor.";
     CertNotAfter: "probe_tls_cert_not_after_timestamp_seconds", "NotAfter of every certificate of the chain (sent=0: taken from a trust store).";
+    CertNotBefore: "probe_tls_cert_not_before_timestamp_seconds", "NotBefore of every certificate of the chain (sent=0: taken from a trust store).";
     EarliestExpiry: "probe_ssl_earliest_cert_expiry", "Earliest NotAfter of the certificates the server sent.";
-    LastChainExpiry: "probe_ssl_last_chain_expiry_timestamp_seconds", "Earliest NotAfter in the chain built to a trust anchor.";
+    LastChainExpiry: "probe_ssl_last_chain_expiry_timestamp_seconds", "Earliest NotAfter of the verified chain (only when it verified, as blackbox_exporter).";
     LastChainInfo: "probe_ssl_last_chain_info", "Facts of the leaf certificate.";
+    OcspStapled: "probe_tls_ocsp_stapled", "Whether the server stapled an OCSP response to its handshake.";
+    OcspInfo: "probe_tls_ocsp_info", "The stapled OCSP response: the responder's status and the leaf's status.";
+    OcspNextUpdate: "probe_tls_ocsp_next_update_timestamp_seconds", "When the stapled OCSP response goes stale (its nextUpdate).";
     DeliverySuccess: "probe_delivery_success", "Whether the token mail was found in a mailbox in time.";
     DeliveryDuration: "probe_delivery_duration_seconds", "From the end of DATA to the token mail being visible.";
     DeliveryMailbox: "probe_delivery_mailbox_info", "The mailbox the token mail landed in.";
@@ -75,6 +83,7 @@ pub(crate) fn chunk(outcome: &ProbeOutcome, common: &[(&str, &str)]) -> Chunk {
     if let Some(tls) = &outcome.session.tls {
         session_tls(&mut out, tls);
         certificates(&mut out, &tls.chain);
+        ocsp(&mut out, tls.ocsp.as_ref());
     }
     delivery(&mut out, outcome);
     out.0.finish()
@@ -114,6 +123,7 @@ fn summary(out: &mut Gauges, o: &ProbeOutcome) {
     if let Some(peer) = o.session.peer {
         let protocol = if peer.is_ipv4() { 4.0 } else { 6.0 };
         out.gauge(F::IpProtocol, &[], protocol);
+        out.gauge(F::IpAddrHash, &[], f64::from(ip_addr_hash(peer.ip())));
     }
 }
 
@@ -184,8 +194,22 @@ fn server(out: &mut Gauges, o: &ProbeOutcome) {
 
 /// The TLS session and the chain's verdict.
 fn session_tls(out: &mut Gauges, tls: &TlsReport) {
-    out.info(F::TlsVersion, &[("version", &tls.version)]);
-    out.info(F::TlsCipher, &[("cipher", &tls.cipher)]);
+    // Label values as blackbox_exporter spells them, so that its dashboards and alerts match.
+    let version = blackbox_version_name(&tls.version);
+    out.info(F::TlsVersion, &[("version", &version)]);
+    let cipher = iana_cipher_name(&tls.cipher);
+    out.info(F::TlsCipher, &[("cipher", &cipher)]);
+    let labels = [
+        (
+            "key_exchange_group",
+            tls.key_exchange_group.as_deref().unwrap_or_default(),
+        ),
+        (
+            "signature_scheme",
+            tls.signature_scheme.as_deref().unwrap_or_default(),
+        ),
+    ];
+    out.info(F::TlsHandshake, &labels);
     let chain = &tls.chain;
     out.flag(F::ChainValid, chain.valid());
     if let Some(e) = &chain.error {
@@ -208,28 +232,38 @@ fn certificates(out: &mut Gauges, chain: &ChainReport) {
             shown.push(c);
         }
     }
-    for (i, c) in shown.iter().enumerate() {
-        let depth = i.to_string();
-        let labels = [
-            ("depth", depth.as_str()),
-            ("subject_cn", &c.subject_cn),
-            ("issuer_cn", &c.issuer_cn),
-            ("serial", &c.serial),
-            ("fingerprint_sha256", &c.fingerprint_sha256),
-            ("sent", if c.sent { "1" } else { "0" }),
-        ];
-        out.gauge(F::CertNotAfter, &labels, c.not_after as f64);
+    type Date = fn(&CertFacts) -> i64;
+    let dates: [(F, Date); 2] = [
+        (F::CertNotAfter, |c| c.not_after),
+        (F::CertNotBefore, |c| c.not_before),
+    ];
+    for (family, date) in dates {
+        for (i, c) in shown.iter().enumerate() {
+            let depth = i.to_string();
+            let labels = [
+                ("depth", depth.as_str()),
+                ("subject_cn", &c.subject_cn),
+                ("issuer_cn", &c.issuer_cn),
+                ("serial", &c.serial),
+                ("fingerprint_sha256", &c.fingerprint_sha256),
+                ("sent", if c.sent { "1" } else { "0" }),
+            ];
+            out.gauge(family, &labels, date(c) as f64);
+        }
     }
     if let Some(earliest) = chain.sent.iter().map(|c| c.not_after).min() {
         out.gauge(F::EarliestExpiry, &[], earliest as f64);
     }
-    let built_known = chain
+    // blackbox_exporter exports it for its verified chains only: a chain that stopped short of
+    // an anchor, or one that failed on dates or the name, has no "last chain".
+    let verified_expiry = chain
         .built
         .iter()
         .map(|c| c.not_after)
         .filter(|&t| t > 0)
-        .min();
-    if let Some(expiry) = built_known {
+        .min()
+        .filter(|_| chain.valid());
+    if let Some(expiry) = verified_expiry {
         out.gauge(F::LastChainExpiry, &[], expiry as f64);
     }
     if let Some(leaf) = chain.sent.first() {
@@ -242,6 +276,41 @@ fn certificates(out: &mut Gauges, chain: &ChainReport) {
             ("serialnumber", &leaf.serial),
         ];
         out.info(F::LastChainInfo, &labels);
+    }
+}
+
+/// blackbox_exporter's `probe_ip_addr_hash`: FNV-1a (32 bits) of the address's bytes, four for
+/// IPv4, sixteen for IPv6.
+fn ip_addr_hash(ip: std::net::IpAddr) -> u32 {
+    let bytes = match ip {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            // Go's To4() also takes an IPv4-mapped IPv6 address as IPv4.
+            Some(v4) => v4.octets().to_vec(),
+            None => v6.octets().to_vec(),
+        },
+    };
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, &b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Whether the server stapled an OCSP response, and what it says.
+fn ocsp(out: &mut Gauges, staple: Option<&OcspStaple>) {
+    out.flag(F::OcspStapled, staple.is_some());
+    let Some(staple) = staple else {
+        return;
+    };
+    let labels = [
+        ("response_status", staple.response_status),
+        (
+            "cert_status",
+            staple.cert_status.map(|s| s.as_str()).unwrap_or_default(),
+        ),
+    ];
+    out.info(F::OcspInfo, &labels);
+    if let Some(next) = staple.next_update {
+        out.gauge(F::OcspNextUpdate, &[], next as f64);
     }
 }
 
@@ -276,5 +345,15 @@ mod tests {
             FAMILIES[F::DeliveryMailbox as usize].name,
             "probe_delivery_mailbox_info"
         );
+    }
+
+    #[test]
+    fn ip_addr_hash_is_blackbox_exporters() {
+        // What blackbox_exporter 0.23 exports for these addresses (its tcp prober, run
+        // against 127.0.0.1:1 and [::1]:1).
+        let hash = |ip: &str| ip_addr_hash(ip.parse().unwrap());
+        assert_eq!(hash("127.0.0.1"), 3_668_918_509);
+        assert_eq!(hash("::1"), 1_751_717_746);
+        assert_eq!(hash("::ffff:127.0.0.1"), hash("127.0.0.1"));
     }
 }

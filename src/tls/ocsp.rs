@@ -141,75 +141,21 @@ fn trim_sign_byte(bytes: &[u8]) -> &[u8] {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use der::asn1::ObjectIdentifier;
-    use der::asn1::{BitString, GeneralizedTime, Null, OctetString};
+    use crate::demo::ocsp::{response, REVOKED_BEFORE};
     use der::Encode;
-    use std::time::Duration;
-    use x509_cert::serial_number::SerialNumber;
-    use x509_cert::spki::AlgorithmIdentifierOwned;
-    use x509_ocsp::{
-        CertId, OcspGeneralizedTime, ResponderId, ResponseBytes, ResponseData, RevokedInfo,
-        SingleResponse, Version,
-    };
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    fn time(secs: u64) -> OcspGeneralizedTime {
-        OcspGeneralizedTime(GeneralizedTime::from_unix_duration(Duration::from_secs(secs)).unwrap())
-    }
-
-    /// A well-formed response for `serial` with `status`, produced at `t`, valid for a day.
-    /// Its signature is filler: the prober reads staples, it does not verify them.
-    pub(crate) fn response(serial: &[u8], status: CertStatus, t: u64) -> Vec<u8> {
-        let sha1 = spki_sha1();
-        let single = SingleResponse {
-            cert_id: CertId {
-                hash_algorithm: sha1.clone(),
-                issuer_name_hash: OctetString::new(vec![1; 20]).unwrap(),
-                issuer_key_hash: OctetString::new(vec![2; 20]).unwrap(),
-                serial_number: SerialNumber::new(serial).unwrap(),
-            },
-            cert_status: status,
-            this_update: time(t),
-            next_update: Some(time(t + 86_400)),
-            single_extensions: None,
-        };
-        let basic = BasicOcspResponse {
-            tbs_response_data: ResponseData {
-                version: Version::V1,
-                responder_id: ResponderId::ByKey(OctetString::new(vec![3; 20]).unwrap()),
-                produced_at: time(t),
-                responses: vec![single],
-                response_extensions: None,
-            },
-            signature_algorithm: sha1,
-            signature: BitString::from_bytes(&[0; 64]).unwrap(),
-            certs: None,
-        };
-        OcspResponse {
-            response_status: OcspResponseStatus::Successful,
-            response_bytes: Some(ResponseBytes {
-                // id-pkix-ocsp-basic
-                response_type: ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.1"),
-                response: OctetString::new(basic.to_der().unwrap()).unwrap(),
-            }),
-        }
-        .to_der()
-        .unwrap()
-    }
-
-    fn spki_sha1() -> AlgorithmIdentifierOwned {
-        AlgorithmIdentifierOwned {
-            oid: ObjectIdentifier::new_unwrap("1.3.14.3.2.26"),
-            parameters: None,
-        }
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
     }
 
     #[test]
     fn good_revoked_and_unknown_entries() {
         let t = 1_748_736_000;
         let good = OcspStaple::parse(
-            &response(&[0x01, 0x23], CertStatus::Good(Null), t),
+            &response(&[0x01, 0x23], OcspCertStatus::Good, at(t)),
             &[1, 0x23],
         );
         assert_eq!(good.response_status, "successful");
@@ -218,23 +164,23 @@ pub(crate) mod tests {
         assert_eq!(good.next_update, Some(t as i64 + 86_400));
         assert_eq!(good.problem, None);
 
-        let revoked = CertStatus::Revoked(RevokedInfo {
-            revocation_time: time(t - 60),
-            revocation_reason: None,
-        });
         // A leading zero byte in one serial and not the other is the same number.
-        let r = OcspStaple::parse(&response(&[0x7f], revoked, t), &[0x00, 0x7f]);
+        let revoked = response(&[0x7f], OcspCertStatus::Revoked, at(t));
+        let r = OcspStaple::parse(&revoked, &[0x00, 0x7f]);
         assert_eq!(r.cert_status, Some(OcspCertStatus::Revoked));
-        assert_eq!(r.revoked_at, Some(t as i64 - 60));
+        assert_eq!(
+            r.revoked_at,
+            Some(t as i64 - REVOKED_BEFORE.as_secs() as i64)
+        );
 
-        let u = OcspStaple::parse(&response(&[5], CertStatus::Unknown(Null), t), &[5]);
+        let u = OcspStaple::parse(&response(&[5], OcspCertStatus::Unknown, at(t)), &[5]);
         assert_eq!(u.cert_status, Some(OcspCertStatus::Unknown));
     }
 
     #[test]
     fn other_serials_error_statuses_and_garbage_are_named() {
         let t = 1_748_736_000;
-        let other = OcspStaple::parse(&response(&[9], CertStatus::Good(Null), t), &[8]);
+        let other = OcspStaple::parse(&response(&[9], OcspCertStatus::Good, at(t)), &[8]);
         assert_eq!(other.cert_status, None);
         assert_eq!(other.response_status, "successful");
         assert!(other.problem.unwrap().contains("none for the leaf"));

@@ -848,7 +848,6 @@ fn system_store_is_optional_when_a_ca_file_gives_anchors() {
 
 #[tokio::test]
 async fn handshake_reports_group_signature_scheme_and_stapled_ocsp() {
-    use x509_ocsp::CertStatus;
     for (alg, scheme) in [
         (Alg::Ecdsa, "ecdsa_secp256r1_sha256"),
         (Alg::Rsa, "rsa_pss_rsae_sha512"),
@@ -856,7 +855,7 @@ async fn handshake_reports_group_signature_scheme_and_stapled_ocsp() {
         let p = pki(alg);
         let files = ca_files(&[p.root.pem()]);
         let serial = cert::parse(&p.leaf.der).unwrap().raw_serial().to_vec();
-        let staple = ocsp::tests::response(&serial, CertStatus::Good(der::asn1::Null), NOW_SECS);
+        let staple = crate::demo::ocsp::response(&serial, OcspCertStatus::Good, now());
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         spawn_server(
             server_io,

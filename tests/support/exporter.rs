@@ -9,6 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use smtp_prober::demo::ocsp::OcspCertStatus;
 use smtp_prober::demo::{DemoPki, DemoServer, Sent, ServerConfig};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_smtp-prober");
@@ -226,8 +227,12 @@ impl Servers {
         addr
     }
 
+    /// A healthy server that also staples a good OCSP response.
     pub fn healthy(&mut self) -> String {
-        self.start(ServerConfig::default())
+        self.start(ServerConfig {
+            ocsp: Some(OcspCertStatus::Good),
+            ..ServerConfig::default()
+        })
     }
 
     pub fn leaf_only(&mut self) -> String {
