@@ -121,11 +121,6 @@ impl Reply {
         self.severity() == Severity::PositiveCompletion
     }
 
-    /// 3yz.
-    pub fn is_intermediate(&self) -> bool {
-        self.severity() == Severity::PositiveIntermediate
-    }
-
     /// The text of all lines joined by a space, without the enhanced code of the first line.
     pub fn text(&self) -> String {
         let mut out = String::new();

@@ -11,6 +11,7 @@
 use super::cert::{is_self_signed, key_ids_differ, parse, signed_by};
 use super::trust::TrustStore;
 use super::{CertFacts, CertSource, ChainError, ChainReport};
+use crate::clock::rfc3339;
 use crate::vocab::Reason;
 use rustls_pki_types::{CertificateDer, ServerName, SignatureVerificationAlgorithm, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
@@ -78,47 +79,8 @@ pub(crate) fn analyze(
 
     match verified {
         Ok(path) => {
-            let mut used_local = false;
-            report.built.push(report.sent[0].clone());
-            for cert in path.intermediate_certificates() {
-                let der = cert.der();
-                let depth = report.built.len();
-                let facts = match sent.iter().position(|s| s.as_ref() == der.as_ref()) {
-                    Some(i) => CertFacts {
-                        depth,
-                        ..report.sent[i].clone()
-                    },
-                    None => {
-                        used_local = true;
-                        let stored = store
-                            .intermediates
-                            .iter()
-                            .find(|s| s.der.as_ref() == der.as_ref());
-                        let source = stored.map_or(CertSource::Server, |s| s.source.clone());
-                        CertFacts::from_der(&der.into_owned(), depth, false, source)
-                    }
-                };
-                report.built.push(facts);
-            }
-            let anchor = path.anchor();
-            if let Some(i) = store
-                .webpki_anchors
-                .iter()
-                .position(|a| std::ptr::eq(a, anchor))
-            {
-                let stored = &store.anchors[i];
-                // A pinned self-signed leaf is its own anchor: list it once.
-                if stored.der.as_ref() != leaf_der.as_ref() {
-                    let sent_too = sent.iter().any(|s| s.as_ref() == stored.der.as_ref());
-                    let depth = report.built.len();
-                    report.built.push(CertFacts::from_der(
-                        &stored.der,
-                        depth,
-                        sent_too,
-                        stored.source.clone(),
-                    ));
-                }
-            }
+            let used_local;
+            (report.built, used_local) = verified_chain(store, sent, &report.sent, &path);
             report.error = check_name(&leaf, &report.sent[0], server_name);
             // Whether the path needs what only we hold; the name check is not part of it.
             report.sent_complete = !used_local || sent_reaches_anchor(store, sent, now);
@@ -133,6 +95,58 @@ pub(crate) fn analyze(
         }
     }
     report
+}
+
+/// The chain of a path webpki verified, leaf first, each certificate attributed to the server
+/// or the trust source that holds it; and whether a local intermediate was needed.
+fn verified_chain(
+    store: &TrustStore,
+    sent: &[CertificateDer<'static>],
+    sent_facts: &[CertFacts],
+    path: &webpki::VerifiedPath<'_>,
+) -> (Vec<CertFacts>, bool) {
+    let mut used_local = false;
+    let mut built = vec![sent_facts[0].clone()];
+    for cert in path.intermediate_certificates() {
+        let der = cert.der();
+        let depth = built.len();
+        let facts = match sent.iter().position(|s| s.as_ref() == der.as_ref()) {
+            Some(i) => CertFacts {
+                depth,
+                ..sent_facts[i].clone()
+            },
+            None => {
+                used_local = true;
+                let stored = store
+                    .intermediates
+                    .iter()
+                    .find(|s| s.der.as_ref() == der.as_ref());
+                let source = stored.map_or(CertSource::Server, |s| s.source.clone());
+                CertFacts::from_der(&der.into_owned(), depth, false, source)
+            }
+        };
+        built.push(facts);
+    }
+    let anchor = path.anchor();
+    if let Some(i) = store
+        .webpki_anchors
+        .iter()
+        .position(|a| std::ptr::eq(a, anchor))
+    {
+        let stored = &store.anchors[i];
+        // A pinned self-signed leaf is its own anchor: list it once.
+        if stored.der.as_ref() != sent[0].as_ref() {
+            let sent_too = sent.iter().any(|s| s.as_ref() == stored.der.as_ref());
+            let depth = built.len();
+            built.push(CertFacts::from_der(
+                &stored.der,
+                depth,
+                sent_too,
+                stored.source.clone(),
+            ));
+        }
+    }
+    (built, used_local)
 }
 
 /// Whether the certificates the server sent reach a trust anchor by issuer name and signature,
@@ -237,76 +251,9 @@ fn walk(
                 end: WalkEnd::TooLong,
             };
         }
-        let issuer_name = head.issuer().as_raw();
-        let in_chain = |der: &[u8]| built.iter().any(|f| f.der.as_ref() == der);
-
-        let anchors = store.anchors_named(issuer_name).iter().map(|&i| {
-            let stored = &store.anchors[i];
-            Candidate {
-                der: &stored.der,
-                sent: sent.iter().any(|s| s.as_ref() == stored.der.as_ref()),
-                source: stored.source.clone(),
-                anchor: true,
-            }
-        });
-        let sent_candidates = sent.iter().skip(1).map(|der| Candidate {
-            der,
-            sent: true,
-            source: CertSource::Server,
-            anchor: false,
-        });
-        let local = store
-            .intermediates
-            .iter()
-            .filter(|_| intermediates == Intermediates::SentAndLocal)
-            .filter(|s| s.subject == issuer_name)
-            .map(|s| Candidate {
-                der: &s.der,
-                sent: sent.iter().any(|d| d.as_ref() == s.der.as_ref()),
-                source: s.source.clone(),
-                anchor: false,
-            });
-
-        let mut named = false;
-        let mut namesake = false;
-        let mut chosen: Option<(Candidate<'_>, bool)> = None;
-        for candidate in anchors.chain(sent_candidates).chain(local) {
-            let Some(issuer) = parse(candidate.der) else {
-                continue;
-            };
-            if issuer.subject().as_raw() != issuer_name {
-                continue;
-            }
-            // The head itself, sent again or found in a store: the question is who issued it.
-            if candidate.der.as_ref() == head_der.as_ref() && !candidate.anchor {
-                continue;
-            }
-            if !candidate.anchor && in_chain(candidate.der.as_ref()) {
-                continue;
-            }
-            if key_ids_differ(&head, &issuer) {
-                namesake = true;
-                continue;
-            }
-            named = true;
-            if !signed_by(&head, issuer.public_key()) {
-                continue;
-            }
-            let valid_now = is_valid_at(&issuer, now);
-            let better = match &chosen {
-                None => true,
-                Some((current, current_valid)) => {
-                    (candidate.anchor && !current.anchor)
-                        || (candidate.anchor == current.anchor && valid_now && !current_valid)
-                }
-            };
-            if better {
-                chosen = Some((candidate, valid_now));
-            }
-        }
-
-        match chosen {
-            Some((issuer, _)) if issuer.anchor => {
+        let search = find_issuer(store, sent, intermediates, &built, &head, &head_der, now);
+        let end = match search.chosen {
+            Some(issuer) if issuer.anchor => {
                 // A self-signed leaf that is itself an anchor (pinned): nothing more to list.
                 if issuer.der.as_ref() != head_der.as_ref() {
                     let depth = built.len();
@@ -317,12 +264,9 @@ fn walk(
                         issuer.source,
                     ));
                 }
-                return Walk {
-                    built,
-                    end: WalkEnd::Anchor,
-                };
+                WalkEnd::Anchor
             }
-            Some((issuer, _)) => {
+            Some(issuer) => {
                 let depth = built.len();
                 let next = issuer.der.clone();
                 built.push(CertFacts::from_der(
@@ -332,27 +276,111 @@ fn walk(
                     issuer.source,
                 ));
                 head_der = next;
+                continue;
             }
-            None if is_self_signed(&head) => {
-                return Walk {
-                    built,
-                    end: WalkEnd::SelfSigned,
-                }
+            None if is_self_signed(&head) => WalkEnd::SelfSigned,
+            None if search.named => WalkEnd::BadSignature,
+            None => WalkEnd::IssuerNotFound {
+                namesake: search.namesake,
+            },
+        };
+        return Walk { built, end };
+    }
+}
+
+/// What the search for the head's issuer found.
+struct IssuerSearch<'a> {
+    /// The issuer to continue with.
+    chosen: Option<Candidate<'a>>,
+    /// Some certificate carries the issuer's name and key identifier (its signature may fail).
+    named: bool,
+    /// Some certificate carries the issuer's name but, by key identifier, another key.
+    namesake: bool,
+}
+
+/// Looks up the issuer of `head` by name among the anchors, the sent certificates and (when
+/// allowed) the local intermediates; a candidate counts only if its key verifies the head's
+/// signature, and an anchor, then a currently valid one, is preferred.
+fn find_issuer<'a>(
+    store: &'a TrustStore,
+    sent: &'a [CertificateDer<'static>],
+    intermediates: Intermediates,
+    built: &[CertFacts],
+    head: &X509Certificate<'_>,
+    head_der: &CertificateDer<'_>,
+    now: UnixTime,
+) -> IssuerSearch<'a> {
+    let issuer_name = head.issuer().as_raw();
+    let in_chain = |der: &[u8]| built.iter().any(|f| f.der.as_ref() == der);
+    let anchors = store.anchors_named(issuer_name).iter().map(|&i| {
+        let stored = &store.anchors[i];
+        Candidate {
+            der: &stored.der,
+            sent: sent.iter().any(|s| s.as_ref() == stored.der.as_ref()),
+            source: stored.source.clone(),
+            anchor: true,
+        }
+    });
+    let sent_candidates = sent.iter().skip(1).map(|der| Candidate {
+        der,
+        sent: true,
+        source: CertSource::Server,
+        anchor: false,
+    });
+    let local = store
+        .intermediates
+        .iter()
+        .filter(|_| intermediates == Intermediates::SentAndLocal)
+        .filter(|s| s.subject == issuer_name)
+        .map(|s| Candidate {
+            der: &s.der,
+            sent: sent.iter().any(|d| d.as_ref() == s.der.as_ref()),
+            source: s.source.clone(),
+            anchor: false,
+        });
+
+    let mut search = IssuerSearch {
+        chosen: None,
+        named: false,
+        namesake: false,
+    };
+    let mut chosen_valid = false;
+    for candidate in anchors.chain(sent_candidates).chain(local) {
+        let Some(issuer) = parse(candidate.der) else {
+            continue;
+        };
+        if issuer.subject().as_raw() != issuer_name {
+            continue;
+        }
+        // The head itself, sent again or found in a store: the question is who issued it.
+        if candidate.der.as_ref() == head_der.as_ref() && !candidate.anchor {
+            continue;
+        }
+        if !candidate.anchor && in_chain(candidate.der.as_ref()) {
+            continue;
+        }
+        if key_ids_differ(head, &issuer) {
+            search.namesake = true;
+            continue;
+        }
+        search.named = true;
+        if !signed_by(head, issuer.public_key()) {
+            continue;
+        }
+        let valid_now = is_valid_at(&issuer, now);
+        let better = match &search.chosen {
+            None => true,
+            Some(current) => {
+                (candidate.anchor && !current.anchor)
+                    || (candidate.anchor == current.anchor && valid_now && !chosen_valid)
             }
-            None if named => {
-                return Walk {
-                    built,
-                    end: WalkEnd::BadSignature,
-                }
-            }
-            None => {
-                return Walk {
-                    built,
-                    end: WalkEnd::IssuerNotFound { namesake },
-                }
-            }
+        };
+        if better {
+            search.chosen = Some(candidate);
+            chosen_valid = valid_now;
         }
     }
+    search
 }
 
 /// Whether `cert` is within its validity period at `now`.
@@ -393,39 +421,7 @@ fn diagnose(
     let last = built.len() - 1;
     let head = &built[last];
     match end {
-        WalkEnd::Anchor => {
-            let now = now.as_secs() as i64;
-            let checked = if built.len() > 1 { last } else { built.len() };
-            for facts in &built[..checked] {
-                if now < facts.not_before {
-                    return ChainError {
-                        reason: Reason::CertNotYetValid,
-                        depth: Some(facts.depth),
-                        detail: format!(
-                            "certificate {:?} at depth {} is valid from {} only",
-                            facts.subject,
-                            facts.depth,
-                            timestamp(facts.not_before)
-                        ),
-                        openssl_code: Some(9),
-                    };
-                }
-                if now > facts.not_after {
-                    return ChainError {
-                        reason: Reason::CertExpired,
-                        depth: Some(facts.depth),
-                        detail: format!(
-                            "certificate {:?} at depth {} expired at {}",
-                            facts.subject,
-                            facts.depth,
-                            timestamp(facts.not_after)
-                        ),
-                        openssl_code: Some(10),
-                    };
-                }
-            }
-            map_webpki_error(webpki_error)
-        }
+        WalkEnd::Anchor => date_fault(built, now).unwrap_or_else(|| map_webpki_error(webpki_error)),
         WalkEnd::SelfSigned if last == 0 => ChainError {
             reason: Reason::CertSelfSigned,
             depth: Some(0),
@@ -488,6 +484,46 @@ fn diagnose(
     }
 }
 
+/// The first certificate of a chain built to an anchor, from the leaf up (the anchor excluded,
+/// as webpki does not check an anchor's dates), that is outside its validity period at `now`.
+fn date_fault(built: &[CertFacts], now: UnixTime) -> Option<ChainError> {
+    let now = now.as_secs() as i64;
+    let checked = if built.len() > 1 {
+        built.len() - 1
+    } else {
+        built.len()
+    };
+    built[..checked].iter().find_map(|facts| {
+        if now < facts.not_before {
+            Some(ChainError {
+                reason: Reason::CertNotYetValid,
+                depth: Some(facts.depth),
+                detail: format!(
+                    "certificate {:?} at depth {} is valid from {} only",
+                    facts.subject,
+                    facts.depth,
+                    rfc3339(facts.not_before)
+                ),
+                openssl_code: Some(9),
+            })
+        } else if now > facts.not_after {
+            Some(ChainError {
+                reason: Reason::CertExpired,
+                depth: Some(facts.depth),
+                detail: format!(
+                    "certificate {:?} at depth {} expired at {}",
+                    facts.subject,
+                    facts.depth,
+                    rfc3339(facts.not_after)
+                ),
+                openssl_code: Some(10),
+            })
+        } else {
+            None
+        }
+    })
+}
+
 /// The words added when certificates with the issuer's name were found but hold another key.
 fn namesake_note(namesake: bool) -> &'static str {
     if namesake {
@@ -525,15 +561,4 @@ fn map_webpki_error(error: &webpki::Error) -> ChainError {
         detail: format!("the chain does not verify: {error}"),
         openssl_code,
     }
-}
-
-/// Unix seconds as RFC 3339, for details.
-fn timestamp(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
 }

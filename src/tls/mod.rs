@@ -21,7 +21,7 @@ mod tests;
 
 use crate::vocab::Reason;
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, InvalidDnsNameError, ServerName, UnixTime};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -321,12 +321,6 @@ impl TlsClient {
         )
     }
 
-    /// Why the system trust store could not be read, when it was asked for and could not (not
-    /// fatal while other sources give anchors).
-    pub fn system_store_problems(&self) -> &[String] {
-        &self.inner.store.system_problems
-    }
-
     /// Verifies a chain (leaf first, as a server sends it) against this client's trust store at
     /// `now` and checks it covers `server_name`. [`TlsClient::handshake`] does this with the
     /// certificates of the handshake.
@@ -358,9 +352,9 @@ impl TlsClient {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let name = parse_server_name(server_name).map_err(|detail| HandshakeFailure {
+        let name = parse_server_name(server_name).map_err(|e| HandshakeFailure {
             reason: Reason::TlsHandshakeFailed,
-            detail,
+            detail: format!("invalid server name {server_name:?}: {e}"),
         })?;
         let checked_name = match &name {
             ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
@@ -464,12 +458,12 @@ fn signature_scheme_name(scheme: rustls::SignatureScheme) -> String {
 }
 
 /// A server name for rustls: an IP literal (brackets around IPv6 allowed) or a DNS name.
-fn parse_server_name(name: &str) -> Result<ServerName<'static>, String> {
+fn parse_server_name(name: &str) -> Result<ServerName<'static>, InvalidDnsNameError> {
     let bare = name
         .strip_prefix('[')
         .and_then(|n| n.strip_suffix(']'))
         .unwrap_or(name);
-    ServerName::try_from(bare.to_owned()).map_err(|e| format!("invalid server name {name:?}: {e}"))
+    ServerName::try_from(bare.to_owned())
 }
 
 /// The handshake error as a failure: an EOF or reset before the handshake completed means the
