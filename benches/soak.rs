@@ -107,7 +107,9 @@ fn sample(pid: u32) -> Option<(u64, Duration)> {
 
 fn get(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .ok()?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .ok()?;
@@ -212,7 +214,10 @@ fn main() {
         .collect();
 
     println!("soak: {probes} hostile /probe requests, 64 at a time, against {addr}");
-    println!("{:>8} {:>10} {:>10} {:>10}", "seconds", "requests", "RSS MB", "CPU s");
+    println!(
+        "{:>8} {:>10} {:>10} {:>10}",
+        "seconds", "requests", "RSS MB", "CPU s"
+    );
     let mut peak = 0u64;
     let mut first = None;
     let mut last = (0u64, Duration::ZERO);
@@ -245,10 +250,17 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     let answered = answered.load(Ordering::Relaxed);
     println!("result: soak_probes_answered = {answered} of {probes}");
-    println!("result: soak_rss_first = {:.1} MB", first.unwrap_or(0) as f64 / 1024.0);
+    println!(
+        "result: soak_rss_first = {:.1} MB",
+        first.unwrap_or(0) as f64 / 1024.0
+    );
     println!("result: soak_rss_peak = {:.1} MB", peak as f64 / 1024.0);
     println!("result: soak_rss_end = {:.1} MB", last.0 as f64 / 1024.0);
     println!("result: soak_cpu = {:.1} s", last.1.as_secs_f64());
     println!("result: soak_wall = {:.1} s", wall.as_secs_f64());
-    assert_eq!(healthy, Some(200), "the exporter is not healthy after the soak");
+    assert_eq!(
+        healthy,
+        Some(200),
+        "the exporter is not healthy after the soak"
+    );
 }

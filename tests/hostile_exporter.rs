@@ -691,11 +691,285 @@ fn a_token_file_that_is_not_a_file_fails_the_probe_at_once() {
             username: "probe@example.com".into(),
             credential: Credential::BearerTokenFile(path),
         });
-        let (outcome, took, peak) = measured(probe(module, silent));
+        let prepared = PreparedModule::new("hostile", module).unwrap();
+        let target = parse_target(&silent.to_string(), 25).unwrap();
+        let (outcome, took, peak) = measured(probe::run(
+            &prepared,
+            &target,
+            Budget::new(prepared.module.timeout),
+        ));
         let failure = outcome.failure.as_ref().expect("a failure");
         assert_eq!(failure.reason, Reason::OauthTokenFailed, "{failure:?}");
         assert!(failure.detail.contains(what), "{}", failure.detail);
-        assert!(took < GRACE, "{took:?}");
+        // Refused before a byte is read: no part of the 5 s deadline is spent waiting.
+        assert!(took < Duration::from_millis(500), "{took:?}");
         assert!(peak < 1024 * 1024, "heap peak {peak} bytes");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The SMTP and TLS cases the issue found handled, not covered by session_script.rs: each with
+// its reason, the deadline and a memory ceiling.
+
+/// A plain-TCP server running `script` for every connection, on a thread of its own.
+fn script_server<F, Fut>(script: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::task::spawn_local(script.clone()(tcp));
+            }
+        });
+    });
+    addr
+}
+
+fn plain_module(timeout: Duration) -> Module {
+    let mut m = tls_module();
+    m.tls = TlsMode::None;
+    m.timeout = timeout;
+    m
+}
+
+/// Asserts that a measured probe failed in `step` for `reason` within `within` and under
+/// `ceiling` bytes of heap.
+fn assert_failed(
+    (outcome, took, peak): (ProbeOutcome, Duration, u64),
+    (step, reason): (StepName, Reason),
+    within: Duration,
+    ceiling: u64,
+) {
+    let failure = outcome.failure.as_ref().expect("a failure");
+    assert_eq!(
+        (failure.step, failure.reason),
+        (step, reason),
+        "{failure:?}"
+    );
+    assert!(took < within, "{took:?}");
+    assert!(peak < ceiling, "heap peak {peak} bytes");
+}
+
+/// Greeting and an EHLO reply offering `extensions`, then `rest` with the connection.
+async fn after_ehlo(
+    tcp: tokio::net::TcpStream,
+    extensions: &'static str,
+) -> tokio::io::BufReader<tokio::net::TcpStream> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut conn = tokio::io::BufReader::new(tcp);
+    let _ = conn.get_mut().write_all(b"220 mx ESMTP\r\n").await;
+    let mut line = String::new();
+    let _ = conn.read_line(&mut line).await;
+    let _ = conn
+        .get_mut()
+        .write_all(format!("250-mx\r\n250 {extensions}\r\n").as_bytes())
+        .await;
+    conn
+}
+
+/// Endless 334 challenges: the AUTH exchange ends with a verdict, not a loop until the
+/// deadline.
+#[test]
+fn endless_auth_challenges_end_the_exchange() {
+    let addr = script_server(|tcp| async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut conn = after_ehlo(tcp, "AUTH LOGIN").await;
+        let mut line = String::new();
+        while conn.read_line(&mut line).await.unwrap_or(0) > 0 {
+            if conn
+                .get_mut()
+                .write_all(b"334 VXNlcm5hbWU6\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            line.clear();
+        }
+    });
+    let mut module = plain_module(Duration::from_secs(3));
+    module.auth = Some(AuthSettings {
+        mechanism: MechanismChoice::Login,
+        username: "probe".into(),
+        credential: Credential::Password(smtp_prober::secret::Secret::new("pw")),
+    });
+    assert_failed(
+        measured(probe(module, addr)),
+        (StepName::Auth, Reason::ProtocolError),
+        Duration::from_secs(1),
+        1024 * 1024,
+    );
+}
+
+/// Millions of continuation lines, as fast as the probe reads them: cut at the reply limits,
+/// not read until the deadline or memory runs out.
+#[test]
+fn a_continuation_line_flood_is_cut_at_the_reply_limits() {
+    let addr = script_server(|tcp| async move {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tcp;
+        let line =
+            b"220-flood flood flood flood flood flood flood flood flood flood\r\n".repeat(64);
+        while tcp.write_all(&line).await.is_ok() {}
+    });
+    assert_failed(
+        measured(probe(plain_module(Duration::from_secs(3)), addr)),
+        (StepName::Greeting, Reason::ProtocolError),
+        Duration::from_secs(1),
+        1024 * 1024,
+    );
+}
+
+/// Garbage instead of a TLS handshake after `220` to STARTTLS: a handshake failure, at once.
+#[test]
+fn garbage_after_starttls_fails_the_handshake() {
+    let addr = script_server(|tcp| async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut conn = after_ehlo(tcp, "STARTTLS").await;
+        let mut line = String::new();
+        let _ = conn.read_line(&mut line).await;
+        let _ = conn.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await;
+        // The client's hello first, then garbage in answer.
+        let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut [0u8; 512]).await;
+        let garbage = b"\x15\x03\x03\xff\xff\x1b[2J not TLS at all ".repeat(4096);
+        while conn.get_mut().write_all(&garbage).await.is_ok() {}
+    });
+    let mut module = plain_module(Duration::from_secs(3));
+    module.tls = TlsMode::Starttls;
+    assert_failed(
+        measured(probe(module, addr)),
+        (StepName::TlsHandshake, Reason::TlsHandshakeFailed),
+        Duration::from_secs(1),
+        2 * 1024 * 1024,
+    );
+}
+
+/// An implicit-TLS server presenting `chain` (leaf first) for `key`, then greeting and
+/// answering 250 to everything.
+fn tls_server_with(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: &rcgen::KeyPair,
+) -> SocketAddr {
+    // Served as given, without rustls' own checks of the certificate (a hostile server makes
+    // none either).
+    #[derive(Debug)]
+    struct Fixed(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::server::ResolvesServerCert for Fixed {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signing = provider
+        .key_provider
+        .load_private_key(rustls::pki_types::PrivateKeyDer::Pkcs8(
+            key.serialize_der().into(),
+        ))
+        .unwrap();
+    let certified = rustls::sign::CertifiedKey::new(chain, signing);
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(Arc::new(certified))));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    script_server(move |tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let mut conn = tokio::io::BufReader::new(tls);
+            let _ = conn.get_mut().write_all(b"220 mx ESMTP\r\n").await;
+            let mut line = String::new();
+            while conn.read_line(&mut line).await.unwrap_or(0) > 0 {
+                let answer: &[u8] = if line.starts_with("EHLO") {
+                    b"250-mx\r\n250 8BITMIME\r\n"
+                } else {
+                    b"221 bye\r\n"
+                };
+                let _ = conn.get_mut().write_all(answer).await;
+                line.clear();
+            }
+        }
+    })
+}
+
+/// A chain of 50 certificates, each signed by the next: the chain is analysed and reported
+/// untrusted, within the deadline and a memory ceiling.
+#[test]
+fn a_fifty_certificate_chain_is_analysed_within_bounds() {
+    let keys: Vec<rcgen::KeyPair> = (0..50)
+        .map(|_| rcgen::KeyPair::generate().unwrap())
+        .collect();
+    // From the top (a self-signed root) down to the leaf.
+    let mut issued: Vec<rcgen::Certificate> = Vec::new();
+    let mut issuers: Vec<rcgen::Issuer<'_, &rcgen::KeyPair>> = Vec::new();
+    for (i, key) in keys.iter().enumerate().rev() {
+        let mut params = if i == 0 {
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap()
+        } else {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            p
+        };
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("level {i}"));
+        let cert = match issuers.last() {
+            None => params.clone().self_signed(key).unwrap(),
+            Some(issuer) => params.clone().signed_by(key, issuer).unwrap(),
+        };
+        issued.push(cert);
+        issuers.push(rcgen::Issuer::new(params, key));
+    }
+    let chain: Vec<_> = issued.iter().rev().map(|c| c.der().clone()).collect();
+    assert_eq!(chain.len(), 50);
+    let addr = tls_server_with(chain, &keys[0]);
+    let mut module = tls_module();
+    module.tls_config.insecure_skip_verify = false;
+    let (outcome, took, peak) = measured(probe(module, addr));
+    let failure = outcome.failure.as_ref().expect("a failure");
+    assert!(failure.reason.is_certificate(), "{failure:?}");
+    let tls = outcome.session.tls.as_ref().expect("the chain was seen");
+    assert_eq!(tls.chain.sent.len(), 50);
+    assert!(took < Duration::from_secs(5) + GRACE, "{took:?}");
+    assert!(peak < 8 * 1024 * 1024, "heap peak {peak} bytes");
+}
+
+/// A 240 KB certificate (one huge extension): refused by the TLS layer or analysed, either way
+/// within the deadline and a memory ceiling.
+#[test]
+fn a_240_kb_certificate_is_bounded() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 55555, 1],
+            vec![0x04; 240 * 1024],
+        ));
+    let cert = params.self_signed(&key).unwrap();
+    assert!(cert.der().len() > 240 * 1024);
+    let addr = tls_server_with(vec![cert.der().clone()], &key);
+    let (outcome, took, peak) = measured(probe(tls_module(), addr));
+    let failure = outcome.failure.as_ref().expect("a failure");
+    assert_eq!(failure.step, StepName::TlsHandshake, "{failure:?}");
+    assert!(took < Duration::from_secs(5) + GRACE, "{took:?}");
+    assert!(peak < 8 * 1024 * 1024, "heap peak {peak} bytes");
 }
