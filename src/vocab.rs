@@ -107,11 +107,12 @@ pub enum Reason {
     ImapError,
     ImapProtocolError,
     ProberOverloaded,
+    DeliveredToJunk,
 }
 
 impl Reason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 31] = [
         Reason::DnsError,
         Reason::ConnectRefused,
         Reason::ConnectTimeout,
@@ -142,6 +143,7 @@ impl Reason {
         Reason::ImapError,
         Reason::ImapProtocolError,
         Reason::ProberOverloaded,
+        Reason::DeliveredToJunk,
     ];
 
     /// The label value.
@@ -177,6 +179,7 @@ impl Reason {
             Reason::ImapError => "imap_error",
             Reason::ImapProtocolError => "imap_protocol_error",
             Reason::ProberOverloaded => "prober_overloaded",
+            Reason::DeliveredToJunk => "delivered_to_junk",
         }
     }
 
@@ -218,6 +221,7 @@ impl Reason {
             Reason::ImapError => "the IMAP check failed (login, mailbox, TLS, or the IMAP server stopped answering); see the delivery step",
             Reason::ImapProtocolError => "the IMAP server's answer broke the protocol or the delivery check's limits (overlong line, oversized literal, endless responses); the mail server's IMAP side needs a look, not the mail flow",
             Reason::ProberOverloaded => "the exporter ran out of file descriptors (too many probes or connections at once), not the target; raise its limit (ulimit -n, LimitNOFILE) or lower --probe.max-concurrency and scheduler.max_concurrency",
+            Reason::DeliveredToJunk => "the token mail arrived, but in a Junk folder (delivery.junk_is_failure is set); see its SPF, DKIM and DMARC results: a failing DKIM signature or SPF record is the usual cause",
         }
     }
 }

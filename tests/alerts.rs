@@ -95,6 +95,7 @@ fn alert_for(reason: Reason) -> &'static str {
         Reason::AuthFailed | Reason::OauthTokenFailed => "SmtpAuthenticationFailing",
         Reason::StarttlsNotOffered | Reason::StarttlsRejected => "SmtpTlsNotOffered",
         Reason::DeliveryTimeout => "SmtpDeliveryFailing",
+        Reason::DeliveredToJunk => "SmtpDeliveredToJunk",
         r if r.as_str().starts_with("imap_") => "SmtpDeliveryFailing",
         Reason::CertExpired => "SmtpCertificateExpired",
         Reason::CertNotYetValid => "SmtpCertificateNotYetValid",
@@ -814,6 +815,19 @@ fn alerts_fire_at_the_webhook_and_resolve_after_a_fix() {
         Expected::new(
             "SmtpDeliveredToJunk",
             &[("name", "junk"), ("mailbox", "Junk")],
+        ),
+        // The stack stamps mail to the Junk address with failing verdicts (JUNK_VERDICT).
+        Expected::new(
+            "SmtpSenderAuthenticationFailing",
+            &[("name", "junk"), ("method", "dkim"), ("result", "fail")],
+        ),
+        Expected::new(
+            "SmtpSenderAuthenticationFailing",
+            &[("name", "junk"), ("method", "spf"), ("result", "softfail")],
+        ),
+        Expected::new(
+            "SmtpSenderAuthenticationFailing",
+            &[("name", "junk"), ("method", "dmarc"), ("result", "fail")],
         ),
     ];
     let fired = wait_all(

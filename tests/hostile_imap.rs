@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::PrivateKeyDer;
 use smtp_prober::demo::pki::{DemoPki, Sent};
-use smtp_prober::probe::delivery::{self, DeliveryReport};
-use smtp_prober::probe::module::{DeliverySettings, ImapTls};
+use smtp_prober::probe::delivery::{self, Awaited, DeliveryReport, MailboxClient};
+use smtp_prober::probe::module::{
+    Credential, DeliverySettings, ImapAccess, ImapTls, MailboxAccess,
+};
 use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::Mailbox;
 use smtp_prober::smtp::transcript::Failure;
-use smtp_prober::tls::{TlsClient, TlsSettings};
+use smtp_prober::tls::TlsSettings;
 use smtp_prober::vocab::{Reason, StepName};
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -365,31 +367,35 @@ struct Run {
 
 fn settings(port: u16, timeout: Duration, ca_file: PathBuf) -> DeliverySettings {
     DeliverySettings {
-        host: "127.0.0.1".into(),
-        port,
-        tls: ImapTls::Implicit,
-        tls_config: TlsSettings {
-            server_name: Some("localhost".into()),
-            trust: vec![],
-            ca_files: vec![ca_file],
-            ..TlsSettings::default()
-        },
-        username: "probe@example.test".into(),
-        password: Secret::new("secret"),
+        access: MailboxAccess::Imap(ImapAccess {
+            host: "127.0.0.1".into(),
+            port,
+            tls: ImapTls::Implicit,
+            tls_config: TlsSettings {
+                server_name: Some("localhost".into()),
+                trust: vec![],
+                ca_files: vec![ca_file],
+                ..TlsSettings::default()
+            },
+            username: "probe@example.test".into(),
+            credential: Credential::Password(Secret::new("secret")),
+        }),
         mailboxes: vec!["INBOX".into()],
         timeout,
         cleanup: true,
         sweep_older_than: Duration::from_secs(3600),
+        lost_after: Duration::from_secs(3600),
+        junk_is_failure: false,
     }
 }
 
 /// The settings and TLS client for a server on `port`.
-fn client(port: u16, timeout: Duration) -> (DeliverySettings, TlsClient) {
+fn client(port: u16, timeout: Duration) -> (DeliverySettings, MailboxClient) {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("root.pem");
     std::fs::write(&ca, DemoPki::localhost().root_pem()).unwrap();
     let s = settings(port, timeout, ca);
-    let tls = TlsClient::new(&s.tls_config).unwrap();
+    let tls = MailboxClient::new(&s).unwrap();
     (s, tls)
 }
 
@@ -406,12 +412,13 @@ fn measured<T>(work: impl std::future::Future<Output = T>) -> (T, Duration, u64)
 }
 
 /// A server following `script` and the settings and TLS client to reach it.
-fn serve(script: Script, timeout: Duration) -> (ImapServer, DeliverySettings, TlsClient) {
+fn serve(script: Script, timeout: Duration) -> (ImapServer, DeliverySettings, MailboxClient) {
     let starttls = script.starttls.is_some();
     let server = ImapServer::start(script);
     let (mut settings, tls) = client(server.port, timeout);
     if starttls {
-        settings.tls = ImapTls::Starttls;
+        let MailboxAccess::Imap(imap) = &mut settings.access;
+        imap.tls = ImapTls::Starttls;
     }
     (server, settings, tls)
 }
@@ -420,8 +427,12 @@ fn serve(script: Script, timeout: Duration) -> (ImapServer, DeliverySettings, Tl
 fn check(script: Script, timeout: Duration) -> Run {
     let (_server, settings, tls) = serve(script, timeout);
     let began = Instant::now();
-    let ((report, failure), took, peak_heap) =
-        measured(delivery::check(&settings, &tls, PROBE_ID, began, None));
+    let ((report, failure), took, peak_heap) = measured(delivery::check(
+        &settings,
+        &tls,
+        Awaited::new(PROBE_ID, began),
+        None,
+    ));
     Run {
         report,
         failure,
@@ -440,6 +451,7 @@ fn sweep(script: Script) -> (Result<usize, Failure>, Duration, u64, ImapServer) 
         &tls,
         &from,
         Duration::from_secs(60),
+        &[],
         deadline,
     ));
     (result, took, peak, server)

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use smtp_prober::demo::{BearerTokens, DemoPki, TokenEndpoint, TokenEndpointConfig};
 use smtp_prober::probe::module::{
-    AuthSettings, Credential, DeliverySettings, ImapTls, MechanismChoice, MessageSettings, Module,
-    OAuth2Settings, TlsMode,
+    AuthSettings, Credential, DeliverySettings, ImapAccess, ImapTls, MailboxAccess,
+    MechanismChoice, MessageSettings, Module, OAuth2Settings, TlsMode,
 };
 use smtp_prober::probe::target::parse_target;
 use smtp_prober::probe::{self, Budget, PreparedModule, ProbeOutcome};
@@ -107,16 +107,20 @@ fn module(f: &Fixture, mechanism: MechanismChoice, credential: Credential) -> Mo
 /// Checks over IMAPS that the probe mail reached the inbox (Postfix -> LMTP -> Dovecot).
 fn with_delivery(f: &Fixture, mut m: Module) -> Module {
     m.delivery = Some(DeliverySettings {
-        host: "127.0.0.1".into(),
-        port: f.stack.imaps_addr().port(),
-        tls: ImapTls::Implicit,
-        tls_config: m.tls_config.clone(),
-        username: INBOX.address.into(),
-        password: Secret::new(INBOX.password),
+        access: MailboxAccess::Imap(ImapAccess {
+            host: "127.0.0.1".into(),
+            port: f.stack.imaps_addr().port(),
+            tls: ImapTls::Implicit,
+            tls_config: m.tls_config.clone(),
+            username: INBOX.address.into(),
+            credential: Credential::Password(Secret::new(INBOX.password)),
+        }),
         mailboxes: vec!["INBOX".into()],
         timeout: Duration::from_secs(20),
         cleanup: true,
         sweep_older_than: Duration::from_secs(3600),
+        lost_after: Duration::from_secs(3600),
+        junk_is_failure: false,
     });
     m
 }

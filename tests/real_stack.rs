@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use smtp_prober::probe::module::{
-    AuthSettings, Credential, DeliverySettings, ImapTls, MechanismChoice, MessageSettings, Module,
-    TlsMode,
+    AuthSettings, Credential, DeliverySettings, ImapAccess, ImapTls, MailboxAccess,
+    MechanismChoice, MessageSettings, Module, TlsMode,
 };
 use smtp_prober::probe::target::parse_target;
 use smtp_prober::probe::{self, Budget, PreparedModule, ProbeOutcome};
@@ -18,7 +18,7 @@ use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::{ClientName, Mailbox};
 use smtp_prober::tls::TlsSettings;
 use smtp_prober::vocab::{Reason, StepName};
-use support::mailstack::{maildir_messages, plant, MailStack, INBOX, PROBE};
+use support::mailstack::{maildir_messages, plant, MailStack, Options, INBOX, PROBE};
 use support::outcome::{failure, step_codes, FULL_STARTTLS_SEND};
 
 fn tls(stack: &MailStack) -> TlsSettings {
@@ -61,16 +61,20 @@ fn with_delivery(
     f: impl FnOnce(&mut DeliverySettings),
 ) -> Module {
     let mut d = DeliverySettings {
-        host: "127.0.0.1".into(),
-        port: stack.imaps_addr().port(),
-        tls: ImapTls::Implicit,
-        tls_config: tls(stack),
-        username: INBOX.address.into(),
-        password: Secret::new(INBOX.password),
+        access: MailboxAccess::Imap(ImapAccess {
+            host: "127.0.0.1".into(),
+            port: stack.imaps_addr().port(),
+            tls: ImapTls::Implicit,
+            tls_config: tls(stack),
+            username: INBOX.address.into(),
+            credential: Credential::Password(Secret::new(INBOX.password)),
+        }),
         mailboxes: vec!["INBOX".into(), "Junk".into()],
         timeout: Duration::from_secs(20),
         cleanup: true,
         sweep_older_than: Duration::from_secs(3600),
+        lost_after: Duration::from_secs(3600),
+        junk_is_failure: false,
     };
     f(&mut d);
     m.delivery = Some(d);
@@ -256,16 +260,177 @@ async fn delivery_to_junk_over_imap_starttls() {
         stack,
         with_message(module(stack, TlsMode::Starttls), "inbox+Junk@example.test"),
         |d| {
-            d.tls = ImapTls::Starttls;
-            d.port = stack.imap_addr().port();
+            let MailboxAccess::Imap(imap) = &mut d.access;
+            imap.tls = ImapTls::Starttls;
+            imap.port = stack.imap_addr().port();
         },
     );
-    let o = run(m, stack.submission_addr()).await;
+    let o = run(m.clone(), stack.submission_addr()).await;
     assert!(o.success(), "{}", report::text::render(&o));
+    let d = o.delivery.as_ref().unwrap();
+    assert_eq!(d.mailbox.as_deref(), Some("Junk"));
+    assert!(d.junk, "Junk has the \\Junk special use");
+    let metrics = report::metrics::render(&o);
+    assert!(metrics.contains("probe_delivery_junk 1"), "{metrics}");
+    assert!(metrics.contains(r#"probe_delivery_mailbox_info{mailbox="Junk"} 1"#));
+    // The stack stamps mail to this address with failing SPF, DKIM and DMARC results.
+    for (method, result) in [("dkim", "fail"), ("spf", "softfail"), ("dmarc", "fail")] {
+        let sample =
+            format!(r#"probe_delivery_auth_result{{method="{method}",result="{result}"}} 1"#);
+        assert!(metrics.contains(&sample), "no {sample} in\n{metrics}");
+    }
+
+    // The same mail with `junk_is_failure: true` fails the probe, and says why.
+    let mut strict = m;
+    strict.delivery.as_mut().unwrap().junk_is_failure = true;
+    let o = run(strict, stack.submission_addr()).await;
+    let f = o.failure.as_ref().expect("a failure");
     assert_eq!(
-        o.delivery.as_ref().unwrap().mailbox.as_deref(),
-        Some("Junk")
+        (f.step, f.reason),
+        (StepName::Delivery, Reason::DeliveredToJunk)
     );
+    assert!(f.detail.contains("Junk"), "{}", f.detail);
+    assert!(f.detail.contains("dkim=fail"), "{}", f.detail);
+    let d = o.delivery.as_ref().unwrap();
+    assert!(d.success && d.junk && d.cleaned_up);
+    let metrics = report::metrics::render(&o);
+    assert!(metrics.contains("probe_success 0"));
+    assert!(metrics.contains("probe_delivery_success 1"));
+    assert!(metrics
+        .contains(r#"probe_smtp_failed_step_info{step="delivery",reason="delivered_to_junk"} 1"#));
+}
+
+/// A real Sieve rule (Dovecot's `sieve_before`, Debian `dovecot-sieve`) files mail whose
+/// Authentication-Results say `dkim=fail` into Junk: the probe reports where it landed and the
+/// verdicts that put it there, and mail without the failure stays in INBOX.
+#[tokio::test(flavor = "multi_thread")]
+async fn sieve_filed_mail_is_reported_in_junk_with_its_verdicts() {
+    let test = "sieve_filed_mail_is_reported_in_junk_with_its_verdicts";
+    if !MailStack::available(test) || !MailStack::sieve_available(test) {
+        return;
+    }
+    let screened = "inbox+screened@example.test";
+    let options = Options {
+        recipient_access: vec![(
+            screened.to_string(),
+            "PREPEND Authentication-Results: mx.example.test; dkim=fail (body hash did not \
+             verify) header.d=example.test header.s=s1; spf=pass smtp.mailfrom=probe@example.test"
+                .to_string(),
+        )],
+        sieve_before: Some(
+            "require [\"fileinto\"];\n\
+             if header :contains \"Authentication-Results\" \"dkim=fail\" {\n\
+             \x20 fileinto \"Junk\";\n\
+             \x20 stop;\n\
+             }\n"
+            .to_string(),
+        ),
+        ..Options::default()
+    };
+    let stack = tokio::task::spawn_blocking(move || MailStack::start_with(&options))
+        .await
+        .unwrap()
+        .unwrap();
+    let m = with_delivery(
+        &stack,
+        with_message(module(&stack, TlsMode::Starttls), screened),
+        |_| {},
+    );
+    let o = run(m, stack.submission_addr()).await;
+    let text = report::text::render(&o);
+    assert!(o.success(), "{text}\n{}", stack.log_tail());
+    eprintln!("{text}");
+    let d = o.delivery.as_ref().unwrap();
+    assert_eq!(d.mailbox.as_deref(), Some("Junk"), "{}", stack.log_tail());
+    assert!(d.junk);
+    let verdicts: Vec<(&str, &str)> = d.auth.iter().map(|v| (v.method, v.result)).collect();
+    assert_eq!(verdicts, [("dkim", "fail"), ("spf", "pass")]);
+    assert_eq!(d.auth[0].authserv_id.as_deref(), Some("mx.example.test"));
+    assert_eq!(d.auth[0].property.as_deref(), Some("header.d=example.test"));
+    assert!(
+        text.contains("authentication results by mx.example.test: dkim=fail (header.d=example.test), spf=pass"),
+        "{text}"
+    );
+    let metrics = report::metrics::render(&o);
+    for sample in [
+        "probe_delivery_junk 1",
+        r#"probe_delivery_mailbox_info{mailbox="Junk"} 1"#,
+        r#"probe_delivery_auth_result{method="dkim",result="fail"} 1"#,
+        r#"probe_delivery_auth_result{method="spf",result="pass"} 1"#,
+    ] {
+        assert!(metrics.contains(sample), "no {sample} in\n{metrics}");
+    }
+    // The Sieve rule leaves mail without a failed DKIM verdict alone.
+    let m = with_delivery(
+        &stack,
+        with_message(module(&stack, TlsMode::Starttls), INBOX.address),
+        |_| {},
+    );
+    let o = run(m, stack.submission_addr()).await;
+    let d = o.delivery.as_ref().unwrap();
+    assert_eq!(
+        d.mailbox.as_deref(),
+        Some("INBOX"),
+        "{}",
+        report::text::render(&o)
+    );
+    assert!(!d.junk && d.auth.is_empty());
+    assert!(report::metrics::render(&o).contains("probe_delivery_junk 0"));
+    drop(stack);
+}
+
+/// The hop split of a real delivery: submission to Postfix, then Postfix to Dovecot over LMTP.
+/// The two hops add up to the delivery time, short of the time from Dovecot's stamp to the
+/// mail showing up over IMAP, within the one-second resolution of the Received dates.
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_split_of_a_real_delivery() {
+    if !MailStack::available("hop_split_of_a_real_delivery") {
+        return;
+    }
+    let stack = MailStack::shared();
+    let m = with_delivery(
+        stack,
+        with_message(module(stack, TlsMode::Starttls), INBOX.address),
+        |_| {},
+    );
+    let o = run(m, stack.submission_addr()).await;
+    let text = report::text::render(&o);
+    assert!(o.success(), "{text}");
+    let d = o.delivery.as_ref().unwrap();
+    eprintln!("{text}");
+    assert_eq!(d.hops.len(), 2, "{:?}", d.received);
+    let (first, second) = (&d.hops[0], &d.hops[1]);
+    assert_eq!(first.index, 1);
+    assert_eq!(first.received.by.as_deref(), Some("mail.example.test"));
+    assert_eq!(first.received.with.as_deref(), Some("esmtpsa"));
+    assert_eq!(first.received.from_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(second.received.with.as_deref(), Some("lmtp"));
+    assert_eq!(second.received.from.as_deref(), Some("mail.example.test"));
+    assert!(d.hops.iter().all(|h| !h.clock_skew), "{:?}", d.hops);
+    let sum: f64 = d.hops.iter().map(|h| h.seconds.unwrap()).sum();
+    let delivery = d.duration.unwrap().as_secs_f64();
+    eprintln!(
+        "hop split: {:?} s, sum {sum:.3} s, delivery {delivery:.3} s",
+        d.hops
+            .iter()
+            .map(|h| h.seconds.unwrap())
+            .collect::<Vec<_>>()
+    );
+    // Dovecot stamps (to the second, rounded down) before the mail is visible, and the search
+    // that found it came at most one polling pause later.
+    let gap = delivery - sum;
+    assert!(
+        (0.0..=1.0 + 0.5).contains(&gap),
+        "hops {sum:.3} s vs delivery {delivery:.3} s"
+    );
+    assert!(text.contains("hops (Received trace"), "{text}");
+    let metrics = report::metrics::render(&o);
+    assert!(
+        metrics.contains(r#"probe_delivery_hop_duration_seconds{hop="1",by="mail.example.test"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"probe_delivery_hop_duration_seconds{hop="2",by=""#));
+    assert!(metrics.contains("probe_delivery_clock_skew_hops 0"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -277,7 +442,10 @@ async fn delivery_failures_have_their_reasons() {
     let base = with_message(module(stack, TlsMode::Starttls), INBOX.address);
 
     let o = run(
-        with_delivery(stack, base.clone(), |d| d.password = Secret::new("wrong")),
+        with_delivery(stack, base.clone(), |d| {
+            let MailboxAccess::Imap(imap) = &mut d.access;
+            imap.credential = Credential::Password(Secret::new("wrong"));
+        }),
         stack.submission_addr(),
     )
     .await;
@@ -356,9 +524,10 @@ async fn sweep_removes_only_our_stale_probe_mail() {
     let from = &prepared.module.message.as_ref().unwrap().from;
     let deleted = probe::delivery::sweep(
         d,
-        prepared.imap_tls.as_ref().unwrap(),
+        prepared.mailbox.as_ref().unwrap(),
         from,
         d.sweep_older_than,
+        &[],
         Instant::now() + Duration::from_secs(10),
     )
     .await

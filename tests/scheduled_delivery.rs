@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use support::exporter::{Exporter, Files, BIN};
-use support::mailstack::{maildir_messages, plant_with, MailStack, INBOX, PROBE};
+use support::mailstack::{maildir_messages, plant_with, MailStack, Options, INBOX, PROBE};
 
 /// The probe-id header every token mail carries.
 const PROBE_ID_HEADER: &str = "X-Smtp-Prober-Id";
@@ -648,4 +648,171 @@ fn send_floor_and_allow_send_are_enforced_through_the_binary() {
     let r = exporter.get("/probe?module=token&target=127.0.0.1:2525");
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("--probe.allow-send"), "{}", r.body);
+}
+
+/// Late, lost and pending against mail the real Postfix holds (`HOLD` for two recipients of a
+/// private stack): a probe whose mail is held fails with `delivery_timeout` and leaves its mail
+/// pending; a reload that changes nothing keeps the list; once released (`postsuper -H`), a
+/// later probe finds it and counts it late with its real delivery time, and deletes it. The
+/// other target's mail is never released: it counts as lost after `lost_after`, never late.
+/// Other mail survives throughout.
+#[test]
+fn held_mail_counts_late_when_released_and_lost_when_never() {
+    let test = "held_mail_counts_late_when_released_and_lost_when_never";
+    if !MailStack::available(test) {
+        return;
+    }
+    let hold = |address: &str| (address.to_string(), "HOLD".to_string());
+    let stack = MailStack::start_with(&Options {
+        recipient_access: vec![
+            hold("inbox+Held@example.test"),
+            hold("inbox+Never@example.test"),
+        ],
+        ..Options::default()
+    })
+    .unwrap();
+    let held = folder(&stack, "Held");
+    plant_other_mail(&stack, &held, "held");
+    let never = folder(&stack, "Never");
+    plant_other_mail(&stack, &never, "never");
+    let files = Files::new();
+    let inbox_password = stack.password_file(INBOX);
+    let spec = |name, to, subject, mailboxes| ModuleSpec {
+        name,
+        to,
+        subject,
+        mailboxes,
+        delivery_timeout: "2s",
+        imap_password: &inbox_password,
+    };
+    let yaml = config(
+        &stack,
+        &[
+            spec("late", "inbox+Held@example.test", "held-probe", &["Held"]),
+            spec(
+                "lost",
+                "inbox+Never@example.test",
+                "never-probe",
+                &["Never"],
+            ),
+        ],
+        &[("late", "late", "3s"), ("lost", "lost", "3s")],
+    );
+    // The lost target gives up after 5 s; the late one waits the default hour.
+    let lost_module = yaml.find("  lost:\n").unwrap();
+    let (head, tail) = yaml.split_at(lost_module);
+    let yaml = format!(
+        "{head}{}",
+        tail.replacen(
+            "sweep_older_than: 1h\n",
+            "sweep_older_than: 1h\n      lost_after: 5s\n",
+            1
+        )
+    );
+    files.write(&yaml);
+    let exporter = Exporter::start(&[&files.config_arg()]);
+    let logs = |name: &str| exporter.get(&format!("/logs?target={name}")).body;
+
+    // 1. The held mail: the probe fails with delivery_timeout, the mail is pending.
+    let page = metrics_within(&exporter, Duration::from_secs(20), "a pending mail", |p| {
+        series(p, "smtp_prober_delivery_pending", "late") >= Some(1.0)
+    });
+    assert_eq!(series(&page, "probe_success", "late"), Some(0.0));
+    assert_eq!(
+        series_with(
+            &page,
+            "probe_smtp_failed_step_info",
+            "late",
+            "reason=\"delivery_timeout\""
+        ),
+        Some(1.0),
+        "{}",
+        logs("late")
+    );
+    assert_eq!(
+        series(&page, "smtp_prober_delivery_late_total", "late"),
+        Some(0.0)
+    );
+    assert!(
+        stack.held() >= 1,
+        "Postfix holds the mail\n{}",
+        stack.log_tail()
+    );
+    assert!(probe_ids(&held, "held-probe").is_empty());
+
+    // 2. A reload that changes nothing keeps the pending list.
+    let r = exporter.post("/-/reload");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let page = exporter.get("/metrics").body;
+    assert!(series(&page, "smtp_prober_delivery_pending", "late") >= Some(1.0));
+
+    // 3. Released: a later probe finds it, counts it late and deletes it.
+    let released = Instant::now();
+    stack.release_held().unwrap();
+    let page = metrics_within(&exporter, Duration::from_secs(20), "a late mail", |p| {
+        series(p, "smtp_prober_delivery_late_total", "late") >= Some(1.0)
+    });
+    eprintln!(
+        "late mail counted {:?} after the release",
+        released.elapsed()
+    );
+    assert_eq!(
+        series(&page, "smtp_prober_delivery_lost_total", "late"),
+        Some(0.0)
+    );
+    let late_sum = series(
+        &page,
+        "smtp_prober_delivery_late_duration_seconds_sum",
+        "late",
+    )
+    .unwrap();
+    let late_count = series(
+        &page,
+        "smtp_prober_delivery_late_duration_seconds_count",
+        "late",
+    )
+    .unwrap();
+    eprintln!(
+        "smtp_prober_delivery_late_duration_seconds: {late_count} late, mean {:.2}s",
+        late_sum / late_count
+    );
+    // Held past its probe's 2 s timeout: its real delivery time is longer than that, less the
+    // one-second resolution of the Received date it is read from.
+    let mean = late_sum / late_count;
+    assert!(
+        mean >= 2.0 - 1.0,
+        "{late_sum} / {late_count}\n{}",
+        logs("late")
+    );
+    assert!(mean <= released.elapsed().as_secs_f64() + 4.0, "{mean}");
+    let transcripts = logs("late");
+    assert!(
+        transcripts.contains("late: the mail of an earlier probe"),
+        "{transcripts}"
+    );
+    // Mail released after that probe keeps flowing in and is cleaned up by the next probes.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !probe_ids(&held, "held-probe").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "probe mail left in Held: {:?}\n{}",
+            probe_ids(&held, "held-probe"),
+            logs("late")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // 4. Never released: lost after lost_after, never late.
+    let page = metrics_within(&exporter, Duration::from_secs(30), "a lost mail", |p| {
+        series(p, "smtp_prober_delivery_lost_total", "lost") >= Some(1.0)
+    });
+    assert_eq!(
+        series(&page, "smtp_prober_delivery_late_total", "lost"),
+        Some(0.0)
+    );
+    let pending = series(&page, "smtp_prober_delivery_pending", "lost").unwrap();
+    assert!((1.0..=3.0).contains(&pending), "pending {pending}");
+    assert!(probe_ids(&never, "never-probe").is_empty());
+    assert_other_mail_survives(&held, "held", "late mail and its cleanup");
+    assert_other_mail_survives(&never, "never", "lost mail");
 }

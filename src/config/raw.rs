@@ -158,6 +158,10 @@ pub(crate) struct RawDelivery {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) password: Option<At<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) token_file: Option<At<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) oauth2: Option<At<RawOAuth2>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) mailboxes: Option<At<Vec<At<String>>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) timeout: Option<At<HumanDuration>>,
@@ -165,6 +169,10 @@ pub(crate) struct RawDelivery {
     pub(crate) cleanup: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) sweep_older_than: Option<At<HumanDuration>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) lost_after: Option<At<HumanDuration>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) junk_is_failure: Option<bool>,
 }
 
 /// `expect:`.

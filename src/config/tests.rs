@@ -163,6 +163,20 @@ fn invalid_files_name_file_line_and_field() {
                 .into(),
         ),
         (
+            "lost_after not past the delivery timeout",
+            format!("{SENDING_MODULE}    delivery: {{imap: imap.example.com, username: u, password_file: pw, timeout: 2m,\n      lost_after: 90s}}\n"),
+            "config.yml:6: modules.token.delivery.lost_after: must be longer than the delivery \
+             timeout (2m): a mail is late, then lost"
+                .into(),
+        ),
+        (
+            "delivery with two credentials",
+            format!("{SENDING_MODULE}    delivery: {{imap: imap.example.com, username: u, password_file: pw, token_file: pw}}\n"),
+            "config.yml:5: modules.token.delivery: give only one of password_file, password, \
+             token_file and oauth2 (found password_file, token_file)"
+                .into(),
+        ),
+        (
             "literal password, not echoed",
             "modules:\n  m:\n    auth:\n      username: u\n      password: hunter2\n".into(),
             "config.yml:5: modules.m.auth.password: must be a ${ENV} reference such as \
@@ -338,18 +352,27 @@ fn example_config_loads_with_every_option() {
     assert_eq!(message.to[0].as_str(), "mfa-inbox@example.com");
     assert_eq!(message.subject, "MFA delivery probe {token}");
     let delivery = m.delivery.as_ref().unwrap();
+    let imap = delivery.imap().unwrap();
     assert_eq!(
-        (delivery.host.as_str(), delivery.port, delivery.tls),
+        (imap.host.as_str(), imap.port, imap.tls),
         ("outlook.office365.com", 993, ImapTls::Implicit)
     );
-    assert_eq!(delivery.username, "mfa-inbox@example.com");
-    assert_eq!(delivery.password.expose(), "file-secret-imap-7777");
+    assert_eq!(imap.username, "mfa-inbox@example.com");
+    match &imap.credential {
+        Credential::OAuth2(o) => {
+            assert_eq!(o.client_secret.expose(), "file-secret-oauth-5555");
+            assert_eq!(o.scope, "https://outlook.office365.com/.default");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(delivery.lost_after, Duration::from_secs(3600));
+    assert!(!delivery.junk_is_failure);
     assert_eq!(delivery.mailboxes, ["INBOX", "Junk"]);
     assert_eq!(delivery.timeout, Duration::from_secs(120));
     assert!(delivery.cleanup);
     assert_eq!(delivery.sweep_older_than, Duration::from_secs(3600));
     assert_eq!(
-        delivery.tls_config.server_name.as_deref(),
+        imap.tls_config.server_name.as_deref(),
         Some("outlook.office365.com")
     );
     assert_eq!(
@@ -384,10 +407,13 @@ fn example_config_loads_with_every_option() {
     );
     let smtps_delivery = smtps.delivery.as_ref().unwrap();
     assert_eq!(
-        (smtps_delivery.port, smtps_delivery.mailboxes.len()),
+        (
+            smtps_delivery.imap().unwrap().port,
+            smtps_delivery.mailboxes.len()
+        ),
         (993, 1)
     );
-    assert_eq!(smtps_delivery.password.expose(), "env-secret-imap-0815");
+    assert_eq!(imap_password(smtps_delivery), "env-secret-imap-0815");
 
     assert_eq!(config.modules["mx"].tls_config.trust, [TrustKind::Bundled]);
     assert_eq!(config.modules["relay_plain"].port, 25);
@@ -466,11 +492,57 @@ targets:
     let message = module.message.as_ref().unwrap();
     assert!(message.subject.contains("{token}"));
     let delivery = module.delivery.as_ref().unwrap();
-    assert_eq!(delivery.port, 993);
+    assert_eq!(delivery.imap().unwrap().port, 993);
     assert_eq!(delivery.mailboxes, ["INBOX"]);
     assert_eq!(delivery.timeout, Duration::from_secs(120));
     assert_eq!(delivery.sweep_older_than, Duration::from_secs(3600));
     assert!(delivery.cleanup);
+}
+
+#[test]
+fn delivery_logs_in_with_a_token_file_or_oauth2() {
+    let dir = secrets();
+    let yaml = format!(
+        "{SENDING_MODULE}    delivery:\n      imap: outlook.office365.com\n      username: u\n      \
+         oauth2: {{tenant: contoso.onmicrosoft.com, client_id: c, client_secret_file: pw}}\n      \
+         junk_is_failure: true\n      timeout: 1h\n"
+    );
+    let config = parse_in(dir.path(), &yaml).unwrap();
+    let d = config.modules["token"].delivery.as_ref().unwrap();
+    match &d.imap().unwrap().credential {
+        Credential::OAuth2(o) => {
+            assert_eq!(
+                o.token_url,
+                "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+            );
+            assert_eq!(o.scope, "https://outlook.office365.com/.default");
+            assert_eq!(o.client_secret.expose(), "file-secret-1234");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(d.junk_is_failure);
+    // The default lost_after: an hour, or twice a longer timeout.
+    assert_eq!(d.lost_after, Duration::from_secs(7200));
+
+    let yaml = format!(
+        "{SENDING_MODULE}    delivery: {{imap: imap.gmail.com, username: u, token_file: pw}}\n"
+    );
+    let config = parse_in(dir.path(), &yaml).unwrap();
+    let d = config.modules["token"].delivery.as_ref().unwrap();
+    assert_eq!(
+        d.imap().unwrap().credential,
+        Credential::BearerTokenFile(dir.path().join("pw"))
+    );
+    assert_eq!(d.lost_after, Duration::from_secs(3600));
+    assert!(!d.junk_is_failure);
+}
+
+/// The IMAP password of a delivery check that logs in with one.
+fn imap_password(d: &crate::probe::module::DeliverySettings) -> &str {
+    match &d.imap().unwrap().credential {
+        Credential::Password(p) => p.expose(),
+        other => panic!("not a password: {other:?}"),
+    }
 }
 
 #[test]
@@ -500,7 +572,7 @@ modules:
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        module.delivery.as_ref().unwrap().password.expose(),
+        imap_password(module.delivery.as_ref().unwrap()),
         "file-secret-1234"
     );
     let redacted = config.redacted_yaml();

@@ -9,8 +9,8 @@ use super::raw::{
 };
 use super::{Problem, SchedulerSettings, Target};
 use crate::probe::module::{
-    AuthSettings, Credential, DeliverySettings, Expect, ImapTls, MechanismChoice, MessageSettings,
-    Module, OAuth2Settings, TlsMode,
+    AuthSettings, Credential, DeliverySettings, Expect, ImapAccess, ImapTls, MailboxAccess,
+    MechanismChoice, MessageSettings, Module, OAuth2Settings, TlsMode,
 };
 use crate::probe::target::parse_target;
 use crate::secret::Secret;
@@ -30,6 +30,38 @@ const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default `delivery.sweep_older_than`.
 const DEFAULT_SWEEP_OLDER_THAN: Duration = Duration::from_secs(3600);
+/// The credential fields `auth:` and `delivery:` share: one of them must be given.
+#[derive(Clone, Copy)]
+struct CredentialFields<'a> {
+    password_file: &'a Option<At<String>>,
+    password: &'a Option<At<String>>,
+    token_file: &'a Option<At<String>>,
+    oauth2: &'a Option<At<RawOAuth2>>,
+}
+
+impl<'a> CredentialFields<'a> {
+    fn of_auth(raw: &'a RawAuth) -> Self {
+        CredentialFields {
+            password_file: &raw.password_file,
+            password: &raw.password,
+            token_file: &raw.token_file,
+            oauth2: &raw.oauth2,
+        }
+    }
+
+    fn of_delivery(raw: &'a RawDelivery) -> Self {
+        CredentialFields {
+            password_file: &raw.password_file,
+            password: &raw.password,
+            token_file: &raw.token_file,
+            oauth2: &raw.oauth2,
+        }
+    }
+}
+
+/// A mail that has not arrived an hour (or twice the delivery timeout) after it was sent counts
+/// as lost.
+const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(3600);
 /// Default `message.subject`.
 const DEFAULT_SUBJECT: &str = "smtp-prober delivery probe {token}";
 /// Default `message.body`.
@@ -427,39 +459,15 @@ impl<'a> Validator<'a> {
         let auth_line = line(raw);
         self.clean(|v| {
             let raw = &raw.value;
-            let mechanism = raw.mechanism.as_ref().map(|at| at.value).unwrap_or_default();
+            let mechanism = raw
+                .mechanism
+                .as_ref()
+                .map(|at| at.value)
+                .unwrap_or_default();
             let username = v
                 .required(&raw.username, auth_line, &format!("{prefix}.username"))
                 .and_then(|at| v.single_line(at, &format!("{prefix}.username"), "username"));
-            let given: Vec<&str> = [
-                ("password_file", raw.password_file.is_some()),
-                ("password", raw.password.is_some()),
-                ("token_file", raw.token_file.is_some()),
-                ("oauth2", raw.oauth2.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(key, present)| present.then_some(key))
-            .collect();
-            let credential = match given.as_slice() {
-                [] => {
-                    v.report(
-                        auth_line,
-                        prefix,
-                        "needs one of password_file, password (a ${ENV} reference), \
-                         token_file or oauth2",
-                    );
-                    None
-                }
-                [_] => v.credential(raw, prefix, auth_line),
-                several => {
-                    v.report(
-                        auth_line,
-                        prefix,
-                        format!("give only one of password_file, password, token_file and oauth2 (found {})", several.join(", ")),
-                    );
-                    None
-                }
-            };
+            let credential = v.one_credential(CredentialFields::of_auth(raw), prefix, auth_line);
             if let (Some(credential), Some(at)) = (&credential, &raw.mechanism) {
                 let password = matches!(credential, Credential::Password(_));
                 let needs = match at.value {
@@ -491,15 +499,53 @@ impl<'a> Validator<'a> {
         .flatten()
     }
 
+    /// Exactly one of `password_file`, `password`, `token_file` and `oauth2`, read.
+    fn one_credential(
+        &mut self,
+        raw: CredentialFields<'_>,
+        prefix: &str,
+        parent_line: Option<u64>,
+    ) -> Option<Credential> {
+        let given: Vec<&str> = [
+            ("password_file", raw.password_file.is_some()),
+            ("password", raw.password.is_some()),
+            ("token_file", raw.token_file.is_some()),
+            ("oauth2", raw.oauth2.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, present)| present.then_some(key))
+        .collect();
+        match given.as_slice() {
+            [] => {
+                self.report(
+                    parent_line,
+                    prefix,
+                    "needs one of password_file, password (a ${ENV} reference), \
+                     token_file or oauth2",
+                );
+                None
+            }
+            [_] => self.credential(raw, prefix, parent_line),
+            several => {
+                self.report(
+                    parent_line,
+                    prefix,
+                    format!("give only one of password_file, password, token_file and oauth2 (found {})", several.join(", ")),
+                );
+                None
+            }
+        }
+    }
+
     fn credential(
         &mut self,
-        raw: &RawAuth,
+        raw: CredentialFields<'_>,
         prefix: &str,
         auth_line: Option<u64>,
     ) -> Option<Credential> {
         if raw.password_file.is_some() || raw.password.is_some() {
             return self
-                .password(&raw.password_file, &raw.password, auth_line, prefix)
+                .password(raw.password_file, raw.password, auth_line, prefix)
                 .map(Credential::Password);
         }
         if let Some(at) = &raw.token_file {
@@ -719,7 +765,8 @@ impl<'a> Validator<'a> {
             let username = v
                 .required(&raw.username, delivery_line, &format!("{prefix}.username"))
                 .and_then(|at| v.single_line(at, &format!("{prefix}.username"), "username"));
-            let password = v.password(&raw.password_file, &raw.password, delivery_line, prefix);
+            let credential =
+                v.one_credential(CredentialFields::of_delivery(raw), prefix, delivery_line);
             let mut mailboxes = vec!["INBOX".to_string()];
             if let Some(list) = &raw.mailboxes {
                 mailboxes.clear();
@@ -748,19 +795,36 @@ impl<'a> Validator<'a> {
             let sweep_older_than = v
                 .positive(&raw.sweep_older_than, &format!("{prefix}.sweep_older_than"))
                 .unwrap_or(DEFAULT_SWEEP_OLDER_THAN);
+            let lost_after = v
+                .positive(&raw.lost_after, &format!("{prefix}.lost_after"))
+                .unwrap_or(DEFAULT_LOST_AFTER.max(timeout * 2));
+            if let Some(at) = raw.lost_after.as_ref().filter(|_| lost_after <= timeout) {
+                v.report(
+                    line(at),
+                    &format!("{prefix}.lost_after"),
+                    format!(
+                        "must be longer than the delivery timeout ({}): a mail is late, then lost",
+                        humantime::format_duration(timeout)
+                    ),
+                );
+            }
             let server = server?;
-            let (host, port) = (server.host, server.port);
-            Some(DeliverySettings {
-                host,
-                port,
+            let access = MailboxAccess::Imap(ImapAccess {
+                host: server.host,
+                port: server.port,
                 tls,
                 tls_config,
                 username: username?,
-                password: password?,
+                credential: credential?,
+            });
+            Some(DeliverySettings {
+                access,
                 mailboxes,
                 timeout,
                 cleanup: raw.cleanup.unwrap_or(true),
                 sweep_older_than,
+                lost_after,
+                junk_is_failure: raw.junk_is_failure.unwrap_or(false),
             })
         })
         .flatten()

@@ -34,6 +34,25 @@ const DELIVERY_BOUNDS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0
 /// [`DELIVERY_BOUNDS`] as `le` label values.
 const DELIVERY_LE: [&str; 10] = ["1", "2", "5", "10", "20", "30", "60", "120", "300", "600"];
 
+/// Bounds of `smtp_prober_delivery_hop_duration_seconds`: Received dates have one-second
+/// resolution, so a hop is 0 or a few seconds when all is well (and below 0 when clocks
+/// disagree: those count in the first bucket), minutes in a queue.
+const HOP_BOUNDS: [f64; 9] = [0.0, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
+/// [`HOP_BOUNDS`] as `le` label values.
+const HOP_LE: [&str; 9] = ["0", "1", "2", "5", "10", "30", "60", "300", "900"];
+/// Hops with a histogram of their own: the first ones of the trace. A trace is seldom longer,
+/// and a bound keeps the series per target finite.
+pub(crate) const HOP_HISTOGRAMS: usize = 8;
+/// Bounds of `smtp_prober_delivery_late_duration_seconds`: a late mail took longer than the
+/// delivery timeout (minutes) and turned up before `lost_after` (an hour by default, or days).
+const LATE_BOUNDS: [f64; 10] = [
+    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21_600.0, 43_200.0, 86_400.0,
+];
+/// [`LATE_BOUNDS`] as `le` label values.
+const LATE_LE: [&str; 10] = [
+    "60", "120", "300", "600", "1800", "3600", "7200", "21600", "43200", "86400",
+];
+
 /// A histogram as numbers: observations per bucket (not cumulative), the last slot for those
 /// above every bound, and their sum. About a hundred bytes, where the client library's
 /// histogram with its labels and descriptors takes kilobytes: it matters at 10,000 targets.
@@ -61,6 +80,11 @@ impl<const N: usize> Buckets<N> {
         self.sum += value;
     }
 
+    /// How many observations.
+    fn total(&self) -> u64 {
+        self.counts.iter().sum::<u64>() + self.above
+    }
+
     fn write(&self, out: &mut String, name: &str, labels: &str, le: &[&str; N]) {
         write_histogram(out, name, labels, le, &self.counts, self.above, self.sum);
     }
@@ -81,6 +105,19 @@ pub(crate) struct Totals {
     /// When the last probe finished (Unix seconds) and the interval it ran on (seconds); `None`
     /// before the first probe.
     last_probe: Option<(f64, f64)>,
+    /// Per hop index (1 first), the time each hop of the delivered mails' traces took.
+    hops: Vec<Buckets<9>>,
+    /// Mails that turned up after their probe gave up, lost ones, and those still awaited;
+    /// `None` until the target checks delivery.
+    late_lost: Option<LateLost>,
+}
+
+/// The numbers behind the late, lost and pending families.
+#[derive(Debug)]
+struct LateLost {
+    late: Buckets<10>,
+    lost: u64,
+    pending: usize,
 }
 
 /// One target name's scheduled series: its numbers, and its `name` label rendered once.
@@ -146,6 +183,19 @@ impl Series {
         if delivery_configured {
             totals.delivery.get_or_insert_with(Buckets::new);
             totals.swept.get_or_insert((0, 0));
+            totals.late_lost.get_or_insert_with(LateLost::new);
+        }
+        let hops = outcome
+            .delivery
+            .as_ref()
+            .map(|d| d.hops.as_slice())
+            .unwrap_or_default();
+        for hop in hops.iter().take(HOP_HISTOGRAMS) {
+            let Some(seconds) = hop.seconds else { continue };
+            while totals.hops.len() < hop.index {
+                totals.hops.push(Buckets::new());
+            }
+            totals.hops[hop.index - 1].observe(&HOP_BOUNDS, seconds);
         }
         if let Some(d) = outcome.delivery.as_ref().and_then(|d| d.duration) {
             totals
@@ -160,6 +210,18 @@ impl Series {
         }
     }
 
+    /// Counts the earlier probes' mails that turned up `late` (each with its delivery time) or
+    /// were given up as `lost`, and sets how many are still `pending`.
+    pub(crate) fn observe_late_lost(&self, late: &[Duration], lost: u64, pending: usize) {
+        let mut totals = lock(&self.totals);
+        let counts = totals.late_lost.get_or_insert_with(LateLost::new);
+        for d in late {
+            counts.late.observe(&LATE_BOUNDS, d.as_secs_f64());
+        }
+        counts.lost += lost;
+        counts.pending = pending;
+    }
+
     /// Counts one sweep.
     pub(crate) fn observe_sweep(&self, sweep: Sweep) {
         let mut totals = lock(&self.totals);
@@ -171,11 +233,26 @@ impl Series {
     }
 }
 
+impl LateLost {
+    fn new() -> LateLost {
+        LateLost {
+            late: Buckets::new(),
+            lost: 0,
+            pending: 0,
+        }
+    }
+}
+
 /// The scheduled histograms and counters, in the order they are written.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum ScheduledFamily {
     Steps,
     Delivery,
+    Hops,
+    Late,
+    LateDuration,
+    Lost,
+    Pending,
     Probes,
     Swept,
     SweepErrors,
@@ -184,7 +261,7 @@ pub(crate) enum ScheduledFamily {
 }
 
 /// The headers of [`ScheduledFamily`], in its order.
-const HEADERS: [Family; 7] = [
+const HEADERS: [Family; 12] = [
     Family {
         name: "smtp_prober_step_duration_seconds",
         help: "Duration of each step of scheduled probes.",
@@ -194,6 +271,31 @@ const HEADERS: [Family; 7] = [
         name: "smtp_prober_delivery_duration_seconds",
         help: "From the end of DATA to the token mail being visible, of scheduled probes.",
         kind: Kind::Histogram,
+    },
+    Family {
+        name: "smtp_prober_delivery_hop_duration_seconds",
+        help: "Time from each hop of the delivered token mails' Received traces to the next, by hop index (the first 8 hops).",
+        kind: Kind::Histogram,
+    },
+    Family {
+        name: "smtp_prober_delivery_late_total",
+        help: "Token mails that turned up after their probe gave up, found by a later probe.",
+        kind: Kind::Counter,
+    },
+    Family {
+        name: "smtp_prober_delivery_late_duration_seconds",
+        help: "From the end of DATA to the arrival (IMAP INTERNALDATE) of token mails that turned up late.",
+        kind: Kind::Histogram,
+    },
+    Family {
+        name: "smtp_prober_delivery_lost_total",
+        help: "Token mails not found within delivery.lost_after of being sent.",
+        kind: Kind::Counter,
+    },
+    Family {
+        name: "smtp_prober_delivery_pending",
+        help: "Token mails that did not arrive in time and are still looked for.",
+        kind: Kind::Gauge,
     },
     Family {
         name: "smtp_prober_probes_total",
@@ -223,9 +325,14 @@ const HEADERS: [Family; 7] = [
 ];
 
 impl ScheduledFamily {
-    const ALL: [ScheduledFamily; 7] = [
+    const ALL: [ScheduledFamily; 12] = [
         ScheduledFamily::Steps,
         ScheduledFamily::Delivery,
+        ScheduledFamily::Hops,
+        ScheduledFamily::Late,
+        ScheduledFamily::LateDuration,
+        ScheduledFamily::Lost,
+        ScheduledFamily::Pending,
         ScheduledFamily::Probes,
         ScheduledFamily::Swept,
         ScheduledFamily::SweepErrors,
@@ -251,6 +358,32 @@ impl ScheduledFamily {
             ScheduledFamily::Delivery => {
                 if let Some(d) = &totals.delivery {
                     d.write(buf, name, name_label, &DELIVERY_LE);
+                }
+            }
+            ScheduledFamily::Hops => {
+                for (i, buckets) in totals.hops.iter().enumerate() {
+                    let labels = format!("{name_label},hop=\"{}\"", i + 1);
+                    buckets.write(buf, name, &labels, &HOP_LE);
+                }
+            }
+            ScheduledFamily::Late => {
+                if let Some(l) = &totals.late_lost {
+                    write_sample(buf, name, name_label, l.late.total());
+                }
+            }
+            ScheduledFamily::LateDuration => {
+                if let Some(l) = &totals.late_lost {
+                    l.late.write(buf, name, name_label, &LATE_LE);
+                }
+            }
+            ScheduledFamily::Lost => {
+                if let Some(l) = &totals.late_lost {
+                    write_sample(buf, name, name_label, l.lost);
+                }
+            }
+            ScheduledFamily::Pending => {
+                if let Some(l) = &totals.late_lost {
+                    write_sample(buf, name, name_label, l.pending);
                 }
             }
             ScheduledFamily::Probes => {
@@ -344,12 +477,28 @@ mod tests {
                 success: true,
                 duration: Some(Duration::from_secs(7)),
                 mailbox: Some("INBOX".into()),
-                received: Vec::new(),
+                hops: vec![
+                    Hop {
+                        index: 1,
+                        received: Received::default(),
+                        seconds: Some(-0.5),
+                        clock_skew: false,
+                    },
+                    Hop {
+                        index: 2,
+                        received: Received::default(),
+                        seconds: Some(3.0),
+                        clock_skew: false,
+                    },
+                ],
                 polls: 1,
                 cleaned_up: true,
+                ..crate::probe::DeliveryReport::default()
             }),
         }
     }
+
+    use crate::headers::received::{Hop, Received};
 
     #[test]
     fn totals_are_written_as_histograms_and_counters() {
@@ -365,6 +514,8 @@ mod tests {
         series.observe_sweep(Sweep::Deleted(2));
         series.observe_sweep(Sweep::Deleted(0));
         series.observe_sweep(Sweep::Failed);
+        series.observe_late_lost(&[Duration::from_secs(200)], 0, 3);
+        series.observe_late_lost(&[Duration::from_secs(4000)], 2, 1);
         let mut out = String::new();
         write_totals([&series].into_iter(), &mut out);
         let lines: Vec<&str> = out.lines().collect();
@@ -383,6 +534,21 @@ mod tests {
             format!(r#"smtp_prober_delivery_duration_seconds_bucket{{{n},le="5"}} 0"#),
             format!(r#"smtp_prober_delivery_duration_seconds_bucket{{{n},le="10"}} 2"#),
             format!(r#"smtp_prober_delivery_duration_seconds_sum{{{n}}} 14"#),
+            "# TYPE smtp_prober_delivery_hop_duration_seconds histogram".to_string(),
+            format!(r#"smtp_prober_delivery_hop_duration_seconds_bucket{{{n},hop="1",le="0"}} 2"#),
+            format!(r#"smtp_prober_delivery_hop_duration_seconds_bucket{{{n},hop="2",le="2"}} 0"#),
+            format!(r#"smtp_prober_delivery_hop_duration_seconds_bucket{{{n},hop="2",le="5"}} 2"#),
+            format!(r#"smtp_prober_delivery_hop_duration_seconds_sum{{{n},hop="1"}} -1"#),
+            "# TYPE smtp_prober_delivery_late_total counter".to_string(),
+            format!(r#"smtp_prober_delivery_late_total{{{n}}} 2"#),
+            "# TYPE smtp_prober_delivery_late_duration_seconds histogram".to_string(),
+            format!(r#"smtp_prober_delivery_late_duration_seconds_bucket{{{n},le="300"}} 1"#),
+            format!(r#"smtp_prober_delivery_late_duration_seconds_bucket{{{n},le="7200"}} 2"#),
+            format!(r#"smtp_prober_delivery_late_duration_seconds_sum{{{n}}} 4200"#),
+            "# TYPE smtp_prober_delivery_lost_total counter".to_string(),
+            format!(r#"smtp_prober_delivery_lost_total{{{n}}} 2"#),
+            "# TYPE smtp_prober_delivery_pending gauge".to_string(),
+            format!(r#"smtp_prober_delivery_pending{{{n}}} 1"#),
             "# TYPE smtp_prober_probes_total counter".to_string(),
             format!(r#"smtp_prober_probes_total{{{n},result="success"}} 1"#),
             format!(r#"smtp_prober_probes_total{{{n},result="failure"}} 1"#),
@@ -398,7 +564,7 @@ mod tests {
             assert!(lines.contains(&want.as_str()), "no {want:?} in\n{out}");
         }
         // Each family's header once, the families in a fixed order.
-        assert_eq!(out.matches("# TYPE ").count(), 7);
+        assert_eq!(out.matches("# TYPE ").count(), 12);
     }
 
     #[test]
@@ -407,6 +573,7 @@ mod tests {
         let minute = Duration::from_secs(60);
         series.observe(&outcome(&[(StepName::Ehlo, 3)], true), false, minute);
         assert!(lock(&series.totals).swept.is_none());
+        assert!(lock(&series.totals).late_lost.is_none());
         let checking = Series::new("checking");
         checking.observe(&outcome(&[(StepName::Ehlo, 3)], true), true, minute);
         assert_eq!(lock(&checking.totals).swept, Some((0, 0)));

@@ -37,8 +37,8 @@ pub struct PreparedModule {
     pub module: Module,
     /// TLS client for the SMTP connection.
     pub tls: TlsClient,
-    /// TLS client for the IMAP delivery check, when configured.
-    pub imap_tls: Option<TlsClient>,
+    /// What the delivery check connects with, when configured.
+    pub mailbox: Option<delivery::MailboxClient>,
     /// The OAuth 2.0 token cache, when the module authenticates with client credentials.
     pub(crate) token_source: Option<Arc<oauth::TokenSource>>,
 }
@@ -50,8 +50,8 @@ impl PreparedModule {
         module: Module,
     ) -> Result<Arc<PreparedModule>, TlsSetupError> {
         let tls = TlsClient::new(&module.tls_config)?;
-        let imap_tls = match &module.delivery {
-            Some(d) => Some(TlsClient::new(&d.tls_config)?),
+        let mailbox = match &module.delivery {
+            Some(d) => Some(delivery::MailboxClient::new(d)?),
             None => None,
         };
         let token_source = match module.auth.as_ref().map(|a| &a.credential) {
@@ -65,7 +65,7 @@ impl PreparedModule {
             name: name.into(),
             module,
             tls,
-            imap_tls,
+            mailbox,
             token_source,
         }))
     }
@@ -167,6 +167,17 @@ impl Budget {
 /// timeout, then the delivery check (if configured) within the module's delivery timeout and
 /// the budget's cap.
 pub async fn run(prepared: &PreparedModule, target: &Target, budget: Budget) -> ProbeOutcome {
+    run_awaiting(prepared, target, budget, &[]).await
+}
+
+/// [`run`], with the delivery check also looking for `pending`: the ids of earlier probes'
+/// mails that did not arrive in time (scheduled mode counts them late when they turn up).
+pub async fn run_awaiting(
+    prepared: &PreparedModule,
+    target: &Target,
+    budget: Budget,
+    pending: &[String],
+) -> ProbeOutcome {
     let started = Instant::now();
     let started_at = SystemTime::now();
     let deadline = started + budget.timeout;
@@ -222,7 +233,8 @@ pub async fn run(prepared: &PreparedModule, target: &Target, budget: Budget) -> 
         .or_else(|| check_expectations(module, &session, SystemTime::now()));
     let delivery = match (&mail, session.message_accepted_at) {
         (Some(mail), Some(accepted_at)) => {
-            let checked = deliver(prepared, &mut session, mail, accepted_at, &budget).await;
+            let checked =
+                deliver(prepared, &mut session, mail, accepted_at, &budget, pending).await;
             checked.map(|(report, delivery_failure)| {
                 failure = failure.take().or(delivery_failure);
                 report
@@ -365,15 +377,28 @@ async fn deliver(
     mail: &TokenMail,
     accepted_at: Instant,
     budget: &Budget,
+    pending: &[String],
 ) -> Option<(DeliveryReport, Option<Failure>)> {
-    let (Some(settings), Some(imap_tls)) = (&prepared.module.delivery, &prepared.imap_tls) else {
+    let (Some(settings), Some(client)) = (&prepared.module.delivery, &prepared.mailbox) else {
         return None;
+    };
+    // The first server stamps its Received: field when the transaction begins, at MAIL.
+    let transcript = &session.transcript;
+    let submitting = transcript
+        .step(StepName::Mail)
+        .map(|mail| accepted_at.saturating_duration_since(transcript.started() + mail.offset))
+        .unwrap_or_default();
+    let awaited = delivery::Awaited {
+        probe_id: &mail.probe_id,
+        accepted_at,
+        submitting,
+        pending,
     };
     let began = Instant::now();
     let (report, failure) = tokio::select! {
         biased;
         _ = budget.cancel.cancelled() => (DeliveryReport::default(), None),
-        checked = delivery::check(settings, imap_tls, &mail.probe_id, accepted_at, budget.cap) => checked,
+        checked = delivery::check(settings, client, awaited, budget.cap) => checked,
     };
     session
         .transcript

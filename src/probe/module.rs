@@ -70,9 +70,9 @@ pub enum ImapTls {
     Starttls,
 }
 
-/// `delivery:`: where and how long to look for the token mail over IMAP.
+/// `delivery:` over IMAP: the server and the login.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeliverySettings {
+pub struct ImapAccess {
     /// IMAP server host.
     pub host: String,
     /// IMAP server port.
@@ -83,8 +83,32 @@ pub struct DeliverySettings {
     pub tls_config: TlsSettings,
     /// IMAP login.
     pub username: String,
-    /// IMAP password.
-    pub password: Secret,
+    /// A password (LOGIN), or a bearer token for `AUTHENTICATE XOAUTH2` (a token file, or the
+    /// client-credentials grant: Microsoft's `IMAP.AccessAsApp`).
+    pub credential: Credential,
+}
+
+/// How the delivery check reads the mailbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MailboxAccess {
+    /// Over IMAP.
+    Imap(ImapAccess),
+}
+
+impl MailboxAccess {
+    /// The TLS settings of the connections it makes.
+    pub fn tls_config(&self) -> &TlsSettings {
+        match self {
+            MailboxAccess::Imap(i) => &i.tls_config,
+        }
+    }
+}
+
+/// `delivery:`: where and how long to look for the token mail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// The mailbox's server and how to log in.
+    pub access: MailboxAccess,
     /// Mailboxes searched, in order.
     pub mailboxes: Vec<String>,
     /// How long to wait for the mail after DATA ended.
@@ -94,6 +118,12 @@ pub struct DeliverySettings {
     /// Our own probe mails older than this (left by probes that gave up or crashed) are deleted
     /// when the mailbox is searched, so that the probe mailbox does not fill up.
     pub sweep_older_than: Duration,
+    /// Scheduled mode: a mail that did not arrive within `timeout` is still looked for by later
+    /// probes (and counted late when it turns up) until this long after it was sent; then it
+    /// counts as lost.
+    pub lost_after: Duration,
+    /// Whether a token mail found in a Junk folder fails the probe (`delivered_to_junk`).
+    pub junk_is_failure: bool,
 }
 
 /// `expect:`.
@@ -101,6 +131,15 @@ pub struct DeliverySettings {
 pub struct Expect {
     /// Fail with `cert_expiring_soon` when a chain certificate expires sooner than this.
     pub cert_min_validity: Option<Duration>,
+}
+
+impl DeliverySettings {
+    /// The IMAP server and login, when the mailbox is read over IMAP.
+    pub fn imap(&self) -> Option<&ImapAccess> {
+        match &self.access {
+            MailboxAccess::Imap(i) => Some(i),
+        }
+    }
 }
 
 /// One module, validated.

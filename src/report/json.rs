@@ -84,6 +84,38 @@ struct DeliveryJson<'a> {
     success: bool,
     duration_seconds: Option<f64>,
     mailbox: Option<&'a str>,
+    junk: bool,
+    hops: Vec<HopJson<'a>>,
+    auth_results: Vec<AuthJson<'a>>,
+    late: Vec<LateJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct HopJson<'a> {
+    hop: usize,
+    by: Option<&'a str>,
+    from: Option<&'a str>,
+    from_ip: Option<&'a str>,
+    with: Option<&'a str>,
+    received_at: Option<String>,
+    seconds: Option<f64>,
+    clock_skew: bool,
+}
+
+#[derive(Serialize)]
+struct AuthJson<'a> {
+    method: &'a str,
+    result: &'a str,
+    authserv_id: Option<&'a str>,
+    property: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct LateJson<'a> {
+    probe_id: &'a str,
+    mailbox: &'a str,
+    arrived_at: Option<String>,
+    cleaned_up: bool,
 }
 
 fn cert_json(c: &CertFacts) -> CertJson<'_> {
@@ -166,6 +198,41 @@ impl<'a> ProbeJson<'a> {
                 success: d.success,
                 duration_seconds: d.duration.map(|d| d.as_secs_f64()),
                 mailbox: d.mailbox.as_deref(),
+                junk: d.junk,
+                hops: d
+                    .hops
+                    .iter()
+                    .map(|h| HopJson {
+                        hop: h.index,
+                        by: h.received.by.as_deref(),
+                        from: h.received.from.as_deref(),
+                        from_ip: h.received.from_ip.as_deref(),
+                        with: h.received.with.as_deref(),
+                        received_at: h.received.date.map(rfc3339),
+                        seconds: h.seconds,
+                        clock_skew: h.clock_skew,
+                    })
+                    .collect(),
+                auth_results: d
+                    .auth
+                    .iter()
+                    .map(|v| AuthJson {
+                        method: v.method,
+                        result: v.result,
+                        authserv_id: v.authserv_id.as_deref(),
+                        property: v.property.as_deref(),
+                    })
+                    .collect(),
+                late: d
+                    .late
+                    .iter()
+                    .map(|l| LateJson {
+                        probe_id: &l.probe_id,
+                        mailbox: &l.mailbox,
+                        arrived_at: l.arrived_at.map(rfc3339),
+                        cleaned_up: l.cleaned_up,
+                    })
+                    .collect(),
             }),
         }
     }

@@ -65,6 +65,10 @@ families! {
     DeliverySuccess: "probe_delivery_success", "Whether the token mail was found in a mailbox in time.";
     DeliveryDuration: "probe_delivery_duration_seconds", "From the end of DATA to the token mail being visible.";
     DeliveryMailbox: "probe_delivery_mailbox_info", "The mailbox the token mail landed in.";
+    DeliveryJunk: "probe_delivery_junk", "Whether the mailbox the token mail landed in is a Junk folder.";
+    DeliveryHop: "probe_delivery_hop_duration_seconds", "Time from each hop of the token mail's Received trace to the next (hop 1: from the acceptance); negative when the hosts' clocks disagree.";
+    DeliveryClockSkew: "probe_delivery_clock_skew_hops", "Hops of the Received trace negative beyond the one-second resolution of its dates: the hosts' clocks disagree.";
+    DeliveryAuth: "probe_delivery_auth_result", "SPF, DKIM, DMARC and ARC results in the delivered token mail's Authentication-Results.";
 }
 
 /// The metrics of one probe as `/probe` returns them (and `probe --format=prometheus` prints).
@@ -325,6 +329,26 @@ fn delivery(out: &mut Gauges, o: &ProbeOutcome) {
     }
     if let Some(mailbox) = &d.mailbox {
         out.info(F::DeliveryMailbox, &[("mailbox", mailbox)]);
+    }
+    if d.success {
+        out.flag(F::DeliveryJunk, d.junk);
+    }
+    for hop in &d.hops {
+        if let Some(seconds) = hop.seconds {
+            let index = hop.index.to_string();
+            let by = hop.received.by.as_deref().unwrap_or_default();
+            out.gauge(F::DeliveryHop, &[("hop", &index), ("by", by)], seconds);
+        }
+    }
+    if !d.hops.is_empty() {
+        let skewed = d.hops.iter().filter(|h| h.clock_skew).count();
+        out.gauge(F::DeliveryClockSkew, &[], skewed as f64);
+    }
+    for v in &d.auth {
+        out.info(
+            F::DeliveryAuth,
+            &[("method", v.method), ("result", v.result)],
+        );
     }
 }
 

@@ -9,7 +9,7 @@ use super::{
     listed_certificates, local_phase_words, millis, reply_text, source_name, validity_words,
 };
 use crate::clock::{rfc3339, unix_seconds};
-use crate::probe::ProbeOutcome;
+use crate::probe::{DeliveryReport, ProbeOutcome};
 use crate::smtp::session::SessionReport;
 use crate::smtp::transcript::Step;
 use crate::tls::TlsReport;
@@ -43,21 +43,95 @@ pub fn render(o: &ProbeOutcome) -> String {
         session_tls(&mut out, tls);
     }
     if let Some(d) = &o.delivery {
-        let _ = writeln!(
-            out,
-            "\ndelivery: {}{}{}",
-            if d.success { "found" } else { "not found" },
-            d.mailbox
-                .as_ref()
-                .map(|m| format!(" in {m}"))
-                .unwrap_or_default(),
-            d.duration
-                .map(|x| format!(" after {}", ms(x)))
-                .unwrap_or_default()
-        );
+        delivery(&mut out, d);
     }
     verdict(&mut out, o);
     out
+}
+
+/// Where the token mail was found and how it got there: its hops like a traceroute (the time
+/// each took since the one before, from the `Received:` trace), the authentication verdicts,
+/// and the earlier probes' mails that turned up.
+fn delivery(out: &mut String, d: &DeliveryReport) {
+    let _ = writeln!(
+        out,
+        "\ndelivery: {}{}{}{}",
+        if d.success { "found" } else { "not found" },
+        d.mailbox
+            .as_ref()
+            .map(|m| format!(" in {m}"))
+            .unwrap_or_default(),
+        if d.junk { " (a Junk folder)" } else { "" },
+        d.duration
+            .map(|x| format!(" after {}", ms(x)))
+            .unwrap_or_default()
+    );
+    if !d.hops.is_empty() {
+        let _ = writeln!(
+            out,
+            "  hops (Received trace, oldest first; time since the hop before, dates to the second):"
+        );
+        for hop in &d.hops {
+            let took = match hop.seconds {
+                Some(s) => format!("{s:+.2}s"),
+                None => "?".to_string(),
+            };
+            let r = &hop.received;
+            let mut line = format!(
+                "  {:>3}  {:>9}  {}",
+                hop.index,
+                took,
+                r.by.as_deref().unwrap_or("(no by)")
+            );
+            if let Some(with) = &r.with {
+                line.push_str(&format!(" with {with}"));
+            }
+            match (&r.from, &r.from_ip) {
+                (Some(from), Some(ip)) => line.push_str(&format!(" from {from} [{ip}]")),
+                (Some(from), None) => line.push_str(&format!(" from {from}")),
+                (None, Some(ip)) => line.push_str(&format!(" from [{ip}]")),
+                (None, None) => {}
+            }
+            if hop.clock_skew {
+                line.push_str("  CLOCK SKEW: this host's clock is behind the previous one's");
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    } else if d.success && !d.received.is_empty() {
+        let _ = writeln!(
+            out,
+            "  hops: the Received trace is longer than what is read of it; no split"
+        );
+    }
+    if !d.auth.is_empty() {
+        let words: Vec<String> = d
+            .auth
+            .iter()
+            .map(|v| match &v.property {
+                Some(p) => format!("{}={} ({p})", v.method, v.result),
+                None => format!("{}={}", v.method, v.result),
+            })
+            .collect();
+        let by = d
+            .auth
+            .iter()
+            .find_map(|v| v.authserv_id.as_deref())
+            .map(|id| format!(" by {id}"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  authentication results{by}: {}", words.join(", "));
+    }
+    for late in &d.late {
+        let _ = writeln!(
+            out,
+            "  late: the mail of an earlier probe ({}) turned up in {}{}{}",
+            late.probe_id,
+            late.mailbox,
+            late.arrived_at
+                .map(|t| format!(", arrived {}", rfc3339(t)))
+                .unwrap_or_default(),
+            if late.cleaned_up { ", deleted" } else { "" }
+        );
+    }
 }
 
 /// One step: what was sent, what came back (or the local phase's result), and its failure.

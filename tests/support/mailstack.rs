@@ -56,6 +56,15 @@
 //! other ports keep offering `AUTH PLAIN LOGIN` only (`smtpd_sasl_mechanism_filter = plain,
 //! login` in main.cf). A refused token gets Dovecot's JSON error challenge, then `535 5.7.8`.
 //!
+//! # Held mail, added headers and Sieve (optional)
+//!
+//! [`Options::recipient_access`] gives Postfix a `check_recipient_access` table for every port:
+//! `HOLD` keeps a recipient's mail in the hold queue ([`MailStack::held`] counts it,
+//! [`MailStack::release_held`] lets it go: `postsuper -H ALL`, then `postqueue -f`), and
+//! `PREPEND Authentication-Results: …` stamps the verdict an upstream filter would add.
+//! [`Options::sieve_before`] has Dovecot's LMTP run a Sieve script before every delivery
+//! (Debian `dovecot-sieve`), e.g. a rule filing mail with a failed DKIM result into Junk.
+//!
 //! Logs: Postfix via postlogd to `postfix.log` (`maillog_file`), Dovecot to `dovecot.log`; their
 //! tails are attached to every start error ([`MailStack::log_tail`]).
 //!
@@ -135,6 +144,14 @@ pub const INBOX: TestUser = TestUser {
 
 const USERS: [TestUser; 2] = [PROBE, INBOX];
 
+/// The address whose mail lands in INBOX's Junk folder.
+pub const JUNK_ADDRESS: &str = "inbox+Junk@example.test";
+/// The `Authentication-Results:` the shared stack stamps on mail to [`JUNK_ADDRESS`]: the
+/// verdict an upstream filter that sent it to Junk would have written.
+pub const JUNK_VERDICT: &str = "mail.example.test; dkim=fail (signature did not verify) \
+     header.d=example.test; spf=softfail smtp.mailfrom=probe@example.test; dmarc=fail \
+     header.from=example.test";
+
 /// A certificate chain for an extra STARTTLS port of Postfix (see
 /// [`MailStack::start_with_chains`]).
 #[derive(Clone, Debug)]
@@ -154,6 +171,14 @@ pub struct Options {
     /// Adds the OAuth 2.0 submission port, whose tokens Dovecot checks against this RFC 7662
     /// introspection endpoint (plain `http://` on loopback; Dovecot trusts no test CA).
     pub oauth2_introspection_url: Option<String>,
+    /// Postfix access-table entries checked for every recipient on every port
+    /// (`check_recipient_access`): a recipient address and its action, such as `HOLD` (the mail
+    /// waits in the hold queue until [`MailStack::release_held`]) or `PREPEND Name: value` (a
+    /// header added as an upstream filter would).
+    pub recipient_access: Vec<(String, String)>,
+    /// A Sieve script Dovecot runs before delivering each mail over LMTP (`sieve_before`, from
+    /// the `dovecot-sieve` package: see [`MailStack::sieve_available`]).
+    pub sieve_before: Option<String>,
 }
 
 /// Environment variable naming the parent directory of stack directories.
@@ -293,12 +318,22 @@ impl MailStack {
 
     /// The stack shared by all tests of this test binary, started on first use. It is stopped
     /// by its watchdog when the test process exits (see the module documentation). Tests sharing
-    /// it must not depend on mailbox contents they did not create (use unique subjects).
+    /// it must not depend on mailbox contents they did not create (use unique subjects). Mail
+    /// to [`JUNK_ADDRESS`] gets the failing [`JUNK_VERDICT`] stamped on it.
     ///
     /// Panics (failing the calling test) if the stack could not start; later callers get the same
     /// error without trying again.
     pub fn shared() -> &'static MailStack {
-        let stack = SHARED.get_or_init(|| MailStack::start().map_err(|e| format!("{e:#}")));
+        let stack = SHARED.get_or_init(|| {
+            MailStack::start_with(&Options {
+                recipient_access: vec![(
+                    JUNK_ADDRESS.to_string(),
+                    format!("PREPEND Authentication-Results: {JUNK_VERDICT}"),
+                )],
+                ..Options::default()
+            })
+            .map_err(|e| format!("{e:#}"))
+        });
         match stack {
             Ok(stack) => stack,
             Err(error) => panic!("shared mail stack did not start: {error}"),
@@ -421,7 +456,60 @@ impl MailStack {
     pub fn log_tail(&self) -> String {
         log_tail(&self.dir)
     }
+
+    /// How many mails wait in Postfix's hold queue.
+    pub fn held(&self) -> usize {
+        let hold = self.dir.join("postfix/spool/queue/hold");
+        let mut n = 0;
+        let mut dirs = vec![hold];
+        while let Some(d) = dirs.pop() {
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(e.path()),
+                    Ok(_) => n += 1,
+                    Err(_) => {}
+                }
+            }
+        }
+        n
+    }
+
+    /// Releases every held mail (`postsuper -H ALL`) and has Postfix deliver it now
+    /// (`postqueue -f`).
+    pub fn release_held(&self) -> anyhow::Result<()> {
+        let etc = self.dir.join("postfix/etc");
+        for (program, args) in [("postsuper", ["-H", "ALL"]), ("postqueue", ["-f", ""])] {
+            let path = find_program(program)?;
+            let status = Command::new(&path)
+                .arg("-c")
+                .arg(&etc)
+                .args(args.iter().filter(|a| !a.is_empty()))
+                .stdin(Stdio::null())
+                .status()
+                .with_context(|| format!("running {program}"))?;
+            if !status.success() {
+                bail!("{program} failed ({status})\n{}", self.log_tail());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether Dovecot's Sieve plugin (Debian `dovecot-sieve`) is installed, for stacks with
+    /// [`Options::sieve_before`]; when it is not, `test` is skipped with one line on stderr, or
+    /// fails when `CI` is set.
+    pub fn sieve_available(test: &str) -> bool {
+        if Path::new(SIEVE_PLUGIN).is_file() {
+            return true;
+        }
+        let why =
+            format!("{SIEVE_PLUGIN} not installed (bash scripts/test.sh installs dovecot-sieve)");
+        super::programs::skip(test, &why);
+        false
+    }
 }
+
+/// Dovecot's Sieve plugin, from the `dovecot-sieve` package.
+const SIEVE_PLUGIN: &str = "/usr/lib/dovecot/modules/lib90_sieve_plugin.so";
 
 /// Every message file of a Maildir (all folders), with its content.
 pub fn maildir_messages(root: &Path) -> Vec<(PathBuf, String)> {
@@ -546,7 +634,14 @@ fn start_once(programs: &Programs, options: &Options) -> Result<MailStack, Start
         .context("no system user to own the maildirs")?;
     write_users(&dir, mail_user)?;
     write_dovecot_conf(&dir, &id, &ports, &pki, mail_user, options)?;
-    write_postfix_conf(&dir, &id, &ports, &pki, &chain_files)?;
+    write_postfix_conf(
+        &dir,
+        &id,
+        &ports,
+        &pki,
+        &chain_files,
+        &options.recipient_access,
+    )?;
 
     let dovecot_conf = dir.join("dovecot").join("dovecot.conf");
     run_start_command(
@@ -857,6 +952,25 @@ fn write_dovecot_conf(
             )
         }
     };
+    let sieve = match &options.sieve_before {
+        None => String::new(),
+        Some(script) => {
+            // In a directory of the mail user: Dovecot compiles the script there on first use.
+            let sieve_dir = dir.join("dovecot/sieve");
+            fs::create_dir(&sieve_dir)?;
+            let path = sieve_dir.join("before.sieve");
+            fs::write(&path, script)?;
+            for p in [&sieve_dir, &path] {
+                std::os::unix::fs::chown(p, Some(uid), Some(uid))
+                    .with_context(|| format!("chown {}", p.display()))?;
+            }
+            format!(
+                "protocol lmtp {{\n  mail_plugins = $mail_plugins sieve\n}}\n\
+                 plugin {{\n  sieve_before = {}\n}}\n",
+                path.display()
+            )
+        }
+    };
     let conf = format!(
         r#"# Generated by tests/support/mailstack.rs for one test stack.
 instance_name = {id}
@@ -936,7 +1050,7 @@ service auth {{
     mode = 0600
   }}
 }}
-"#,
+{sieve}"#,
         chain = pki.chain.display(),
         key = pki.key.display(),
         imap = ports.imap,
@@ -954,8 +1068,22 @@ fn write_postfix_conf(
     ports: &Ports,
     pki: &Pki,
     chains: &[(PathBuf, u16)],
+    recipient_access: &[(String, String)],
 ) -> anyhow::Result<()> {
     let d = dir.display();
+    let recipient_restrictions = if recipient_access.is_empty() {
+        String::new()
+    } else {
+        let table: String = recipient_access
+            .iter()
+            .map(|(address, action)| format!("{address} {action}\n"))
+            .collect();
+        write_postfix_file(&dir.join("postfix/etc/recipient_access"), &table)?;
+        format!(
+            "smtpd_recipient_restrictions = check_recipient_access \
+             texthash:{d}/postfix/etc/recipient_access\n"
+        )
+    };
     // With OAuth, Dovecot offers xoauth2 and oauthbearer too: only the OAuth port shows them.
     let (mechanism_filter, oauth_service) = match ports.oauth_submission {
         None => (String::new(), String::new()),
@@ -1022,7 +1150,7 @@ smtpd_sasl_auth_enable = no
 smtpd_sasl_authenticated_header = yes
 smtpd_client_restrictions =
 smtpd_relay_restrictions = reject_unauth_destination
-{mechanism_filter}"#,
+{mechanism_filter}{recipient_restrictions}"#,
         key = pki.key.display(),
         chain = pki.chain.display(),
     );
