@@ -137,9 +137,10 @@ impl MailboxClient {
             |detail: String| Failure::new(StepName::Delivery, Reason::OauthTokenFailed, detail);
         match (credential, &self.token_source) {
             (Credential::Password(p), _) => Ok((p.clone(), false)),
-            (Credential::BearerTokenFile(path), _) => Secret::from_file(path)
+            (Credential::BearerTokenFile(path), _) => Secret::from_file_by(path, deadline)
+                .await
                 .map(|s| (s, false))
-                .map_err(|e| token_failed(format!("reading token file {}: {e}", path.display()))),
+                .map_err(|e| token_failed(e.to_string())),
             (Credential::OAuth2(_), Some(source)) => {
                 let (token, fetch) = source.token(deadline).await;
                 match (token, fetch) {
