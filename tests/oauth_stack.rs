@@ -33,6 +33,9 @@ const SCOPE: &str = "https://outlook.office365.com/.default";
 struct Fixture {
     stack: MailStack,
     tokens: TokenEndpoint,
+    /// Issues tokens for the INBOX user (the mailbox the delivery check reads), into the same
+    /// registry.
+    inbox_tokens: TokenEndpoint,
     introspection: TokenEndpoint,
     dir: tempfile::TempDir,
     ca_file: std::path::PathBuf,
@@ -52,6 +55,12 @@ async fn fixture() -> Fixture {
     let tokens = TokenEndpoint::start(endpoint(Some(DemoPki::localhost())))
         .await
         .unwrap();
+    let inbox_tokens = TokenEndpoint::start(TokenEndpointConfig {
+        user: INBOX.address.into(),
+        ..endpoint(Some(DemoPki::localhost()))
+    })
+    .await
+    .unwrap();
     let introspection = TokenEndpoint::start(endpoint(None)).await.unwrap();
     let options = Options {
         oauth2_introspection_url: Some(introspection.introspection_url()),
@@ -72,6 +81,7 @@ async fn fixture() -> Fixture {
     Fixture {
         stack,
         tokens,
+        inbox_tokens,
         introspection,
         dir,
         ca_file,
@@ -122,6 +132,14 @@ fn with_delivery(f: &Fixture, mut m: Module) -> Module {
         lost_after: Duration::from_secs(3600),
         junk_is_failure: false,
     });
+    m
+}
+
+/// The delivery check of `m` logs in to IMAPS with `credential` instead of a password.
+fn with_imap_credential(f: &Fixture, m: Module, credential: Credential) -> Module {
+    let mut m = with_delivery(f, m);
+    let MailboxAccess::Imap(imap) = &mut m.delivery.as_mut().unwrap().access;
+    imap.credential = credential;
     m
 }
 
@@ -330,4 +348,90 @@ async fn a_revoked_token_is_refreshed_once_against_the_real_stack() {
     assert_eq!(f.tokens.requests(), 2);
     assert_eq!(auth_reply(&o), Some((235, "2.7.0".into())));
     assert_nothing_secret(&o, &[first, f.tokens.last_token().unwrap()]);
+}
+
+/// The delivery check reads the mailbox with IMAP `AUTHENTICATE XOAUTH2` against the real
+/// Dovecot oauth2 passdb (Exchange Online's only way in with `IMAP.AccessAsApp`): the token comes
+/// from the client-credentials grant and is cached, a revoked one is replaced once, a token file
+/// works too, and a refused token is `imap_error` with nothing secret printed.
+#[tokio::test]
+async fn delivery_reads_the_mailbox_with_imap_xoauth2() {
+    if !MailStack::available("delivery_reads_the_mailbox_with_imap_xoauth2") {
+        return;
+    }
+    let f = fixture().await;
+    let imap_oauth = Credential::OAuth2(OAuth2Settings {
+        token_url: f.inbox_tokens.url(),
+        client_id: CLIENT_ID.into(),
+        client_secret: Secret::new(CLIENT_SECRET),
+        scope: SCOPE.into(),
+    });
+    let password = Credential::Password(Secret::new(PROBE.password));
+    let prepared = PreparedModule::new(
+        "imap-xoauth2",
+        with_imap_credential(
+            &f,
+            module(&f, MechanismChoice::Auto, password.clone()),
+            imap_oauth,
+        ),
+    )
+    .unwrap();
+    let before = f.introspection.introspections();
+    let o = run(&prepared, f.stack.submission_addr()).await;
+    assert_success(&f, &o);
+    let d = o.delivery.as_ref().unwrap();
+    assert!(d.success && d.cleaned_up, "{}", report::text::render(&o));
+    assert_eq!(f.inbox_tokens.requests(), 1);
+    assert!(
+        f.introspection.introspections() > before,
+        "Dovecot asked about the IMAP token"
+    );
+    let first = f.inbox_tokens.last_token().unwrap();
+
+    // The cached token again; then revoked: replaced once, and the check still succeeds.
+    let o = run(&prepared, f.stack.submission_addr()).await;
+    assert_success(&f, &o);
+    assert_eq!(f.inbox_tokens.requests(), 1);
+    assert!(f.inbox_tokens.tokens().revoke(&first));
+    let o = run(&prepared, f.stack.submission_addr()).await;
+    assert_success(&f, &o);
+    assert_eq!(f.inbox_tokens.requests(), 2);
+    let second = f.inbox_tokens.last_token().unwrap();
+    assert_nothing_secret(&o, &[first.clone(), second.clone()]);
+
+    // A bearer token kept fresh by something else, in a file.
+    let token_file = f.dir.path().join("imap-bearer");
+    std::fs::write(&token_file, format!("{}\n", second.expose())).unwrap();
+    let prepared = PreparedModule::new(
+        "imap-token-file",
+        with_imap_credential(
+            &f,
+            module(&f, MechanismChoice::Auto, password.clone()),
+            Credential::BearerTokenFile(token_file.clone()),
+        ),
+    )
+    .unwrap();
+    let o = run(&prepared, f.stack.submission_addr()).await;
+    assert_success(&f, &o);
+
+    // A token the identity provider never issued: Dovecot's JSON challenge, then NO.
+    let bad = Secret::new("not-an-imap-token-the-idp-issued");
+    std::fs::write(&token_file, bad.expose()).unwrap();
+    let o = run(&prepared, f.stack.submission_addr()).await;
+    let failure = o.failure.as_ref().expect("a failure");
+    assert_eq!(
+        (failure.step, failure.reason),
+        (StepName::Delivery, Reason::ImapError),
+        "{}",
+        report::text::render(&o)
+    );
+    assert!(
+        failure
+            .detail
+            .contains("AUTHENTICATE XOAUTH2 as inbox@example.test"),
+        "{}",
+        failure.detail
+    );
+    assert!(o.session.message_accepted);
+    assert_nothing_secret(&o, &[bad, first, second]);
 }
