@@ -37,6 +37,8 @@ const HEAP_CEILING: u64 = 4 * 1024 * 1024;
 /// How long past its deadline a check may take.
 const GRACE: Duration = Duration::from_millis(100);
 const PROBE_ID: &str = "0123456789abcdef0123456789abcdef";
+/// An earlier probe's mail, pending: the scripted server has it as UID 8.
+const PENDING_ID: &str = "fedcba9876543210fedcba9876543210";
 
 /// The command after which the server misbehaves.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -47,6 +49,7 @@ enum At {
     Select,
     Search,
     Fetch,
+    List,
 }
 
 /// How it misbehaves.
@@ -79,6 +82,8 @@ struct Script {
     stale: u32,
     /// The header block FETCH answers with, instead of one `Received:` header.
     received: Option<String>,
+    /// The attributes LIST gives the mailbox.
+    list_attributes: Option<&'static str>,
 }
 
 impl Script {
@@ -105,6 +110,8 @@ struct Seen {
     /// How many UIDs were flagged deleted and expunged.
     stored: usize,
     expunged: usize,
+    /// Searches for the pending id.
+    pending_searches: usize,
 }
 
 /// A scripted IMAP server on its own thread and runtime.
@@ -268,6 +275,7 @@ where
             "SELECT" => Some(At::Select),
             "UID SEARCH" => Some(At::Search),
             "UID FETCH" => Some(At::Fetch),
+            "LIST" => Some(At::List),
             _ => None,
         };
         if let Some(act) = at.and_then(faulty) {
@@ -282,14 +290,21 @@ where
                 let uids: Vec<String> = (1..=script.stale).map(|u| u.to_string()).collect();
                 format!("* SEARCH {}\r\n{tag} OK SEARCH completed\r\n", uids.join(" "))
             }
+            "UID SEARCH" if line.contains(PENDING_ID) => {
+                lock(seen).pending_searches += 1;
+                format!("* SEARCH 8\r\n{tag} OK SEARCH completed\r\n")
+            }
             "UID SEARCH" => format!("* SEARCH 7\r\n{tag} OK SEARCH completed\r\n"),
             "UID FETCH" if line.contains("INTERNALDATE") => {
                 let set = words.next().unwrap_or("");
                 let uids: Vec<&str> = set.split(',').collect();
                 lock(seen).sweep_fetches.push(uids.len());
-                let header = format!("From: probe@example.test\r\nX-Smtp-Prober-Id: {PROBE_ID}\r\n\r\n");
                 let mut out = String::new();
                 for uid in uids {
+                    let id = if uid == "8" { PENDING_ID } else { PROBE_ID };
+                    let header = format!(
+                        "From: probe@example.test\r\nX-Smtp-Prober-Id: {id}\r\n\r\n"
+                    );
                     out.push_str(&format!(
                         "* {uid} FETCH (UID {uid} INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" BODY[HEADER.FIELDS (FROM X-SMTP-PROBER-ID)] {{{}}}\r\n{header})\r\n",
                         header.len()
@@ -307,6 +322,10 @@ where
                 )
             }
             "CAPABILITY" => format!("* CAPABILITY IMAP4rev1 UIDPLUS\r\n{tag} OK done\r\n"),
+            "LIST" => format!(
+                "* LIST ({}) \"/\" INBOX\r\n{tag} OK LIST completed\r\n",
+                script.list_attributes.unwrap_or("\\HasNoChildren")
+            ),
             "UID STORE" => {
                 lock(seen).stored += words.next().unwrap_or("").split(',').count();
                 format!("{tag} OK STORE completed\r\n")
@@ -425,20 +444,26 @@ fn serve(script: Script, timeout: Duration) -> (ImapServer, DeliverySettings, Ma
 
 /// Runs one delivery check with `timeout` against a server following `script`, measuring it.
 fn check(script: Script, timeout: Duration) -> Run {
-    let (_server, settings, tls) = serve(script, timeout);
+    check_awaiting(script, timeout, &[]).0
+}
+
+/// [`check`], also looking for the `pending` mails of earlier probes; the server as it ends.
+fn check_awaiting(script: Script, timeout: Duration, pending: &[String]) -> (Run, ImapServer) {
+    let (server, settings, tls) = serve(script, timeout);
     let began = Instant::now();
-    let ((report, failure), took, peak_heap) = measured(delivery::check(
-        &settings,
-        &tls,
-        Awaited::new(PROBE_ID, began),
-        None,
-    ));
-    Run {
+    let awaited = Awaited {
+        pending,
+        ..Awaited::new(PROBE_ID, began)
+    };
+    let ((report, failure), took, peak_heap) =
+        measured(delivery::check(&settings, &tls, awaited, None));
+    let run = Run {
         report,
         failure,
         took,
         peak_heap,
-    }
+    };
+    (run, server)
 }
 
 /// Runs the sweep against a server following `script`, measuring it.
@@ -754,4 +779,131 @@ fn a_bye_greeting_is_a_refusal() {
     );
     expect_failure(&run, Reason::ImapError, "* BYE too busy\\u{7}");
     assert!(run.took < TIMEOUT / 2);
+}
+
+/// A mail whose trace is longer than the partial FETCH reads (a server honouring `<0.49152>`):
+/// no hop split (its oldest hops are missing), the newest 32 fields kept, bounded, success.
+#[test]
+fn a_trace_longer_than_the_partial_fetch_has_no_split() {
+    let line = "Received: from relay.example.net by mx.example.org with ESMTP; Mon, 30 Nov 2026 13:00:00 +0000\r\n";
+    let block: String = line
+        .repeat(delivery::HEADER_BYTES / line.len() + 1)
+        .chars()
+        .take(delivery::HEADER_BYTES)
+        .collect();
+    let run = check(
+        Script {
+            received: Some(block),
+            ..Script::default()
+        },
+        TIMEOUT,
+    );
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    assert!(run.report.success && run.report.cleaned_up);
+    assert_eq!(run.report.received.len(), 32);
+    assert!(run.report.hops.is_empty(), "{:?}", run.report.hops);
+    assert!(
+        run.peak_heap <= HEAP_CEILING,
+        "held {} bytes",
+        run.peak_heap
+    );
+    eprintln!(
+        "a 48 KiB trace: {:?}, peak heap {} KiB",
+        run.took,
+        run.peak_heap / 1024
+    );
+}
+
+/// A flood of Authentication-Results (fields and results): a few verdicts kept, plain words.
+#[test]
+fn an_authentication_results_flood_keeps_a_few_plain_verdicts() {
+    let mut block =
+        String::from("Received: by mx.example.org with LMTP; Mon, 30 Nov 2026 13:00:00 +0000\r\n");
+    while block.len() < 40 * 1024 {
+        block.push_str("Authentication-Results: mx\x1b[2J; ");
+        for _ in 0..30 {
+            block.push_str("dkim=fail header.d=\x07evil.example; spf=\u{202e}pass; ");
+        }
+        block.push_str("\r\n");
+    }
+    block.push_str("\r\n");
+    let run = check(
+        Script {
+            received: Some(block),
+            ..Script::default()
+        },
+        TIMEOUT,
+    );
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    let auth = &run.report.auth;
+    assert!(
+        !auth.is_empty() && auth.len() <= 16,
+        "{} verdicts",
+        auth.len()
+    );
+    assert!(auth.iter().all(|v| ["dkim", "spf"].contains(&v.method)));
+    for v in auth {
+        for text in v.authserv_id.iter().chain(&v.property) {
+            assert!(
+                text.len() <= 90 && !text.chars().any(|c| c.is_control()),
+                "{text:?}"
+            );
+        }
+    }
+    assert_eq!(run.report.hops.len(), 1);
+    assert!(
+        run.peak_heap <= HEAP_CEILING,
+        "held {} bytes",
+        run.peak_heap
+    );
+}
+
+/// Endless LIST answers (asking whether the mailbox is Junk) are cut off like any flood.
+#[test]
+fn endless_list_answers_are_cut_off() {
+    let run = check(
+        fault(
+            At::List,
+            Act::Endless(b"* LIST (\\Junk) \"/\" INBOX\r\n".to_vec()),
+        ),
+        TIMEOUT,
+    );
+    expect_failure(&run, Reason::ImapProtocolError, "LIST");
+}
+
+/// The Junk special use comes from LIST (RFC 6154), whatever the mailbox is called.
+#[test]
+fn the_junk_special_use_is_read_from_list() {
+    let run = check(
+        Script {
+            list_attributes: Some("\\HasNoChildren \\Junk"),
+            ..Script::default()
+        },
+        TIMEOUT,
+    );
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    assert!(run.report.junk);
+    let run = check(Script::default(), TIMEOUT);
+    assert!(!run.report.junk);
+}
+
+/// A pending mail of an earlier probe is looked for, reported late with its arrival, and
+/// deleted by exactly its UID; the probe's own mail is found as usual.
+#[test]
+fn a_pending_mail_turns_up_late_and_is_deleted() {
+    let (run, server) = check_awaiting(Script::default(), TIMEOUT, &[PENDING_ID.to_string()]);
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    assert!(run.report.success);
+    let late = &run.report.late;
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].probe_id, PENDING_ID);
+    assert_eq!(late[0].mailbox, "INBOX");
+    assert!(late[0].cleaned_up);
+    // The scripted INTERNALDATE (no Received: field in its answer): 2020-01-01T00:00:00Z.
+    assert_eq!(late[0].arrived_at, Some(1_577_836_800));
+    assert!(run.report.pending_searched_at.is_some());
+    let seen = lock(&server.seen);
+    assert_eq!(seen.pending_searches, 1);
+    // Our own mail (UID 7) and the late one (UID 8), each deleted by its UID.
+    assert_eq!((seen.stored, seen.expunged), (2, 2));
 }
