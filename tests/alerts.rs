@@ -725,11 +725,20 @@ fn series<'a>(outcomes: &'a [Outcome], panel: &str, ref_id: &str) -> &'a [Value]
 /// The panels that are empty while every target is healthy (each is checked with data in the
 /// failing state): failures, and for a /probe target without a delivery check, delivery.
 const EMPTY_WHEN_HEALTHY_FLEET: [&str; 1] = ["Failing targets"];
-const EMPTY_WHEN_HEALTHY_TARGET: [&str; 2] = ["Failure now", "Recent failures"];
-const EMPTY_FOR_A_PROBE_TARGET: [&str; 5] = [
+const EMPTY_WHEN_HEALTHY_TARGET: [&str; 3] = [
+    "Failure now",
+    "Recent failures",
+    "Authentication results (last probe)",
+];
+const EMPTY_FOR_A_PROBE_TARGET: [&str; 10] = [
     "Delivery time (last probe)",
     "Delivery time",
     "Mailbox the token landed in",
+    "Hop split (last probe)",
+    "Hop time by hop",
+    "Late, lost and pending",
+    "Authentication results (last probe)",
+    "Clock skew",
     "Failure now",
     "Recent failures",
 ];
@@ -937,7 +946,37 @@ fn alerts_fire_at_the_webhook_and_resolve_after_a_fix() {
             ("name", Choice::Value("password".into())),
         ],
     );
-    assert_has_data("smtp-target.json", &outcomes, &EMPTY_WHEN_HEALTHY_TARGET);
+    assert_has_data(
+        "smtp-target.json",
+        &outcomes,
+        &["Failure now", "Recent failures"],
+    );
+    queries += outcomes.len();
+    // The Junk target's mail carries the failing verdicts the stack stamps on it.
+    let outcomes = run_dashboard(
+        &prometheus,
+        "smtp-target.json",
+        window,
+        &[
+            ("job", Choice::Value("smtp-prober".into())),
+            ("instance", Choice::Value(exporter_instance.clone())),
+            ("name", Choice::Value("junk".into())),
+        ],
+    );
+    assert_has_data(
+        "smtp-target.json",
+        &outcomes,
+        &EMPTY_WHEN_HEALTHY_TARGET[2..],
+    );
+    let verdicts = series(&outcomes, "Authentication results (last probe)", "A");
+    assert!(
+        verdicts
+            .iter()
+            .any(|s| s["metric"]["method"] == "dkim" && s["metric"]["result"] == "fail"),
+        "{verdicts:?}"
+    );
+    let hops = series(&outcomes, "Hop split (last probe)", "A");
+    assert_eq!(hops.len(), 2, "two hops, Postfix then Dovecot: {hops:?}");
     queries += outcomes.len();
     eprintln!("dashboards, failing: {queries} panel queries ran");
 
