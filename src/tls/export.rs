@@ -83,8 +83,8 @@ pub fn pem(der: &[u8]) -> String {
     out
 }
 
-/// `<depth>-<common name as a file-name-safe slug>.pem`; the fingerprint stands in for a
-/// certificate without a common name.
+/// `<depth>-<common name as a file-name-safe slug of at most 64 characters>.pem`; the
+/// fingerprint stands in for a certificate without a common name.
 fn file_name(cert: &CertFacts) -> String {
     let mut slug = String::new();
     for c in cert.subject_cn.chars() {
@@ -94,6 +94,8 @@ fn file_name(cert: &CertFacts) -> String {
             slug.push('-');
         }
     }
+    // A common name may be long (a hostile one up to the shown kilobyte): a file name is not.
+    slug.truncate(64);
     let slug = slug.trim_end_matches('-');
     let slug = if slug.is_empty() {
         cert.fingerprint_sha256.get(..16).unwrap_or("certificate")
@@ -118,5 +120,19 @@ mod tests {
             .unwrap();
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].as_ref(), der.as_slice());
+    }
+
+    #[test]
+    fn file_names_of_long_or_hostile_common_names_stay_short_and_plain() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let cn = format!("../{}\n\x1b[2J", "a".repeat(300));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.self_signed(&key).unwrap();
+        let facts = CertFacts::from_der(cert.der(), 1, true, crate::tls::CertSource::Server);
+        let name = file_name(&facts);
+        assert_eq!(name, format!("1-{}.pem", "a".repeat(64)));
     }
 }
