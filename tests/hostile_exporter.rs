@@ -170,6 +170,20 @@ fn slowloris_holds_a_slot_for_the_header_timeout_only() {
         "{:?}",
         asked.elapsed()
     );
+    // The flooding address itself is told why, rather than reset.
+    let own = request_from(
+        [127, 0, 0, 1],
+        addr,
+        "/-/healthy",
+        &[],
+        Duration::from_secs(5),
+    );
+    let (status, body) = own.expect("an answer to the flooding address");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("too many connections from your address"),
+        "{body}"
+    );
     let held: Vec<Duration> = slow.into_iter().filter_map(|h| h.join().unwrap()).collect();
     assert_eq!(
         held.len(),

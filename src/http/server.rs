@@ -2,8 +2,9 @@
 //! router. A slow or hostile client holds at most one connection slot, for a bounded time:
 //! - a cap on open connections ([`ServerLimits::max_connections`], sized from the file
 //!   descriptor limit); when it is reached, new connections wait in the kernel's backlog instead
-//!   of taking descriptors, and one client address may hold at most half of the slots, so that a
-//!   single flooding address leaves room for Prometheus and health checks;
+//!   of taking descriptors, and one client address may hold at most half of the slots (its
+//!   further connections are answered 503 at once), so that a single flooding address leaves
+//!   room for Prometheus and health checks;
 //! - the request head must arrive within [`ServerLimits::header_timeout`] (hyper's header read
 //!   timeout, which also closes a kept-alive connection that sends no new request: the idle
 //!   timeout of HTTP/1.1 keep-alive);
@@ -76,6 +77,36 @@ pub(crate) fn default_max_connections(fd_limit: u64) -> usize {
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections of a client over its share being answered 503 at once; more are closed
+/// without a word.
+const MAX_REFUSALS: usize = 64;
+
+/// Answers a connection the server will not serve with a plain 503 (HTTP/1.0 and 1.1 clients
+/// read it; a TLS client sees a failed handshake), reading what the client already sent so
+/// that closing does not reset the connection before the answer is read. A second at most.
+async fn refuse(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        tcp.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+              Content-Length: 70\r\nConnection: close\r\n\r\n\
+              too many connections from your address at once; try again in a moment\n",
+        )
+        .await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut read = 0;
+        while read < 64 * 1024 {
+            match tcp.read(&mut sink).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
 /// Serves `router` on `listener` (HTTPS when `web` configures TLS) until `shutdown` resolves,
 /// then stops accepting and lets open requests finish for at most `grace`.
 pub(crate) async fn serve(
@@ -93,6 +124,7 @@ pub(crate) async fn serve(
         open: Mutex::new(HashMap::new()),
         max_each: (limits.max_connections / 2).max(1),
     });
+    let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -116,7 +148,15 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
         let Some(client) = Clients::enter(&clients, peer.ip()) else {
-            tracing::debug!(peer = %peer, "closing a connection: the client holds half of the connection slots");
+            tracing::debug!(peer = %peer, "refusing a connection: the client holds half of the connection slots");
+            // The connection slot goes back at once; the refusal has slots of its own.
+            drop(slot);
+            if let Ok(refusing) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    let _refusing = refusing;
+                    refuse(tcp).await;
+                });
+            }
             continue;
         };
         let _ = tcp.set_nodelay(true);
