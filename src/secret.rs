@@ -20,12 +20,12 @@ pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
     /// Opening or reading failed, or the path is not a regular file.
-    #[error("cannot read secret file {}: {source}", path.display())]
+    #[error("cannot read secret file {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: FileError,
+        cause: FileError,
     },
     /// Larger than any secret.
     #[error("secret file {} is larger than {MAX_SECRET_FILE_BYTES} bytes; is it the right file?", .0.display())]
@@ -53,9 +53,9 @@ impl Secret {
     pub fn from_file(path: &Path) -> Result<Secret, SecretFileError> {
         let bytes = crate::local_file::read(path, MAX_SECRET_FILE_BYTES).map_err(|e| match e {
             FileError::TooLarge(_) => SecretFileError::TooLarge(path.to_path_buf()),
-            source => SecretFileError::Read {
+            cause => SecretFileError::Read {
                 path: path.to_path_buf(),
-                source,
+                cause,
             },
         })?;
         let text = String::from_utf8(bytes).map_err(|_| SecretFileError::NotText(path.into()))?;
@@ -76,7 +76,7 @@ impl Secret {
         let read = tokio::task::spawn_blocking(move || Secret::from_file(&owned));
         let gave_up = |why: &str| SecretFileError::Read {
             path: path.to_path_buf(),
-            source: FileError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, why)),
+            cause: FileError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, why)),
         };
         match tokio::time::timeout_at(deadline.into(), read).await {
             Ok(Ok(result)) => result,

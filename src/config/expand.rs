@@ -74,20 +74,20 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<Secret, SecretFileError> {
 
 /// Why a file a probe will read later (a token file, a CA file) cannot be read now.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read {}: {source}", path.display())]
+#[error("cannot read {}: {cause}", path.display())]
 pub(crate) struct UnreadableFile {
     /// The file.
     path: PathBuf,
     /// Why: it cannot be opened, is not a regular file, or is larger than `max`.
-    source: FileError,
+    cause: FileError,
 }
 
 /// Checks that a file (a token file, a CA file) is a regular file of at most `max` bytes that
 /// can be opened now, without keeping its content.
 pub(crate) fn check_readable(path: &Path, max: u64) -> Result<(), UnreadableFile> {
-    crate::local_file::check(path, max).map_err(|source| UnreadableFile {
+    crate::local_file::check(path, max).map_err(|cause| UnreadableFile {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
