@@ -1,7 +1,7 @@
 //! smtp-prober: a Prometheus exporter and synthetic SMTP delivery prober.
 //!
 //! The layers, top to bottom (ARCHITECTURE.md): `cli` → `http` → `exporter` →
-//! `scheduler` → `report`/`exposition` → `probe` → `smtp` → `tls` →
+//! `scheduler` → `report`/`exposition` → `probe` → `headers`/`smtp` → `tls` →
 //! `vocab`/`printable`/`secret`/`local_file`/`networks`/`clock`; `config` is
 //! read by `cli` and `exporter` and builds `probe` modules. `demo` is a server used by the
 //! `demo` command, tests and benchmarks. Only `report`, `exposition` and `exporter` know about

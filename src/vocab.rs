@@ -108,11 +108,12 @@ pub enum Reason {
     ImapProtocolError,
     ProberOverloaded,
     DeliveredToJunk,
+    GraphError,
 }
 
 impl Reason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 32] = [
         Reason::DnsError,
         Reason::ConnectRefused,
         Reason::ConnectTimeout,
@@ -144,6 +145,7 @@ impl Reason {
         Reason::ImapProtocolError,
         Reason::ProberOverloaded,
         Reason::DeliveredToJunk,
+        Reason::GraphError,
     ];
 
     /// The label value.
@@ -180,6 +182,7 @@ impl Reason {
             Reason::ImapProtocolError => "imap_protocol_error",
             Reason::ProberOverloaded => "prober_overloaded",
             Reason::DeliveredToJunk => "delivered_to_junk",
+            Reason::GraphError => "graph_error",
         }
     }
 
@@ -222,6 +225,7 @@ impl Reason {
             Reason::ImapProtocolError => "the IMAP server's answer broke the protocol or the delivery check's limits (overlong line, oversized literal, endless responses); the mail server's IMAP side needs a look, not the mail flow",
             Reason::ProberOverloaded => "the exporter ran out of file descriptors (too many probes or connections at once), not the target; raise its limit (ulimit -n, LimitNOFILE) or lower --probe.max-concurrency and scheduler.max_concurrency",
             Reason::DeliveredToJunk => "the token mail arrived, but in a Junk folder (delivery.junk_is_failure is set); see its SPF, DKIM and DMARC results: a failing DKIM signature or SPF record is the usual cause",
+            Reason::GraphError => "the Microsoft Graph mailbox check failed (permission, mailbox or folder, or Graph stopped answering); see the delivery step",
         }
     }
 }

@@ -96,6 +96,7 @@ fn alert_for(reason: Reason) -> &'static str {
         Reason::StarttlsNotOffered | Reason::StarttlsRejected => "SmtpTlsNotOffered",
         Reason::DeliveryTimeout => "SmtpDeliveryFailing",
         Reason::DeliveredToJunk => "SmtpDeliveredToJunk",
+        Reason::GraphError => "SmtpDeliveryFailing",
         r if r.as_str().starts_with("imap_") => "SmtpDeliveryFailing",
         Reason::CertExpired => "SmtpCertificateExpired",
         Reason::CertNotYetValid => "SmtpCertificateNotYetValid",

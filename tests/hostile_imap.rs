@@ -436,7 +436,9 @@ fn serve(script: Script, timeout: Duration) -> (ImapServer, DeliverySettings, Ma
     let server = ImapServer::start(script);
     let (mut settings, tls) = client(server.port, timeout);
     if starttls {
-        let MailboxAccess::Imap(imap) = &mut settings.access;
+        let MailboxAccess::Imap(imap) = &mut settings.access else {
+            unreachable!("an IMAP check")
+        };
         imap.tls = ImapTls::Starttls;
     }
     (server, settings, tls)

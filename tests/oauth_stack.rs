@@ -138,7 +138,9 @@ fn with_delivery(f: &Fixture, mut m: Module) -> Module {
 /// The delivery check of `m` logs in to IMAPS with `credential` instead of a password.
 fn with_imap_credential(f: &Fixture, m: Module, credential: Credential) -> Module {
     let mut m = with_delivery(f, m);
-    let MailboxAccess::Imap(imap) = &mut m.delivery.as_mut().unwrap().access;
+    let MailboxAccess::Imap(imap) = &mut m.delivery.as_mut().unwrap().access else {
+        unreachable!("an IMAP check")
+    };
     imap.credential = credential;
     m
 }

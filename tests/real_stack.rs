@@ -260,7 +260,9 @@ async fn delivery_to_junk_over_imap_starttls() {
         stack,
         with_message(module(stack, TlsMode::Starttls), "inbox+Junk@example.test"),
         |d| {
-            let MailboxAccess::Imap(imap) = &mut d.access;
+            let MailboxAccess::Imap(imap) = &mut d.access else {
+                unreachable!("an IMAP check")
+            };
             imap.tls = ImapTls::Starttls;
             imap.port = stack.imap_addr().port();
         },
@@ -443,7 +445,9 @@ async fn delivery_failures_have_their_reasons() {
 
     let o = run(
         with_delivery(stack, base.clone(), |d| {
-            let MailboxAccess::Imap(imap) = &mut d.access;
+            let MailboxAccess::Imap(imap) = &mut d.access else {
+                unreachable!("an IMAP check")
+            };
             imap.credential = Credential::Password(Secret::new("wrong"));
         }),
         stack.submission_addr(),

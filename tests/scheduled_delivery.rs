@@ -748,7 +748,8 @@ fn held_mail_counts_late_when_released_and_lost_when_never() {
 
     // 3. Released: a later probe finds it, counts it late and deletes it.
     let released = Instant::now();
-    stack.release_held().unwrap();
+    let released_mails = stack.release_held("inbox+Held@example.test").unwrap();
+    assert!(released_mails >= 1);
     let page = metrics_within(&exporter, Duration::from_secs(20), "a late mail", |p| {
         series(p, "smtp_prober_delivery_late_total", "late") >= Some(1.0)
     });

@@ -170,9 +170,31 @@ pub(crate) struct RawDelivery {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) sweep_older_than: Option<At<HumanDuration>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) graph: Option<At<RawGraph>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) lost_after: Option<At<HumanDuration>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) junk_is_failure: Option<bool>,
+}
+
+/// `delivery.graph:`: the OAuth 2.0 fields of `auth.oauth2`, the mailbox and the endpoint.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawGraph {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tenant: Option<At<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) token_url: Option<At<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) client_id: Option<At<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) client_secret_file: Option<At<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) scope: Option<At<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) mailbox: Option<At<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) endpoint: Option<At<String>>,
 }
 
 /// `expect:`.

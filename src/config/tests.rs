@@ -2,7 +2,9 @@
 //! redaction.
 
 use super::*;
-use crate::probe::module::{Credential, ImapTls, IpProtocol, MechanismChoice, TlsMode};
+use crate::probe::module::{
+    Credential, ImapTls, IpProtocol, MailboxAccess, MechanismChoice, TlsMode,
+};
 use crate::smtp::command::ClientName;
 use crate::tls::{MinVersion, TrustKind};
 
@@ -315,6 +317,7 @@ fn example_config_loads_with_every_option() {
             "relay_plain",
             "smtps_token",
             "submission",
+            "submission_graph",
             "submission_oauth2"
         ]
     );
@@ -395,6 +398,20 @@ fn example_config_loads_with_every_option() {
     );
     assert_eq!(oauth.scope, "https://outlook.office365.com/.default");
     assert_eq!(oauth.client_secret.expose(), "file-secret-oauth-5555");
+
+    let graph = config.modules["submission_graph"]
+        .delivery
+        .as_ref()
+        .unwrap();
+    match &graph.access {
+        MailboxAccess::Graph(g) => {
+            assert_eq!(g.user, "mfa-inbox@example.com");
+            assert_eq!(g.oauth2.scope, "https://graph.microsoft.com/.default");
+            assert_eq!(g.oauth2.client_secret.expose(), "file-secret-oauth-5555");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(graph.mailboxes, ["inbox", "junkemail"]);
 
     let smtps = &config.modules["smtps_token"];
     assert_eq!((smtps.port, smtps.tls), (465, TlsMode::Implicit));
@@ -537,6 +554,50 @@ fn delivery_logs_in_with_a_token_file_or_oauth2() {
     assert!(!d.junk_is_failure);
 }
 
+#[test]
+fn delivery_through_microsoft_graph() {
+    let dir = secrets();
+    let yaml = format!(
+        "{SENDING_MODULE}    delivery:\n      graph: {{tenant: contoso.onmicrosoft.com, client_id: c, \
+         client_secret_file: pw, mailbox: mfa-inbox@contoso.com}}\n      mailboxes: [inbox, junkemail]\n"
+    );
+    let config = parse_in(dir.path(), &yaml).unwrap();
+    let d = config.modules["token"].delivery.as_ref().unwrap();
+    let MailboxAccess::Graph(g) = &d.access else {
+        panic!("{:?}", d.access)
+    };
+    assert_eq!(
+        g.oauth2.token_url,
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+    );
+    assert_eq!(g.oauth2.scope, "https://graph.microsoft.com/.default");
+    assert_eq!(g.oauth2.client_secret.expose(), "file-secret-1234");
+    assert_eq!(g.user, "mfa-inbox@contoso.com");
+    assert_eq!(g.endpoint, "https://graph.microsoft.com/v1.0");
+    assert_eq!(d.mailboxes, ["inbox", "junkemail"]);
+
+    let both = format!(
+        "{SENDING_MODULE}    delivery:\n      imap: outlook.office365.com\n      \
+         graph: {{tenant: t, client_id: c, client_secret_file: pw, mailbox: m, endpoint: \"http://graph.example\"}}\n"
+    );
+    assert_eq!(
+        error_in(dir.path(), &both),
+        "config.yml:6: modules.token.delivery.imap: an IMAP setting, but the mailbox is read \
+         through graph\n\
+         config.yml:7: modules.token.delivery.graph.endpoint: \"http://graph.example\" is not an \
+         https:// URL (plain http:// only on 127.0.0.1, [::1] or localhost)"
+    );
+    let bare = format!("{SENDING_MODULE}    delivery:\n      graph: {{client_id: c}}\n");
+    let error = error_in(dir.path(), &bare);
+    for missing in [
+        "graph.token_url",
+        "graph.client_secret_file",
+        "graph.mailbox",
+    ] {
+        assert!(error.contains(missing), "{missing} in {error}");
+    }
+}
+
 /// The IMAP password of a delivery check that logs in with one.
 fn imap_password(d: &crate::probe::module::DeliverySettings) -> &str {
     match &d.imap().unwrap().credential {
@@ -606,7 +667,7 @@ modules:
     }
     // The redacted text is itself a valid configuration file (the same, minus secrets).
     let reparsed: RawConfig = serde_saphyr::from_str(redacted).unwrap();
-    assert_eq!(reparsed.modules.len(), 6);
+    assert_eq!(reparsed.modules.len(), 7);
     assert_eq!(reparsed.targets.len(), 5);
 }
 

@@ -4,13 +4,13 @@
 
 use super::expand::{self, Env};
 use super::raw::{
-    At, RawAuth, RawConfig, RawDelivery, RawMessage, RawMinVersion, RawModule, RawOAuth2,
+    At, RawAuth, RawConfig, RawDelivery, RawGraph, RawMessage, RawMinVersion, RawModule, RawOAuth2,
     RawScheduler, RawTarget, RawTlsConfig,
 };
 use super::{Problem, SchedulerSettings, Target};
 use crate::probe::module::{
-    AuthSettings, Credential, DeliverySettings, Expect, ImapAccess, ImapTls, MailboxAccess,
-    MechanismChoice, MessageSettings, Module, OAuth2Settings, TlsMode,
+    AuthSettings, Credential, DeliverySettings, Expect, GraphAccess, ImapAccess, ImapTls,
+    MailboxAccess, MechanismChoice, MessageSettings, Module, OAuth2Settings, TlsMode,
 };
 use crate::probe::target::parse_target;
 use crate::secret::Secret;
@@ -70,6 +70,10 @@ const DEFAULT_BODY: &str = "This is an smtp-prober delivery probe. Token: {token
 const TOKEN_PLACEHOLDER: &str = "{token}";
 /// The scope used with `oauth2.tenant` when none is given: Exchange Online SMTP and IMAP.
 const MICROSOFT_SCOPE: &str = "https://outlook.office365.com/.default";
+/// The scope of a Microsoft Graph application token.
+const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// Microsoft Graph, v1.0.
+const GRAPH_ENDPOINT: &str = "https://graph.microsoft.com/v1.0";
 
 /// Label names a target may not use: the ones scheduled mode adds itself (`name`, `target`,
 /// `module`) and the ones of the metric families they are added to, which would collide.
@@ -563,6 +567,16 @@ impl<'a> Validator<'a> {
     }
 
     fn oauth2(&mut self, raw: &At<RawOAuth2>, prefix: &str) -> Option<OAuth2Settings> {
+        self.oauth2_for(raw, prefix, MICROSOFT_SCOPE)
+    }
+
+    /// `oauth2:` fields; with `tenant` and no `scope`, the scope is `tenant_scope`.
+    fn oauth2_for(
+        &mut self,
+        raw: &At<RawOAuth2>,
+        prefix: &str,
+        tenant_scope: &str,
+    ) -> Option<OAuth2Settings> {
         let oauth_line = line(raw);
         self.clean(|v| {
             let raw = &raw.value;
@@ -598,7 +612,7 @@ impl<'a> Validator<'a> {
                 .and_then(|at| v.secret_file(at, &format!("{prefix}.client_secret_file")));
             let scope = match (&raw.scope, &raw.tenant) {
                 (Some(at), _) => v.single_line(at, &format!("{prefix}.scope"), "scope"),
-                (None, Some(_)) => Some(MICROSOFT_SCOPE.to_string()),
+                (None, Some(_)) => Some(tenant_scope.to_string()),
                 (None, None) => {
                     v.report(
                         oauth_line,
@@ -747,26 +761,10 @@ impl<'a> Validator<'a> {
         let delivery_line = line(raw);
         self.clean(|v| {
             let raw = &raw.value;
-            let tls = raw.tls.as_ref().map(|at| at.value).unwrap_or_default();
-            let default_port = match tls {
-                ImapTls::Implicit => 993,
-                ImapTls::Starttls => 143,
+            let access = match &raw.graph {
+                Some(graph) => v.graph(raw, graph, prefix),
+                None => v.imap(raw, prefix, delivery_line),
             };
-            let server = v
-                .required(&raw.imap, delivery_line, &format!("{prefix}.imap"))
-                .and_then(|at| match parse_target(&at.value, default_port) {
-                    Ok(server) => Some(server),
-                    Err(why) => {
-                        v.report(line(at), &format!("{prefix}.imap"), why.to_string());
-                        None
-                    }
-                });
-            let tls_config = v.tls_config(raw.tls_config.as_ref(), &format!("{prefix}.tls_config"));
-            let username = v
-                .required(&raw.username, delivery_line, &format!("{prefix}.username"))
-                .and_then(|at| v.single_line(at, &format!("{prefix}.username"), "username"));
-            let credential =
-                v.one_credential(CredentialFields::of_delivery(raw), prefix, delivery_line);
             let mut mailboxes = vec!["INBOX".to_string()];
             if let Some(list) = &raw.mailboxes {
                 mailboxes.clear();
@@ -808,17 +806,8 @@ impl<'a> Validator<'a> {
                     ),
                 );
             }
-            let server = server?;
-            let access = MailboxAccess::Imap(ImapAccess {
-                host: server.host,
-                port: server.port,
-                tls,
-                tls_config,
-                username: username?,
-                credential: credential?,
-            });
             Some(DeliverySettings {
-                access,
+                access: access?,
                 mailboxes,
                 timeout,
                 cleanup: raw.cleanup.unwrap_or(true),
@@ -828,6 +817,101 @@ impl<'a> Validator<'a> {
             })
         })
         .flatten()
+    }
+
+    /// `delivery:` over IMAP: the server, the login and the credential.
+    fn imap(
+        &mut self,
+        raw: &RawDelivery,
+        prefix: &str,
+        delivery_line: Option<u64>,
+    ) -> Option<MailboxAccess> {
+        let v = self;
+        let tls = raw.tls.as_ref().map(|at| at.value).unwrap_or_default();
+        let default_port = match tls {
+            ImapTls::Implicit => 993,
+            ImapTls::Starttls => 143,
+        };
+        let server = v
+            .required(&raw.imap, delivery_line, &format!("{prefix}.imap"))
+            .and_then(|at| match parse_target(&at.value, default_port) {
+                Ok(server) => Some(server),
+                Err(why) => {
+                    v.report(line(at), &format!("{prefix}.imap"), why.to_string());
+                    None
+                }
+            });
+        let tls_config = v.tls_config(raw.tls_config.as_ref(), &format!("{prefix}.tls_config"));
+        let username = v
+            .required(&raw.username, delivery_line, &format!("{prefix}.username"))
+            .and_then(|at| v.single_line(at, &format!("{prefix}.username"), "username"));
+        let credential =
+            v.one_credential(CredentialFields::of_delivery(raw), prefix, delivery_line);
+        let server = server?;
+        Some(MailboxAccess::Imap(ImapAccess {
+            host: server.host,
+            port: server.port,
+            tls,
+            tls_config,
+            username: username?,
+            credential: credential?,
+        }))
+    }
+
+    /// `delivery.graph:`: Microsoft Graph instead of IMAP.
+    fn graph(
+        &mut self,
+        raw: &RawDelivery,
+        graph: &At<RawGraph>,
+        prefix: &str,
+    ) -> Option<MailboxAccess> {
+        let field = format!("{prefix}.graph");
+        let graph_line = line(graph);
+        let imap_only = [
+            ("imap", raw.imap.as_ref().map(line)),
+            ("tls", raw.tls.as_ref().map(line)),
+            ("username", raw.username.as_ref().map(line)),
+            ("password_file", raw.password_file.as_ref().map(line)),
+            ("password", raw.password.as_ref().map(line)),
+            ("token_file", raw.token_file.as_ref().map(line)),
+            ("oauth2", raw.oauth2.as_ref().map(line)),
+        ];
+        for (key, at) in imap_only {
+            if let Some(at) = at {
+                self.report(
+                    at,
+                    &format!("{prefix}.{key}"),
+                    "an IMAP setting, but the mailbox is read through graph",
+                );
+            }
+        }
+        let g = &graph.value;
+        let oauth2 = At::new(
+            RawOAuth2 {
+                token_url: g.token_url.clone(),
+                tenant: g.tenant.clone(),
+                client_id: g.client_id.clone(),
+                client_secret_file: g.client_secret_file.clone(),
+                scope: g.scope.clone(),
+            },
+            graph.referenced,
+            graph.defined,
+        );
+        let oauth2 = self.oauth2_for(&oauth2, &field, GRAPH_SCOPE);
+        let user = self
+            .required(&g.mailbox, graph_line, &format!("{field}.mailbox"))
+            .and_then(|at| self.single_line(at, &format!("{field}.mailbox"), "mailbox"));
+        let endpoint = match &g.endpoint {
+            Some(at) => self.token_url(at, &format!("{field}.endpoint")),
+            None => Some(GRAPH_ENDPOINT.to_string()),
+        };
+        let tls_config = self.tls_config(raw.tls_config.as_ref(), &format!("{prefix}.tls_config"));
+        Some(MailboxAccess::Graph(GraphAccess {
+            oauth2: oauth2?,
+            user: user?,
+            endpoint: endpoint?.trim_end_matches('/').to_string(),
+            tls_config,
+        }))
     }
 
     fn targets(&mut self, raw: &RawConfig, scheduler: &SchedulerSettings) -> Vec<Target> {

@@ -115,6 +115,7 @@ impl MailboxClient {
                 credential: Credential::OAuth2(o),
                 ..
             }) => Some(o),
+            MailboxAccess::Graph(g) => Some(&g.oauth2),
             MailboxAccess::Imap(_) => None,
         };
         Ok(MailboxClient {
@@ -171,6 +172,9 @@ pub struct Awaited<'a> {
     pub submitting: Duration,
     /// Ids of earlier probes' mails still awaited, looked for as well (scheduled mode).
     pub pending: &'a [String],
+    /// The domain of the probe mails' Message-IDs (`<probe id@domain>`, the sender's domain):
+    /// what a mail API finds them by.
+    pub domain: &'a str,
 }
 
 impl<'a> Awaited<'a> {
@@ -182,6 +186,7 @@ impl<'a> Awaited<'a> {
             accepted_at,
             submitting: Duration::ZERO,
             pending: &[],
+            domain: "",
         }
     }
 }
@@ -213,52 +218,16 @@ pub async fn check(
     let mut report = DeliveryReport::default();
     // Kept outside the check: late mail found (and deleted) before a failure still counts.
     let mut late = Late::new(awaited.pending);
-    let result = async {
-        let MailboxAccess::Imap(access) = &settings.access;
-        let mut store = Store::login(access, client, deadline).await?;
-        let found = poll(&mut store, settings, &awaited, &mut late, &mut report).await?;
-        if let Some((mailbox, uid)) = &found {
-            // The trace, the verdicts, the folder's use and the cleanup are extras: a refusal
-            // or the deadline leaves them out, but a server breaking the protocol fails the
-            // check all the same.
-            let extra = |what: &str, t: Trouble| {
-                if t.is_protocol() {
-                    Err(failure(what, t))
-                } else {
-                    Ok(())
-                }
-            };
-            match store.trace(*uid).await {
-                Ok(trace) => {
-                    let accepted = SystemTime::now() - accepted_at.elapsed();
-                    report.hops = match trace.complete {
-                        true => received::hops(
-                            &trace.received,
-                            crate::clock::unix_seconds_f64(accepted),
-                            awaited.submitting.as_secs_f64(),
-                        ),
-                        false => Vec::new(),
-                    };
-                    report.received = trace.received;
-                    report.auth = auth_results::verdicts(&trace.auth_results);
-                }
-                Err(t) => extra("FETCH of the trace fields", t)?,
-            }
-            match store.is_junk(mailbox).await {
-                Ok(junk) => report.junk = junk,
-                Err(t) => extra("LIST", t)?,
-            }
-            if settings.cleanup {
-                match store.delete_uids(mailbox, &[*uid]).await {
-                    Ok(done) => report.cleaned_up = done,
-                    Err(t) => extra("cleanup", t)?,
-                }
-            }
+    let result = match &settings.access {
+        MailboxAccess::Imap(access) => {
+            let work = imap_check(access, client, deadline);
+            work.run(settings, &awaited, &mut late, &mut report).await
         }
-        store.logout().await;
-        Ok(())
-    }
-    .await;
+        MailboxAccess::Graph(access) => {
+            let work = super::graph::Check::new(access, client, deadline);
+            work.run(settings, &awaited, &mut late, &mut report).await
+        }
+    };
     report.late = late.found;
     match result {
         Ok(()) if report.success && report.junk && settings.junk_is_failure => {
@@ -295,6 +264,93 @@ pub async fn check(
     }
 }
 
+/// The IMAP side of [`check`].
+fn imap_check<'a>(
+    access: &'a ImapAccess,
+    client: &'a MailboxClient,
+    deadline: Instant,
+) -> ImapCheck<'a> {
+    ImapCheck {
+        access,
+        client,
+        deadline,
+    }
+}
+
+/// A delivery check over IMAP, ready to run.
+struct ImapCheck<'a> {
+    access: &'a ImapAccess,
+    client: &'a MailboxClient,
+    deadline: Instant,
+}
+
+impl ImapCheck<'_> {
+    /// Logs in, waits for the mail, reads its trace and whether its folder is Junk, cleans up.
+    async fn run(
+        self,
+        settings: &DeliverySettings,
+        awaited: &Awaited<'_>,
+        late: &mut Late,
+        report: &mut DeliveryReport,
+    ) -> Result<(), Failure> {
+        let mut store = Store::login(self.access, self.client, self.deadline).await?;
+        let found = poll(&mut store, settings, awaited, late, report).await?;
+        if let Some((mailbox, uid)) = &found {
+            // The trace, the verdicts, the folder's use and the cleanup are extras: a refusal
+            // or the deadline leaves them out, but a server breaking the protocol fails the
+            // check all the same.
+            let extra = |what: &str, t: Trouble| {
+                if t.is_protocol() {
+                    Err(failure(what, t))
+                } else {
+                    Ok(())
+                }
+            };
+            match store.trace(*uid).await {
+                Ok(trace) => report.read_trace(trace, awaited),
+                Err(t) => extra("FETCH of the trace fields", t)?,
+            }
+            match store.is_junk(mailbox).await {
+                Ok(junk) => report.junk = junk,
+                Err(t) => extra("LIST", t)?,
+            }
+            if settings.cleanup {
+                match store.delete_uids(mailbox, &[*uid]).await {
+                    Ok(done) => report.cleaned_up = done,
+                    Err(t) => extra("cleanup", t)?,
+                }
+            }
+        }
+        store.logout().await;
+        Ok(())
+    }
+}
+
+impl DeliveryReport {
+    /// Takes in the delivered mail's trace fields: the hops (when the trace is whole) and the
+    /// authentication verdicts.
+    pub(crate) fn read_trace(&mut self, trace: Trace, awaited: &Awaited<'_>) {
+        let accepted = SystemTime::now() - awaited.accepted_at.elapsed();
+        self.hops = match trace.complete {
+            true => received::hops(
+                &trace.received,
+                crate::clock::unix_seconds_f64(accepted),
+                awaited.submitting.as_secs_f64(),
+            ),
+            false => Vec::new(),
+        };
+        self.received = trace.received;
+        self.auth = auth_results::verdicts(&trace.auth_results);
+    }
+
+    /// Notes that the awaited mail was found in `mailbox`.
+    pub(crate) fn found(&mut self, mailbox: &str, awaited: &Awaited<'_>) {
+        self.success = true;
+        self.duration = Some(awaited.accepted_at.elapsed());
+        self.mailbox = Some(mailbox.to_string());
+    }
+}
+
 /// `: dkim=fail, spf=pass` when there are verdicts: the usual reason for Junk.
 fn verdict_words(auth: &[Verdict]) -> String {
     if auth.is_empty() {
@@ -324,9 +380,9 @@ pub fn junk_name(name: &str) -> bool {
 }
 
 /// The pending mails of a check: those still to find, and those found.
-struct Late {
+pub(crate) struct Late {
     /// Still looked for.
-    wanted: Vec<String>,
+    pub(crate) wanted: Vec<String>,
     found: Vec<LateMail>,
 }
 
@@ -335,6 +391,15 @@ impl Late {
         Late {
             wanted: pending.to_vec(),
             found: Vec::new(),
+        }
+    }
+
+    /// Notes a pending mail that turned up (once per id).
+    pub(crate) fn record(&mut self, mail: LateMail) {
+        self.wanted
+            .retain(|w| !w.eq_ignore_ascii_case(&mail.probe_id));
+        if !self.found.iter().any(|m| m.probe_id == mail.probe_id) {
+            self.found.push(mail);
         }
     }
 
@@ -882,9 +947,7 @@ async fn poll(
         for mailbox in &settings.mailboxes {
             let uids = store.search(mailbox, awaited.probe_id).await?;
             if let Some(&uid) = uids.first() {
-                report.success = true;
-                report.duration = Some(awaited.accepted_at.elapsed());
-                report.mailbox = Some(mailbox.clone());
+                report.found(mailbox, awaited);
                 found = Some((mailbox.clone(), uid));
                 break;
             }
@@ -926,14 +989,40 @@ fn quoted(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// What [`Store::trace`] read.
-struct Trace {
+/// The trace fields of a delivered mail, bounded and printable.
+pub(crate) struct Trace {
     /// `Received:` values, newest first.
-    received: Vec<String>,
+    pub(crate) received: Vec<String>,
     /// `Authentication-Results:` values, newest first.
-    auth_results: Vec<String>,
+    pub(crate) auth_results: Vec<String>,
     /// Whether `received` is the whole trace.
-    complete: bool,
+    pub(crate) complete: bool,
+}
+
+impl Trace {
+    /// The trace fields among `fields` (name, value pairs as a mail API lists them), kept as
+    /// bounded as those read over IMAP.
+    pub(crate) fn of_fields<'a>(fields: impl Iterator<Item = (&'a str, &'a str)>) -> Trace {
+        let mut trace = Trace {
+            received: Vec::new(),
+            auth_results: Vec::new(),
+            complete: true,
+        };
+        for (name, value) in fields {
+            let shown = || printable(value.as_bytes(), MAX_FIELD_TEXT);
+            if name.eq_ignore_ascii_case("received") {
+                match trace.received.len() < MAX_FIELDS {
+                    true => trace.received.push(shown()),
+                    false => trace.complete = false,
+                }
+            } else if name.eq_ignore_ascii_case("authentication-results")
+                && trace.auth_results.len() < MAX_FIELDS
+            {
+                trace.auth_results.push(shown());
+            }
+        }
+        trace
+    }
 }
 
 /// An IMAP sequence set naming exactly these UIDs.
@@ -957,7 +1046,14 @@ pub async fn sweep(
     spare: &[String],
     deadline: Instant,
 ) -> Result<usize, Failure> {
-    let MailboxAccess::Imap(access) = &settings.access;
+    let access = match &settings.access {
+        MailboxAccess::Imap(access) => access,
+        MailboxAccess::Graph(access) => {
+            let work =
+                super::graph::sweep(settings, access, client, from, older_than, spare, deadline);
+            return Box::pin(work).await;
+        }
+    };
     let mut store = Store::login(access, client, deadline).await?;
     let cutoff = SystemTime::now()
         .checked_sub(older_than)

@@ -4,6 +4,7 @@
 //! rendered from the outcome by [`crate::report`]; nothing here knows about Prometheus.
 
 pub mod delivery;
+pub(crate) mod graph;
 pub mod module;
 pub(crate) mod oauth;
 pub mod target;
@@ -393,6 +394,7 @@ async fn deliver(
         accepted_at,
         submitting,
         pending,
+        domain: &mail.domain,
     };
     let began = Instant::now();
     let (report, failure) = tokio::select! {

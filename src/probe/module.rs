@@ -88,11 +88,27 @@ pub struct ImapAccess {
     pub credential: Credential,
 }
 
+/// `delivery.graph:`: the mailbox read through Microsoft Graph (`/users/{user}/messages`) with
+/// an application token (application permission `Mail.ReadWrite`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphAccess {
+    /// The client-credentials grant (scope `https://graph.microsoft.com/.default`).
+    pub oauth2: OAuth2Settings,
+    /// The mailbox: its user principal name or object id.
+    pub user: String,
+    /// The Graph endpoint, `https://graph.microsoft.com/v1.0` unless told otherwise.
+    pub endpoint: String,
+    /// TLS settings for the token and Graph endpoints.
+    pub tls_config: TlsSettings,
+}
+
 /// How the delivery check reads the mailbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MailboxAccess {
     /// Over IMAP.
     Imap(ImapAccess),
+    /// Through Microsoft Graph.
+    Graph(GraphAccess),
 }
 
 impl MailboxAccess {
@@ -100,6 +116,7 @@ impl MailboxAccess {
     pub fn tls_config(&self) -> &TlsSettings {
         match self {
             MailboxAccess::Imap(i) => &i.tls_config,
+            MailboxAccess::Graph(g) => &g.tls_config,
         }
     }
 }
@@ -138,6 +155,7 @@ impl DeliverySettings {
     pub fn imap(&self) -> Option<&ImapAccess> {
         match &self.access {
             MailboxAccess::Imap(i) => Some(i),
+            MailboxAccess::Graph(_) => None,
         }
     }
 }

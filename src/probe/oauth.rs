@@ -153,12 +153,7 @@ impl TokenSource {
             .token_url
             .parse()
             .map_err(|e| (None, format!("token_url: {e}")))?;
-        let host = url
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host = url_host(&url);
         // Plain HTTP only to a token service on this machine (a local proxy or test double), as
         // the configuration allows: the client secret crosses no network in clear text.
         let tls = match url.scheme_str() {
@@ -256,6 +251,15 @@ impl TokenSource {
             .to_bytes();
         Ok((status, body))
     }
+}
+
+/// The host of a URL, an IPv6 address without its brackets (as a connect takes it).
+pub(crate) fn url_host(url: &hyper::Uri) -> String {
+    url.host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }
 
 /// Whether a URL host names this machine.

@@ -29,6 +29,8 @@ pub(crate) struct TokenMail {
     pub(crate) token: Secret,
     /// Envelope and wire content.
     pub(crate) envelope: Envelope,
+    /// The domain of its Message-ID, `<probe_id@domain>`.
+    pub(crate) domain: String,
 }
 
 /// Why the mail could not be composed.
@@ -84,6 +86,7 @@ impl TokenMail {
                 to: settings.to.clone(),
                 wire_content: dot_stuff(&message.formatted()),
             },
+            domain: domain.to_string(),
         })
     }
 }

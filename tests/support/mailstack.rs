@@ -60,7 +60,8 @@
 //!
 //! [`Options::recipient_access`] gives Postfix a `check_recipient_access` table for every port:
 //! `HOLD` keeps a recipient's mail in the hold queue ([`MailStack::held`] counts it,
-//! [`MailStack::release_held`] lets it go: `postsuper -H ALL`, then `postqueue -f`), and
+//! [`MailStack::release_held`] lets one recipient's go: `postsuper -H` of its queue ids from
+//! `postqueue -j`, then `postqueue -f`), and
 //! `PREPEND Authentication-Results: …` stamps the verdict an upstream filter would add.
 //! [`Options::sieve_before`] has Dovecot's LMTP run a Sieve script before every delivery
 //! (Debian `dovecot-sieve`), e.g. a rule filing mail with a failed DKIM result into Junk.
@@ -474,24 +475,46 @@ impl MailStack {
         n
     }
 
-    /// Releases every held mail (`postsuper -H ALL`) and has Postfix deliver it now
-    /// (`postqueue -f`).
-    pub fn release_held(&self) -> anyhow::Result<()> {
+    /// Releases the held mail for `recipient` (its queue ids from `postqueue -j`, then
+    /// `postsuper -H` of each) and has Postfix deliver it now (`postqueue -f`). Returns how
+    /// many were released.
+    pub fn release_held(&self, recipient: &str) -> anyhow::Result<usize> {
         let etc = self.dir.join("postfix/etc");
-        for (program, args) in [("postsuper", ["-H", "ALL"]), ("postqueue", ["-f", ""])] {
-            let path = find_program(program)?;
-            let status = Command::new(&path)
+        let run = |program: &str, args: &[&str]| -> anyhow::Result<String> {
+            let out = Command::new(find_program(program)?)
                 .arg("-c")
                 .arg(&etc)
-                .args(args.iter().filter(|a| !a.is_empty()))
+                .args(args)
                 .stdin(Stdio::null())
-                .status()
+                .output()
                 .with_context(|| format!("running {program}"))?;
-            if !status.success() {
-                bail!("{program} failed ({status})\n{}", self.log_tail());
+            if !out.status.success() {
+                bail!(
+                    "{program} {args:?} failed ({}): {}\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr),
+                    self.log_tail()
+                );
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let listing = run("postqueue", &["-j"])?;
+        let mut ids = Vec::new();
+        for line in listing.lines().filter(|l| !l.trim().is_empty()) {
+            let entry: serde_json::Value =
+                serde_json::from_str(line).with_context(|| format!("postqueue -j: {line}"))?;
+            let for_recipient = entry["recipients"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["address"] == recipient));
+            if entry["queue_name"] == "hold" && for_recipient {
+                ids.push(entry["queue_id"].as_str().unwrap_or_default().to_string());
             }
         }
-        Ok(())
+        for id in &ids {
+            run("postsuper", &["-H", id])?;
+        }
+        run("postqueue", &["-f"])?;
+        Ok(ids.len())
     }
 
     /// Whether Dovecot's Sieve plugin (Debian `dovecot-sieve`) is installed, for stacks with
