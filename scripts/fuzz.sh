@@ -4,6 +4,13 @@
 #
 #   bash scripts/fuzz.sh [SECONDS per target, default 60] [target...]
 #
+# Targets (fuzz/fuzz_targets/): imap_transport (the bounded IMAP transport), smtp_reply (the SMTP
+# reply parser: limits, and the same replies whole or in small reads), ehlo_extensions (EHLO
+# keywords and their printable descriptions), config_loader (Config::from_str never panics and
+# names the file in its errors). On a shared machine run them one at a time under `nice -n 19`;
+# a build takes long (sanitizer coverage over every dependency), so CARGO_TARGET_DIR may point at
+# a fast disk.
+#
 # The corpora in fuzz/corpus/ are small seeds kept in git; what a run adds to them stays local
 # unless it is worth keeping (then `cargo +nightly fuzz cmin` first). A crash leaves its input in
 # fuzz/artifacts/TARGET/ and makes this script exit non-zero.

@@ -1,6 +1,6 @@
 //! The SMTP reply parser against arbitrary server bytes: never a panic, never more than the
-//! limits allow, and the same replies whether the bytes come whole or in small reads (the
-//! incremental buffer must agree with parsing everything at once).
+//! limits allow, and the same replies and verdict whether the bytes come whole or in small
+//! reads (the incremental buffer must agree with parsing everything at once).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -65,5 +65,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let (incremental, incremental_end) = chunked(data, chunk);
     assert_eq!(replies, incremental, "chunk size {chunk}");
-    assert_eq!(end, incremental_end, "chunk size {chunk}");
+    // The same verdict; its quote of the offending line is what had arrived, so it may be
+    // shorter when the bytes come in small reads.
+    assert_eq!(
+        end.as_ref().map(std::mem::discriminant),
+        incremental_end.as_ref().map(std::mem::discriminant),
+        "chunk size {chunk}: {end:?} / {incremental_end:?}"
+    );
 });
