@@ -157,7 +157,8 @@ impl BasicAuth {
         .await
         .unwrap_or(false);
         if !(known && matches) {
-            tracing::debug!(user = %user, "basic authentication failed");
+            // The name is the client's text: shown escaped and bounded.
+            tracing::debug!(user = %crate::printable::shown(&user), "basic authentication failed");
             return false;
         }
         let mut verified = self.lock_verified();
