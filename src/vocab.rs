@@ -85,6 +85,7 @@ pub enum Reason {
     EhloRejected,
     StarttlsNotOffered,
     StarttlsRejected,
+    TlsModeMismatch,
     TlsHandshakeFailed,
     CertUnknownIssuer,
     CertIncompleteChain,
@@ -122,6 +123,7 @@ impl Reason {
         Reason::EhloRejected,
         Reason::StarttlsNotOffered,
         Reason::StarttlsRejected,
+        Reason::TlsModeMismatch,
         Reason::TlsHandshakeFailed,
         Reason::CertUnknownIssuer,
         Reason::CertIncompleteChain,
@@ -159,6 +161,7 @@ impl Reason {
             Reason::EhloRejected => "ehlo_rejected",
             Reason::StarttlsNotOffered => "starttls_not_offered",
             Reason::StarttlsRejected => "starttls_rejected",
+            Reason::TlsModeMismatch => "tls_mode_mismatch",
             Reason::TlsHandshakeFailed => "tls_handshake_failed",
             Reason::CertUnknownIssuer => "cert_unknown_issuer",
             Reason::CertIncompleteChain => "cert_incomplete_chain",
@@ -191,7 +194,8 @@ impl Reason {
         self.as_str().starts_with("cert_")
     }
 
-    /// A one-line hint of the usual fix, for transcripts and the JSON `hint` field.
+    /// A one-line hint of the usual fix as the exporter's readers need it (transcripts on
+    /// `/logs` and `/probe?debug=true`, alert annotations): in terms of configuration keys.
     pub fn hint(self) -> &'static str {
         match self {
             Reason::DnsError => "the target's host name does not resolve; check the name and the resolver",
@@ -199,16 +203,17 @@ impl Reason {
             Reason::ConnectTimeout => "no answer to the TCP connection; a firewall may drop the packets, or the port is wrong",
             Reason::Timeout => "the server stopped answering in the named step before the probe deadline",
             Reason::GreetingRejected => "the server refused the session in its greeting (busy, blocked client address or maintenance)",
-            Reason::EhloRejected => "the server rejected EHLO; check the EHLO name the prober sends",
-            Reason::StarttlsNotOffered => "the server does not advertise STARTTLS; enable TLS on this port or use tls: implicit on 465",
+            Reason::EhloRejected => "the server rejected EHLO; check the name the prober sends (ehlo: a fully qualified name the server accepts)",
+            Reason::StarttlsNotOffered => "the server does not advertise STARTTLS; enable TLS on this port, or set tls: implicit if it speaks TLS from the first byte (port 465)",
             Reason::StarttlsRejected => "the server advertised STARTTLS but refused it; check its TLS key and certificate setup",
+            Reason::TlsModeMismatch => "the module's tls does not match the port: set tls: implicit for a server that speaks TLS from the first byte (SMTPS, port 465), tls: starttls for one that greets in plain text (ports 587 and 25)",
             Reason::TlsHandshakeFailed => "the TLS handshake failed; compare protocol versions, ciphers and the server's certificate setup",
-            Reason::CertUnknownIssuer => "the chain ends at a root no trust source holds; add the root with ca_files (see `smtp-prober chain --export-dir`)",
+            Reason::CertUnknownIssuer => "the chain ends at a root the prober does not trust; add your CA's root to tls_config.ca_files (`smtp-prober chain TARGET` names the root to get)",
             Reason::CertIncompleteChain => "the server does not send the intermediate certificate; configure the full chain on the server",
             Reason::CertExpired => "a certificate in the chain has expired; renew it on the server",
             Reason::CertNotYetValid => "a certificate in the chain is not valid yet; check the server's certificate and both clocks",
             Reason::CertHostnameMismatch => "the certificate does not name the host probed; fix the certificate or set tls_config.server_name",
-            Reason::CertSelfSigned => "the server presents a self-signed certificate; use a CA-issued one or trust it with ca_files",
+            Reason::CertSelfSigned => "the server presents a self-signed certificate; use a CA-issued one, or trust this one with tls_config.ca_files after checking its fingerprint",
             Reason::CertBadSignature => "a certificate's signature does not verify against its issuer; the chain is corrupt or mixed up",
             Reason::CertExpiringSoon => "a certificate in the chain expires within expect.cert_min_validity; renew it",
             Reason::AuthNotOffered => "the server does not offer a usable AUTH mechanism (often only after STARTTLS)",
@@ -230,6 +235,41 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// The hint for `audience`: the same fix, named by the flags of the command line or the
+    /// keys of the configuration.
+    pub fn hint_for(self, audience: Audience) -> &'static str {
+        match audience {
+            Audience::Config => self.hint(),
+            Audience::Cli => self.cli_hint().unwrap_or_else(|| self.hint()),
+        }
+    }
+
+    /// The hints that name a setting, with the command line's flag instead.
+    fn cli_hint(self) -> Option<&'static str> {
+        Some(match self {
+            Reason::EhloRejected => "the server rejected EHLO; check the name the prober sends (--ehlo=NAME: a fully qualified name the server accepts)",
+            Reason::StarttlsNotOffered => "the server does not advertise STARTTLS; enable TLS on this port, or use --tls=implicit if it speaks TLS from the first byte (port 465)",
+            Reason::TlsModeMismatch => "--tls does not match the port: use --tls=implicit for a server that speaks TLS from the first byte (SMTPS, port 465), --tls=starttls for one that greets in plain text (ports 587 and 25)",
+            Reason::CertUnknownIssuer => "the chain ends at a root the prober does not trust; add your CA's root with --ca-file (`smtp-prober chain TARGET` names the root to get)",
+            Reason::CertHostnameMismatch => "the certificate does not name the host probed; fix the certificate, or probe with the name clients use (--server-name)",
+            Reason::CertSelfSigned => "the server presents a self-signed certificate; use a CA-issued one, or trust this one with --ca-file after checking its fingerprint",
+            Reason::CertExpiringSoon => "a certificate in the chain expires within the module's expect.cert_min_validity; renew it",
+            _ => return None,
+        })
+    }
+}
+
+/// Who reads a hint: a person at the command line, who fixes things with flags (`--ca-file`),
+/// or one who runs the exporter and edits its configuration (`tls_config.ca_files`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// The `probe` and `chain` commands.
+    Cli,
+    /// The exporter: `/logs`, `/probe?debug=true`, the status page, alert annotations.
+    Config,
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -248,6 +288,26 @@ mod tests {
         for s in StepName::ALL {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
+    }
+
+    #[test]
+    fn cli_hints_name_flags_and_config_hints_name_keys() {
+        for r in Reason::ALL {
+            let (cli, config) = (r.hint_for(Audience::Cli), r.hint_for(Audience::Config));
+            assert_eq!(config, r.hint());
+            for key in ["tls_config.", "ca_files", "tls: ", "ehlo:"] {
+                assert!(!cli.contains(key), "{r}: {cli}");
+            }
+            for flag in ["--ca-file", "--tls", "--server-name", "--ehlo"] {
+                assert!(!config.contains(flag), "{r}: {config}");
+            }
+        }
+        assert!(Reason::CertUnknownIssuer
+            .hint_for(Audience::Cli)
+            .contains("--ca-file"));
+        assert!(Reason::TlsModeMismatch
+            .hint_for(Audience::Cli)
+            .contains("--tls=implicit"));
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! into a passing one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use smtp_prober::demo::{DemoServer, Sent, ServerConfig};
+use smtp_prober::demo::ocsp::OcspCertStatus;
+use smtp_prober::demo::{DemoPki, DemoServer, PkiOptions, Sent, ServerConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_smtp-prober");
 
@@ -108,8 +110,10 @@ async fn exported_root_makes_an_unknown_issuer_probe_pass() {
 }
 
 /// The server sends its leaf only. `chain`, given a bundle with intermediate and root, verifies
-/// (exit 0: the chain is valid for this client) and exports both; the probe that failed with
-/// cert_incomplete_chain passes with the two files.
+/// (exit 0: the chain is valid for this client) and exports both, saying the intermediate is
+/// not a trust anchor (before: "Import these into the client's trust store as trusted CA
+/// certificates" for both); the probe that failed with cert_incomplete_chain passes with the
+/// two files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_intermediate_and_root_make_an_incomplete_chain_probe_pass() {
     let server = DemoServer::start(ServerConfig {
@@ -174,6 +178,18 @@ async fn exported_intermediate_and_root_make_an_incomplete_chain_probe_pass() {
             "2-smtp-prober-demo-root-ca.pem"
         ]
     );
+    // The intermediate is never called a trust anchor: its line says where it goes.
+    let intermediate = chain
+        .stdout
+        .lines()
+        .skip_while(|l| !l.contains("1-smtp-prober-demo-intermediate-ca.pem"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(intermediate.contains("NOT a trust anchor"), "{chain:?}");
+    assert!(intermediate.contains("server's chain file"), "{chain:?}");
+    assert!(!intermediate.contains("as a trusted CA"), "{chain:?}");
+    assert!(!chain.stdout.contains("Import these"), "{chain:?}");
 
     let after = smtp_prober(
         &[
@@ -228,4 +244,124 @@ async fn exit_codes() {
     assert_eq!(blocked.code, Some(2), "{blocked:?}");
     assert!(blocked.stdout.contains("Verdict: VALID"), "{blocked:?}");
     assert!(blocked.stderr.contains("--export-dir"), "{blocked:?}");
+}
+
+/// Advice and export agree: for a self-signed server, chain advises trusting its certificate
+/// after checking the fingerprint and `--export-dir` writes exactly that certificate (before: it
+/// advised adding a certificate and then wrote "nothing written"); for a server that sends a
+/// root nobody trusts, the same with that root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_chain_advises_to_trust_is_what_it_exports() {
+    let mut options = PkiOptions::new(&["localhost"]);
+    options.self_signed_leaf = true;
+    let pki = Arc::new(DemoPki::with_options(&options).unwrap());
+    let self_signed = DemoServer::start(ServerConfig {
+        pki: pki.clone(),
+        sent: Sent::LeafOnly,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let with_root = DemoServer::start(ServerConfig {
+        sent: Sent::WithRoot,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (server, expected_file, expected_pem, role) in [
+        (
+            &self_signed,
+            "0-localhost.pem",
+            pki.leaf.pem.clone(),
+            "self signed server",
+        ),
+        (
+            &with_root,
+            "2-smtp-prober-demo-root-ca.pem",
+            with_root.pki().root_pem().to_string(),
+            "untrusted root",
+        ),
+    ] {
+        let export = dir.path().join(expected_file);
+        let chain = smtp_prober(&[
+            "chain",
+            &server.addr().to_string(),
+            "--trust=bundled",
+            "--server-name=localhost",
+            &arg("--export-dir=", &export),
+        ])
+        .await;
+        assert_eq!(chain.code, Some(1), "{chain:?}");
+        assert!(chain.stdout.contains("--export-dir writes"), "{chain:?}");
+        assert!(!chain.stdout.contains("nothing written"), "{chain:?}");
+        assert_eq!(pem_files(&export), [expected_file], "{chain:?}");
+        assert_eq!(
+            std::fs::read_to_string(export.join(expected_file)).unwrap(),
+            expected_pem
+        );
+        assert!(chain.stdout.contains(role), "{chain:?}");
+        assert!(
+            chain.stdout.contains("only after"),
+            "trusting it waits for the fingerprint: {chain:?}"
+        );
+    }
+}
+
+/// `chain --format=json --show-sent`: the report as JSON, with the PEM of each certificate the
+/// server sent (what `openssl s_client -showcerts` prints), and OpenSSL's verify code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_as_json_with_the_sent_certificates() {
+    let server = DemoServer::start(ServerConfig {
+        ocsp: Some(OcspCertStatus::Good),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let run = smtp_prober(&[
+        "chain",
+        &server.addr().to_string(),
+        "--trust=bundled",
+        "--server-name=localhost",
+        "--format=json",
+        "--show-sent",
+    ])
+    .await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let tls = &doc["tls"];
+    assert_eq!(tls["reason"], "cert_unknown_issuer");
+    assert_eq!(tls["openssl_verify_code"], 20);
+    assert_eq!(
+        tls["openssl_verify_text"],
+        "unable to get local issuer certificate"
+    );
+    assert_eq!(tls["cipher"], "TLS_AES_256_GCM_SHA384");
+    assert_eq!(tls["ocsp"]["cert_status"], "good");
+    let sent = tls["sent"].as_array().unwrap();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["pem"], server.pki().leaf.pem.as_str());
+    assert_eq!(sent[1]["pem"], server.pki().intermediate_pem());
+    assert_eq!(sent[0]["notes"][0], "leaf");
+    assert!(tls["advice"].as_array().unwrap().len() >= 2, "{doc:#}");
+    assert!(doc["session_failure"].is_null());
+
+    // The same with text: the PEM blocks follow each sent certificate.
+    let text = smtp_prober(&[
+        "chain",
+        &server.addr().to_string(),
+        "--trust=bundled",
+        "--server-name=localhost",
+        "--show-sent",
+    ])
+    .await;
+    assert!(
+        text.stdout.contains(server.pki().intermediate_pem()),
+        "{text:?}"
+    );
+    assert!(
+        text.stdout
+            .contains("openssl: Verify return code: 20 (unable to get local issuer certificate)"),
+        "{text:?}"
+    );
 }

@@ -18,7 +18,7 @@ use smtp_prober::report;
 use smtp_prober::secret::Secret;
 use smtp_prober::smtp::command::{ClientName, Mailbox};
 use smtp_prober::tls::TlsSettings;
-use smtp_prober::vocab::{Reason, StepName};
+use smtp_prober::vocab::{Audience, Reason, StepName};
 use support::outcome::{failure, metrics, step_codes, FULL_STARTTLS_SEND};
 
 struct Fixture {
@@ -200,6 +200,78 @@ async fn implicit_tls_and_plain() {
     assert!(o.success(), "{}", report::text::render(&o));
     assert!(o.session.tls.is_none());
     assert!(!metrics(&o).contains("probe_tls_"));
+}
+
+/// A server on the SMTPS port that waits for a ClientHello, probed with STARTTLS: after 1.5 s
+/// of silence the probe asks it with a ClientHello, and its TLS answer makes the failure
+/// `tls_mode_mismatch` in the greeting, long before the deadline (before: a silent wait for the
+/// whole deadline, then "timeout: the server stopped answering").
+#[tokio::test]
+async fn implicit_tls_on_465_is_recognised() {
+    let listen: std::net::SocketAddr = "127.0.0.46:465".parse().unwrap();
+    let server = match DemoServer::start(ServerConfig {
+        listen,
+        tls: demo::TlsMode::Implicit,
+        ..ServerConfig::default()
+    })
+    .await
+    {
+        Ok(server) => server,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("skipping implicit_tls_on_465_is_recognised: cannot bind {listen} ({e})");
+            return;
+        }
+        Err(e) => panic!("binding {listen}: {e}"),
+    };
+    let ca = root_file(server.pki());
+    for mode in [TlsMode::Starttls, TlsMode::None] {
+        let mut m = module(mode, &ca);
+        m.timeout = Duration::from_secs(10);
+        let began = std::time::Instant::now();
+        let o = run(m, &server).await;
+        assert_eq!(failure(&o), (StepName::Greeting, Reason::TlsModeMismatch));
+        assert!(
+            began.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            began.elapsed()
+        );
+        let detail = &o.failure.as_ref().unwrap().detail;
+        assert!(detail.contains("implicit TLS (SMTPS)"), "{detail}");
+        let text = report::text::render_for(&o, Audience::Cli);
+        assert!(text.contains("--tls=implicit"), "{text}");
+    }
+    // The right mode works there, of course.
+    let o = run(module(TlsMode::Implicit, &ca), &server).await;
+    assert!(o.success(), "{}", report::text::render(&o));
+}
+
+/// The other way round: implicit TLS against a server that greets in plain text fails at once
+/// with `tls_mode_mismatch`; STARTTLS against a silent implicit-TLS server on another port
+/// waits for the deadline, and then says that such a server waits like this.
+#[tokio::test]
+async fn tls_mode_mismatch_the_other_way_and_elsewhere() {
+    let plain = DemoServer::start(ServerConfig::default()).await.unwrap();
+    let ca = root_file(plain.pki());
+    let o = run(module(TlsMode::Implicit, &ca), &plain).await;
+    assert_eq!(
+        failure(&o),
+        (StepName::TlsHandshake, Reason::TlsModeMismatch)
+    );
+    let detail = &o.failure.as_ref().unwrap().detail;
+    assert!(detail.contains("greets in plain text"), "{detail}");
+
+    let implicit = DemoServer::start(ServerConfig {
+        tls: demo::TlsMode::Implicit,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut m = module(TlsMode::Starttls, &ca);
+    m.timeout = Duration::from_millis(800);
+    let o = run(m, &implicit).await;
+    assert_eq!(failure(&o), (StepName::Greeting, Reason::Timeout));
+    let detail = &o.failure.as_ref().unwrap().detail;
+    assert!(detail.contains("implicit TLS, SMTPS"), "{detail}");
 }
 
 #[tokio::test]
@@ -449,6 +521,67 @@ async fn cert_expiring_soon() {
     assert!(
         o.session.failure().is_none(),
         "every step passed; the expectation failed the probe"
+    );
+    // One wording for durations, in days (before: "sooner than 1year 1month 4days 1h 55m").
+    let detail = &o.failure.as_ref().unwrap().detail;
+    assert!(
+        detail.contains(" days, sooner than the 400 days expect.cert_min_validity asks for")
+            && detail.contains("expires in 36"),
+        "{detail}"
+    );
+}
+
+/// The transcript and the JSON document tell what `openssl s_client -status` tells: version
+/// and cipher as OpenSSL spells them, the key exchange group, the server's signature scheme,
+/// the stapled OCSP response, and OpenSSL's verify code next to our reason; hints name the
+/// flags for the command line and the configuration keys for the exporter.
+#[tokio::test]
+async fn transcript_and_json_carry_openssl_facts() {
+    let (o, _) = chain_verdict(
+        ServerConfig {
+            ocsp: Some(OcspCertStatus::Good),
+            ..ServerConfig::default()
+        },
+        |m| {
+            m.tls_config.ca_files.clear();
+            m.tls_config.trust = vec![smtp_prober::tls::TrustKind::Bundled];
+        },
+    )
+    .await;
+    let cli = report::text::render_for(&o, Audience::Cli);
+    for line in [
+        "tls_handshake    TLSv1.3 TLS_AES_256_GCM_SHA384",
+        "TLS: TLSv1.3 TLS_AES_256_GCM_SHA384, key exchange X25519, server signature \
+         ecdsa_secp256r1_sha256",
+        "OCSP: good, produced ",
+        "  openssl: Verify return code: 20 (unable to get local issuer certificate)",
+        "hint: the chain ends at a root the prober does not trust; add your CA's root with \
+         --ca-file",
+    ] {
+        assert!(cli.contains(line), "missing {line:?} in\n{cli}");
+    }
+    let exporter = report::text::render(&o);
+    assert!(exporter.contains("to tls_config.ca_files"), "{exporter}");
+    assert!(!exporter.contains("--ca-file"), "{exporter}");
+
+    let json: serde_json::Value = serde_json::from_str(&report::json::to_json(&o)).unwrap();
+    let started = json["started_at"].as_str().expect("a timestamp");
+    let parsed =
+        time::OffsetDateTime::parse(started, &time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339");
+    let age = time::OffsetDateTime::now_utc() - parsed;
+    assert!(age.whole_seconds().abs() < 60, "{started}");
+    let tls = &json["tls"];
+    assert_eq!(tls["version"], "TLSv1.3");
+    assert_eq!(tls["cipher"], "TLS_AES_256_GCM_SHA384");
+    assert_eq!(tls["key_exchange_group"], "X25519");
+    assert_eq!(tls["signature_scheme"], "ecdsa_secp256r1_sha256");
+    assert_eq!(tls["ocsp"]["cert_status"], "good");
+    assert_eq!(tls["chain_error"], "cert_unknown_issuer");
+    assert_eq!(tls["openssl_verify_code"], 20);
+    assert!(
+        json["hint"].as_str().unwrap().contains("--ca-file"),
+        "{json:#}"
     );
 }
 

@@ -12,21 +12,29 @@ use crate::http::web_config::WebConfig;
 use crate::http::{self as web, ProbeSettings, ServerLimits};
 use crate::networks::NetworkPolicy;
 use crate::probe::module::{Module, TlsMode};
+use crate::probe::target::{parse_target, Target};
 use crate::smtp::command::ClientName;
 use crate::tls::TrustKind;
 
 /// How to reach the server and what to check: the flags `probe` and `chain` share.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ConnectionArgs {
-    /// host[:port] to probe.
-    pub(crate) target: String,
-    /// Configuration file to take the module from.
+    /// host[:port] to probe (default port: 465 with --tls=implicit, 25 with --tls=none, else
+    /// 587).
+    #[arg(required_unless_present = "target_name")]
+    pub(crate) target: Option<String>,
+    /// Configuration file to take the module (or the scheduled target) from.
     #[arg(long = "config.file")]
     pub(crate) config_file: Option<PathBuf>,
     /// Module of the configuration file to use.
     #[arg(long, requires = "config_file")]
     pub(crate) module: Option<String>,
-    /// TLS mode.
+    /// A scheduled target of the configuration file, run as configured: its address and its
+    /// module (other flags still override the module's settings).
+    #[arg(long = "target-name", requires = "config_file", conflicts_with_all = ["target", "module"])]
+    pub(crate) target_name: Option<String>,
+    /// TLS mode; auto: implicit TLS on port 465 (SMTPS), STARTTLS elsewhere. Default: the
+    /// module's with --config.file, else auto.
     #[arg(long, value_enum)]
     pub(crate) tls: Option<TlsModeArg>,
     /// The probe deadline.
@@ -52,6 +60,8 @@ pub(crate) struct ConnectionArgs {
 /// The `--tls` values.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum TlsModeArg {
+    /// By port: implicit on 465 (SMTPS), STARTTLS elsewhere.
+    Auto,
     /// No TLS.
     None,
     /// STARTTLS.
@@ -136,34 +146,77 @@ pub(crate) struct WebArgs {
     pub(crate) send_timeout: Duration,
 }
 
-/// Builds the module a one-shot command uses: from the configuration when `--module` is given,
-/// else defaults; then the flags override.
-pub(crate) fn module_from_args(args: &ConnectionArgs) -> anyhow::Result<(String, Module)> {
-    let (name, mut module) = match (&args.config_file, &args.module) {
-        (Some(path), Some(name)) => {
-            let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let Some(module) = config.module(name) else {
-                let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
-                bail!(
-                    "module {name:?} is not in {} (modules: {})",
-                    path.display(),
-                    known.join(", ")
-                );
-            };
-            (name.clone(), module.clone())
-        }
-        (Some(_), None) => bail!("--config.file needs --module=NAME for a one-shot probe"),
-        _ => ("cli".to_string(), Module::default()),
-    };
-    if let Some(tls) = args.tls {
-        module.tls = match tls {
-            TlsModeArg::None => TlsMode::None,
-            TlsModeArg::Starttls => TlsMode::Starttls,
-            TlsModeArg::Implicit => TlsMode::Implicit,
+/// What a one-shot command runs: the module (from the configuration, or defaults), its name,
+/// and the target.
+pub(crate) struct OneShot {
+    /// The module's name (`cli` without a configuration).
+    pub(crate) name: String,
+    /// The module, with the flags applied.
+    pub(crate) module: Module,
+    /// Where to connect.
+    pub(crate) target: Target,
+}
+
+/// The SMTPS port (RFC 8314): implicit TLS.
+const SMTPS_PORT: u16 = 465;
+
+/// Builds what a one-shot command runs: the module from the configuration when `--module` or
+/// `--target-name` is given, else defaults; then the flags override. `--tls=auto` (the default
+/// without a configuration) chooses implicit TLS for port 465.
+pub(crate) fn one_shot(args: &ConnectionArgs) -> anyhow::Result<OneShot> {
+    let (name, mut module, configured_target) =
+        match (&args.config_file, &args.module, &args.target_name) {
+            (Some(path), _, Some(target_name)) => {
+                let config = load_config(path)?;
+                let Some(target) = config.targets.iter().find(|t| &t.name == target_name) else {
+                    let known: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+                    bail!(
+                        "no target named {target_name:?} in {} (targets: {})",
+                        path.display(),
+                        known.join(", ")
+                    );
+                };
+                let module = config.module(&target.module).cloned().unwrap_or_default();
+                (target.module.clone(), module, Some(target.address.clone()))
+            }
+            (Some(path), Some(name), None) => {
+                let config = load_config(path)?;
+                let Some(module) = config.module(name) else {
+                    let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
+                    bail!(
+                        "module {name:?} is not in {} (modules: {})",
+                        path.display(),
+                        known.join(", ")
+                    );
+                };
+                (name.clone(), module.clone(), None)
+            }
+            (Some(_), None, None) => bail!(
+                "--config.file needs --module=NAME (with a TARGET) or --target-name=NAME for a \
+                 one-shot probe"
+            ),
+            _ => ("cli".to_string(), Module::default(), None),
         };
-        if args.config_file.is_none() {
-            module.port = match module.tls {
-                TlsMode::Implicit => 465,
+    let from_config = args.config_file.is_some();
+    // The port the target names (a bare host: the module's), for --tls=auto.
+    let port = match (&configured_target, &args.target) {
+        (Some(t), _) => t.port,
+        (None, Some(text)) => parse_target(text, module.port).map_or(module.port, |t| t.port),
+        (None, None) => module.port,
+    };
+    let tls = match args.tls {
+        None if from_config => None,
+        None | Some(TlsModeArg::Auto) if port == SMTPS_PORT => Some(TlsMode::Implicit),
+        None | Some(TlsModeArg::Auto) => Some(TlsMode::Starttls),
+        Some(TlsModeArg::None) => Some(TlsMode::None),
+        Some(TlsModeArg::Starttls) => Some(TlsMode::Starttls),
+        Some(TlsModeArg::Implicit) => Some(TlsMode::Implicit),
+    };
+    if let Some(tls) = tls {
+        module.tls = tls;
+        if !from_config {
+            module.port = match tls {
+                TlsMode::Implicit => SMTPS_PORT,
                 TlsMode::Starttls => 587,
                 TlsMode::None => 25,
             };
@@ -200,7 +253,21 @@ pub(crate) fn module_from_args(args: &ConnectionArgs) -> anyhow::Result<(String,
     if args.insecure_skip_verify {
         module.tls_config.insecure_skip_verify = true;
     }
-    Ok((name, module))
+    let target = match (configured_target, &args.target) {
+        (Some(target), _) => target,
+        (None, Some(text)) => parse_target(text, module.port)?,
+        (None, None) => bail!("give a TARGET (host[:port]) or --target-name with --config.file"),
+    };
+    Ok(OneShot {
+        name,
+        module,
+        target,
+    })
+}
+
+/// Loads a configuration file for a one-shot command.
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 impl WebArgs {
@@ -252,5 +319,42 @@ impl WebArgs {
             anyhow::bail!("--web.read-header-timeout and --web.send-timeout must be above 0");
         }
         Ok(limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        conn: ConnectionArgs,
+    }
+
+    fn one_shot_of(args: &[&str]) -> OneShot {
+        let cli = Cli::try_parse_from([&["probe"][..], args].concat()).unwrap();
+        one_shot(&cli.conn).unwrap()
+    }
+
+    #[test]
+    fn tls_is_chosen_by_port_unless_given() {
+        let smtps = one_shot_of(&["mail.example.test:465"]);
+        assert_eq!(smtps.module.tls, TlsMode::Implicit);
+        assert_eq!(smtps.target.port, 465);
+        let submission = one_shot_of(&["mail.example.test:587"]);
+        assert_eq!(submission.module.tls, TlsMode::Starttls);
+        let bare = one_shot_of(&["mail.example.test"]);
+        assert_eq!(
+            (bare.module.tls, bare.target.port),
+            (TlsMode::Starttls, 587)
+        );
+        let auto = one_shot_of(&["mail.example.test:465", "--tls=auto"]);
+        assert_eq!(auto.module.tls, TlsMode::Implicit);
+        let forced = one_shot_of(&["mail.example.test:465", "--tls=starttls"]);
+        assert_eq!(forced.module.tls, TlsMode::Starttls);
+        let implicit = one_shot_of(&["mail.example.test", "--tls=implicit"]);
+        assert_eq!(implicit.target.port, 465);
     }
 }

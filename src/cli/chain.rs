@@ -10,15 +10,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
-use super::args::{module_from_args, ConnectionArgs};
+use super::args::{one_shot, ConnectionArgs, OneShot};
 use super::EXIT_PROBE_FAILED;
 use crate::probe::module::{Expect, Module, TlsMode};
-use crate::probe::target::{parse_target, Target};
+use crate::probe::target::Target;
 use crate::probe::{self, Budget, PreparedModule};
-use crate::report::chain::{render, ChainRun, Export, ExportError};
-use crate::tls::export_missing;
+use crate::report::chain::{exportable, render_json, render_text, ChainRun, Export, ExportError};
+use crate::tls::export::export;
+use crate::tls::{CertFacts, ChainReport};
 
 /// Why `chain` cannot run with a module.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,8 @@ pub fn chain_module(mut module: Module) -> Result<Module, ChainModuleError> {
 }
 
 /// Runs the session and, when `export_dir` is given and TLS was established, writes the
-/// certificates of the built chain that the server did not send.
+/// certificates the report says to import ([`exportable`]: those of the built chain the server
+/// did not send, and the one the advice asks to trust).
 pub async fn run(
     prepared: &PreparedModule,
     target: &Target,
@@ -55,7 +57,7 @@ pub async fn run(
     let export = match (export_dir, outcome.session.tls.as_ref()) {
         (Some(dir), Some(tls)) => Some(Export {
             dir: dir.to_path_buf(),
-            written: export_missing(&tls.chain, dir).map_err(|source| ExportError {
+            written: export(&certificates(&tls.chain), dir).map_err(|source| ExportError {
                 dir: dir.to_path_buf(),
                 source,
             }),
@@ -65,6 +67,20 @@ pub async fn run(
     ChainRun { outcome, export }
 }
 
+/// The certificates `--export-dir` writes, in the report's order.
+fn certificates(chain: &ChainReport) -> Vec<&CertFacts> {
+    exportable(chain).into_iter().map(|(c, _)| c).collect()
+}
+
+/// Output format of `chain`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ChainFormat {
+    /// The explanation in words.
+    Text,
+    /// The same facts, findings and advice as one JSON object.
+    Json,
+}
+
 #[derive(Args, Debug)]
 pub(crate) struct ChainArgs {
     #[command(flatten)]
@@ -72,18 +88,31 @@ pub(crate) struct ChainArgs {
     /// Write the certificates a client trust store must import (PEM) into this directory.
     #[arg(long = "export-dir")]
     export_dir: Option<PathBuf>,
+    /// Also print every certificate the server sent as PEM (like openssl s_client -showcerts).
+    #[arg(long = "show-sent")]
+    show_sent: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: ChainFormat,
 }
 
 /// `chain`: exit 0 when the chain verifies, 1 when it does not (or no TLS session), 2 on usage
 /// errors and when the export cannot be written.
 pub(crate) async fn run_chain(args: ChainArgs) -> anyhow::Result<ExitCode> {
-    let (name, module) = module_from_args(&args.conn)?;
+    let OneShot {
+        name,
+        module,
+        target,
+    } = one_shot(&args.conn)?;
     let module = chain_module(module)?;
-    let target = parse_target(&args.conn.target, module.port)?;
     let timeout = module.timeout;
     let prepared = PreparedModule::new(name, module).context("building the TLS configuration")?;
     let run = run(&prepared, &target, timeout, args.export_dir.as_deref()).await;
-    print!("{}", render(&run, std::time::SystemTime::now()));
+    let now = std::time::SystemTime::now();
+    match args.format {
+        ChainFormat::Text => print!("{}", render_text(&run, now, args.show_sent)),
+        ChainFormat::Json => println!("{}", render_json(&run, now, args.show_sent)),
+    }
     if let Some(Err(e)) = run.export.as_ref().map(|e| &e.written) {
         bail!("--export-dir: {e}");
     }

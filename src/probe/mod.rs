@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cancel::Cancel;
+use crate::clock::days;
 use crate::networks::NetworkPolicy;
 use crate::secret::Secret;
 use crate::smtp::auth::SecretKind;
 use crate::smtp::reply::ReplyLimits;
 use crate::smtp::session::{self, AuthPlan, SessionPlan, SessionReport};
-use crate::smtp::transcript::Failure;
+use crate::smtp::transcript::{Failure, Transcript, Watcher};
 use crate::tls::{TlsClient, TlsSetupError};
 use crate::vocab::{Reason, StepName};
 pub use delivery::DeliveryReport;
@@ -132,6 +133,8 @@ pub struct Budget {
     /// When set, the only addresses the session may connect to (`/probe`'s
     /// `--probe.allowed-networks` and `--probe.denied-networks`).
     pub networks: Option<Arc<NetworkPolicy>>,
+    /// Told about each step as it happens (the `probe` command prints them as they come).
+    pub watcher: Option<Watcher>,
 }
 
 impl Budget {
@@ -142,6 +145,15 @@ impl Budget {
             cap: None,
             cancel: Cancel::never(),
             networks: None,
+            watcher: None,
+        }
+    }
+
+    /// The same budget, with `watcher` told about each step as it happens.
+    pub fn watched_by(self, watcher: Watcher) -> Budget {
+        Budget {
+            watcher: Some(watcher),
+            ..self
         }
     }
 
@@ -198,9 +210,13 @@ pub async fn run_awaiting(
     };
     let mut credentials = Credentials::read(prepared, deadline).await;
     let early_failure = mail_failure.or(credentials.failure.take());
+    let mut transcript = Transcript::new(started).watched_by(budget.watcher.clone());
+    if let Some(fetch) = &credentials.fetch {
+        record_token_fetch(&mut transcript, module, fetch);
+    }
 
     let mut session = if early_failure.is_some() || credentials.token_failed() {
-        SessionReport::empty(started)
+        SessionReport::recorded_in(transcript)
     } else {
         let plan = SessionPlan {
             host: &target.host,
@@ -212,16 +228,13 @@ pub async fn run_awaiting(
             auth: None,
             envelope: mail.as_ref().map(|m| &m.envelope),
             deadline,
-            started,
+            transcript,
             limits: ReplyLimits::default(),
             cancel: budget.cancel.clone(),
             networks: budget.networks.as_deref(),
         };
         converse(prepared, plan, &mut credentials).await
     };
-    if let Some(fetch) = &credentials.fetch {
-        record_token_fetch(&mut session, module, fetch);
-    }
     if let Some(f) = &early_failure {
         session
             .transcript
@@ -340,28 +353,31 @@ async fn converse(
     }
     source.invalidate_rejected(&retry.secret).await;
     let (token, fetch) = source.token(retry_plan.deadline).await;
-    credentials.fetch = fetch;
+    let mut transcript = retry_plan.transcript.clone();
+    if let Some(fetch) = &fetch {
+        record_token_fetch(&mut transcript, &prepared.module, fetch);
+    }
     match token {
         Some(t) => {
             retry.secret = t;
             session::run(SessionPlan {
                 auth: Some(retry),
+                transcript,
                 ..retry_plan
             })
             .await
         }
-        None => SessionReport::empty(retry_plan.started),
+        None => SessionReport::recorded_in(transcript),
     }
 }
 
 /// Adds the token request to the transcript, at the time it ran.
-fn record_token_fetch(session: &mut SessionReport, module: &Module, fetch: &TokenFetch) {
+fn record_token_fetch(transcript: &mut Transcript, module: &Module, fetch: &TokenFetch) {
     let url = match module.auth.as_ref().map(|a| &a.credential) {
         Some(Credential::OAuth2(o)) => o.token_url.as_str(),
         _ => "",
     };
-    session
-        .transcript
+    transcript
         .record(StepName::OauthToken, fetch.began)
         .took(fetch.duration)
         .sent(format!("POST {url}"))
@@ -447,16 +463,21 @@ fn check_expectations(
         .filter(|c| c.not_after > 0)
         .min_by_key(|c| c.not_after)?;
     (soonest.not_after < limit).then(|| {
-        let days = (soonest.not_after - now) as f64 / 86_400.0;
+        let left = soonest.not_after - now;
+        let when = if left < 0 {
+            format!("expired {} ago", days(left))
+        } else {
+            format!("expires in {}", days(left))
+        };
         Failure::new(
             StepName::TlsHandshake,
             Reason::CertExpiringSoon,
             format!(
-                "certificate at depth {} ({}) expires in {:.1} days, sooner than {}",
+                "certificate at depth {} ({}) {when}, sooner than the {} expect.cert_min_validity \
+                 asks for",
                 soonest.depth,
                 soonest.subject,
-                days,
-                humantime::format_duration(min)
+                days(i64::try_from(min.as_secs()).unwrap_or(i64::MAX)),
             ),
         )
     })

@@ -8,14 +8,18 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use super::validity_words;
+use super::{
+    cert_json, handshake_words, ocsp_words, openssl_verdict, openssl_words, tls_words,
+    validity_words, CertJson, SessionJson,
+};
 use crate::clock::{rfc3339, unix_seconds};
 use crate::probe::ProbeOutcome;
+use crate::tls::export::pem;
 use crate::tls::{
     missing_issuer, CertFacts, CertSource, ChainError, ChainFlags, ChainReport, MissingIssuer,
     TlsReport,
 };
-use crate::vocab::Reason;
+use crate::vocab::{Audience, Reason};
 
 /// What `--export-dir` did.
 #[derive(Debug)]
@@ -59,6 +63,12 @@ impl ChainRun {
 
 /// The report in words, with days left counted from `now`.
 pub fn render(run: &ChainRun, now: SystemTime) -> String {
+    render_text(run, now, false)
+}
+
+/// The report in words; with `show_sent`, each certificate the server sent follows as PEM, as
+/// `openssl s_client -showcerts` prints them.
+pub fn render_text(run: &ChainRun, now: SystemTime, show_sent: bool) -> String {
     let now = unix_seconds(now);
     let mut out = String::with_capacity(4096);
     let o = &run.outcome;
@@ -71,7 +81,7 @@ pub fn render(run: &ChainRun, now: SystemTime) -> String {
                     "the session failed in step {} before the server sent a certificate: {} ({})",
                     f.step, f.reason, f.detail
                 );
-                let _ = writeln!(out, "hint: {}", f.reason.hint());
+                let _ = writeln!(out, "hint: {}", f.reason.hint_for(Audience::Cli));
             }
             None => {
                 let _ = writeln!(out, "the session did not use TLS");
@@ -81,26 +91,37 @@ pub fn render(run: &ChainRun, now: SystemTime) -> String {
     };
     let chain = &tls.chain;
     let flags = chain.flags();
+    let handshake = handshake_words(tls);
     let _ = writeln!(
         out,
-        "chain of {} (checked as {:?}): {} {}",
-        o.target, chain.server_name, tls.version, tls.cipher
+        "chain of {} (checked as {:?}): {}{}{handshake}",
+        o.target,
+        chain.server_name,
+        tls_words(tls),
+        if handshake.is_empty() { "" } else { ", " }
     );
+    let _ = writeln!(out, "OCSP: {}", ocsp_words(tls.ocsp.as_ref(), now));
 
-    render_sent(&mut out, chain, &flags);
+    render_sent(&mut out, chain, &flags, show_sent);
     render_built(&mut out, chain, now);
     render_verdict(&mut out, chain);
-    render_findings(&mut out, chain, &flags);
-    let missing = missing_issuer(chain);
-    render_advice(
-        &mut out,
-        chain,
-        &flags,
-        missing.as_ref(),
-        run.export.is_some(),
-    );
+    let findings = findings(chain, &flags);
+    if !findings.is_empty() {
+        let _ = writeln!(out, "\nFindings:");
+        for f in &findings {
+            let _ = writeln!(out, "  - {f}");
+        }
+    }
+    let _ = writeln!(out, "\nWhat to do:");
+    let advice = advice(chain, &flags, run.export.is_some());
+    if advice.is_empty() {
+        let _ = writeln!(out, "  Nothing: the server sends a clean chain.");
+    }
+    for item in advice {
+        let _ = writeln!(out, "  - {item}");
+    }
     if let Some(export) = &run.export {
-        render_export(&mut out, chain, export, missing.as_ref());
+        render_export(&mut out, chain, export);
     }
     if let Some(f) = &o.failure {
         let _ = writeln!(
@@ -113,8 +134,16 @@ pub fn render(run: &ChainRun, now: SystemTime) -> String {
     out
 }
 
-/// "What the server sent": order, repeats, the root, certificates outside the chain.
-fn render_sent(out: &mut String, chain: &ChainReport, flags: &ChainFlags) {
+/// The report as one JSON document: the same facts, findings and advice as [`render_text`],
+/// for scripts. With `show_sent`, each sent certificate carries its PEM.
+pub fn render_json(run: &ChainRun, now: SystemTime, show_sent: bool) -> String {
+    let doc = ChainJson::new(run, unix_seconds(now), show_sent);
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// "What the server sent": order, repeats, the root, certificates outside the chain; with
+/// `show_sent`, each certificate's PEM.
+fn render_sent(out: &mut String, chain: &ChainReport, flags: &ChainFlags, show_sent: bool) {
     let n = chain.sent.len();
     let _ = writeln!(
         out,
@@ -122,22 +151,7 @@ fn render_sent(out: &mut String, chain: &ChainReport, flags: &ChainFlags) {
         if n == 1 { "" } else { "s" }
     );
     for (i, c) in chain.sent.iter().enumerate() {
-        let mut notes = Vec::new();
-        if i == 0 {
-            notes.push("leaf".to_string());
-        }
-        if let Some(first) = chain.sent[..i]
-            .iter()
-            .position(|p| p.fingerprint_sha256 == c.fingerprint_sha256)
-        {
-            notes.push(format!("repeats #{first}"));
-        }
-        if flags.root_sent == Some(i) {
-            notes.push("a root: self-signed CA".into());
-        }
-        if flags.unrelated.contains(&i) && !notes.iter().any(|n| n.starts_with("repeats")) {
-            notes.push("not part of the chain".into());
-        }
+        let notes = sent_notes(chain, flags, i);
         let notes = if notes.is_empty() {
             String::new()
         } else {
@@ -145,6 +159,9 @@ fn render_sent(out: &mut String, chain: &ChainReport, flags: &ChainFlags) {
         };
         let _ = writeln!(out, "  #{i}  {}{notes}", c.subject);
         let _ = writeln!(out, "      issued by {}", c.issuer);
+        if show_sent {
+            out.push_str(&pem(&c.der));
+        }
     }
     if flags.wrong_order {
         let _ = writeln!(
@@ -152,6 +169,29 @@ fn render_sent(out: &mut String, chain: &ChainReport, flags: &ChainFlags) {
             "  The order is wrong: each certificate should be followed by the one that issued it."
         );
     }
+}
+
+/// What is worth saying about the `i`th certificate sent: the leaf, a repeat, a root, one
+/// outside the chain.
+fn sent_notes(chain: &ChainReport, flags: &ChainFlags, i: usize) -> Vec<String> {
+    let c = &chain.sent[i];
+    let mut notes = Vec::new();
+    if i == 0 {
+        notes.push("leaf".to_string());
+    }
+    if let Some(first) = chain.sent[..i]
+        .iter()
+        .position(|p| p.fingerprint_sha256 == c.fingerprint_sha256)
+    {
+        notes.push(format!("repeats #{first}"));
+    }
+    if flags.root_sent == Some(i) {
+        notes.push("a root: self-signed CA".into());
+    }
+    if flags.unrelated.contains(&i) && !notes.iter().any(|n| n.starts_with("repeats")) {
+        notes.push("not part of the chain".into());
+    }
+    notes
 }
 
 /// "The chain built": every certificate with its facts and where it came from.
@@ -246,115 +286,102 @@ fn render_verdict(out: &mut String, chain: &ChainReport) {
         }
         Some(e) => {
             let _ = writeln!(out, "\nVerdict: INVALID, {}.", e.reason);
-            let place = match (e.reason, e.depth) {
-                (Reason::CertIncompleteChain | Reason::CertUnknownIssuer, _) => {
-                    let last = chain.built.len().saturating_sub(1);
-                    format!("Building stopped at depth {last}: ")
-                }
-                (_, Some(d)) => format!("The certificate at depth {d} fails: "),
-                (_, None) => String::new(),
-            };
-            let _ = writeln!(out, "  {place}{}.", e.detail);
+            let _ = writeln!(out, "  {}{}.", verdict_place(chain, e), e.detail);
+            if let Some(openssl) = openssl_words(chain) {
+                let _ = writeln!(out, "  {openssl}");
+            }
         }
     }
 }
 
-/// Findings worth fixing whatever the verdict.
-fn render_findings(out: &mut String, chain: &ChainReport, flags: &ChainFlags) {
-    if flags.is_empty() {
-        return;
+/// Where the chain fails: "Building stopped at depth 1: ", "The certificate at depth 0 fails: ".
+fn verdict_place(chain: &ChainReport, e: &ChainError) -> String {
+    match (e.reason, e.depth) {
+        (Reason::CertIncompleteChain | Reason::CertUnknownIssuer, _) => {
+            let last = chain.built.len().saturating_sub(1);
+            format!("Building stopped at depth {last}: ")
+        }
+        (_, Some(d)) => format!("The certificate at depth {d} fails: "),
+        (_, None) => String::new(),
     }
-    let _ = writeln!(out, "\nFindings:");
+}
+
+/// Findings worth fixing whatever the verdict.
+fn findings(chain: &ChainReport, flags: &ChainFlags) -> Vec<String> {
+    let mut out = Vec::new();
     if let Some(i) = flags.root_sent {
-        let _ = writeln!(
-            out,
-            "  - root sent needlessly: #{i} {:?} is a root; a client trusts a root only when it \
+        out.push(format!(
+            "root sent needlessly: #{i} {:?} is a root; a client trusts a root only when it \
              already holds it, so sending it only adds bytes to every handshake.",
             chain.sent[i].subject_cn
-        );
+        ));
     }
     if flags.wrong_order {
-        let _ = writeln!(
-            out,
-            "  - wrong order: the sent certificates are not leaf first, then each issuer in turn \
+        out.push(
+            "wrong order: the sent certificates are not leaf first, then each issuer in turn \
              (TLS 1.2 requires it; some clients fail to build the chain otherwise)."
+                .to_string(),
         );
     }
     for &i in &flags.duplicates {
-        let _ = writeln!(
-            out,
-            "  - duplicate: #{i} {:?} was sent before.",
+        out.push(format!(
+            "duplicate: #{i} {:?} was sent before.",
             chain.sent[i].subject_cn
-        );
+        ));
     }
     for &i in flags
         .unrelated
         .iter()
         .filter(|i| !flags.duplicates.contains(i))
     {
-        let _ = writeln!(
-            out,
-            "  - not part of the chain: #{i} {:?} was sent but issues none of the chain.",
+        out.push(format!(
+            "not part of the chain: #{i} {:?} was sent but issues none of the chain.",
             chain.sent[i].subject_cn
-        );
+        ));
     }
     for &d in &flags.sha1_signed {
         if let Some(c) = chain.built.get(d).or_else(|| chain.sent.get(d)) {
-            let _ = writeln!(
-                out,
-                "  - SHA-1 signature: depth {d} {:?} is signed with {}; current clients reject \
+            out.push(format!(
+                "SHA-1 signature: depth {d} {:?} is signed with {}; current clients reject \
                  SHA-1 certificate signatures.",
                 c.subject_cn, c.signature_algorithm
-            );
+            ));
         }
     }
     if let Some(days) = flags.leaf_lifetime_days {
-        let _ = writeln!(
-            out,
-            "  - validity over {} days: the leaf is valid for {days} days; public CAs may not \
+        out.push(format!(
+            "validity over {} days: the leaf is valid for {days} days; public CAs may not \
              issue leaves valid longer than {} days and browsers and mail clients refuse them.",
             crate::tls::flags::MAX_LEAF_LIFETIME_DAYS,
             crate::tls::flags::MAX_LEAF_LIFETIME_DAYS
-        );
+        ));
     }
     for &d in &flags.local_intermediates {
         if let Some(c) = chain.built.get(d) {
-            let _ = writeln!(
-                out,
-                "  - intermediate supplied locally: depth {d} {:?} came from {}, not from the \
+            out.push(format!(
+                "intermediate supplied locally: depth {d} {:?} came from {}, not from the \
                  server; clients without that file cannot build the chain \
                  (probe_tls_chain_sent_complete {}).",
                 c.subject_cn,
                 source_words(&c.source),
                 u8::from(chain.sent_complete)
-            );
+            ));
         }
     }
+    out
 }
 
-/// "What to do": the fix for the verdict, then for the findings.
-fn render_advice(
-    out: &mut String,
-    chain: &ChainReport,
-    flags: &ChainFlags,
-    missing: Option<&MissingIssuer>,
-    exporting: bool,
-) {
+/// "What to do": the fix for the verdict, then for the findings, naming the command's flags.
+fn advice(chain: &ChainReport, flags: &ChainFlags, exporting: bool) -> Vec<String> {
     let mut todo: Vec<String> = Vec::new();
     if let Some(e) = &chain.error {
         todo.extend(verdict_fix(chain, e));
-        if let Some(m) = missing {
-            todo.push(missing_issuer_advice(m));
+        if let Some(m) = missing_issuer(chain) {
+            todo.push(missing_issuer_advice(&m));
         }
     }
     todo.extend(finding_fixes(chain, flags, exporting));
-    let _ = writeln!(out, "\nWhat to do:");
-    if todo.is_empty() {
-        let _ = writeln!(out, "  Nothing: the server sends a clean chain.");
-    }
-    for item in todo {
-        let _ = writeln!(out, "  - {item}");
-    }
+    todo
 }
 
 /// What fixes the reason the chain did not verify.
@@ -364,15 +391,15 @@ fn verdict_fix(chain: &ChainReport, e: &ChainError) -> Vec<String> {
         Reason::CertIncompleteChain => {
             todo.push(
                 "On the server: send the intermediate certificate(s) after the leaf, in one \
-                     chain file (Postfix: smtpd_tls_chain_files = key.pem, fullchain.pem; Exim: \
-                     tls_certificate = fullchain.pem; Exchange/Windows: import the intermediate \
-                     into Intermediate Certification Authorities)."
+                 chain file (Postfix: smtpd_tls_chain_files = key.pem, fullchain.pem; Exim: \
+                 tls_certificate = fullchain.pem; Exchange/Windows: import the intermediate \
+                 into Intermediate Certification Authorities)."
                     .into(),
             );
             todo.push(
-                "Until then, clients can hold the intermediate themselves: give smtp-prober \
-                     a CA bundle that contains it (--ca-file) together with --export-dir to get \
-                     the files to import."
+                "To get the intermediate as a file: run chain again with a CA bundle that holds \
+                 it (--ca-file=BUNDLE) and --export-dir=DIR. It goes into the server's chain \
+                 file; it is not a trust anchor."
                     .into(),
             );
         }
@@ -385,16 +412,16 @@ fn verdict_fix(chain: &ChainReport, e: &ChainError) -> Vec<String> {
                 .unwrap_or_default();
             todo.push(format!(
                 "Replace the self-signed certificate with one issued by a CA the clients \
-                     trust. To trust it as it is (a private server), confirm its fingerprint \
-                     (sha256 {fp}) with the server's administrator and add the certificate to \
-                     the client's trust store (tls_config.ca_files, --ca-file)."
+                 trust. To trust it as it is (a private server), confirm its fingerprint \
+                 (sha256 {fp}) with the server's administrator and give the certificate to \
+                 the client as a trust anchor (--ca-file; --export-dir writes it)."
             ));
         }
         Reason::CertExpired => todo.push(expired_fix(chain, e.depth)),
         Reason::CertNotYetValid => todo.push(
             "A certificate is not valid yet: it was installed before its start date, or a \
-                 clock is wrong. Compare this machine's clock with the server's and the CA's \
-                 dates."
+             clock is wrong. Compare this machine's clock with the server's and the CA's \
+             dates."
                 .into(),
         ),
         Reason::CertHostnameMismatch => {
@@ -405,18 +432,18 @@ fn verdict_fix(chain: &ChainReport, e: &ChainError) -> Vec<String> {
                 .unwrap_or_default();
             todo.push(format!(
                 "The certificate names [{names}], not {:?}. If clients connect by one of \
-                     those names, probe with it (--server-name, tls_config.server_name); \
-                     otherwise get a certificate that includes {:?}.",
+                 those names, probe with it (--server-name); otherwise get a certificate \
+                 that includes {:?}.",
                 chain.server_name, chain.server_name
             ));
         }
         Reason::CertBadSignature => todo.push(
             "A signature does not verify: the server's chain file mixes certificates of \
-                 different CAs or keys. Reinstall the leaf with the intermediate its CA issued \
-                 it with."
+             different CAs or keys. Reinstall the leaf with the intermediate its CA issued \
+             it with."
                 .into(),
         ),
-        _ => todo.push(e.reason.hint().to_string()),
+        _ => todo.push(e.reason.hint_for(Audience::Cli).to_string()),
     }
     todo
 }
@@ -427,18 +454,18 @@ fn unknown_issuer_fix(chain: &ChainReport) -> String {
         Some(top) if top.self_signed && top.sent => format!(
             "The chain ends at the root {:?} (sha256 {}), which this client does not \
              trust. If it is your organisation's CA, confirm that fingerprint with its \
-             administrators and add the root to the client's trust store \
-             (tls_config.ca_files, --ca-file); never trust it just because the server \
-             sent it.",
+             administrators and add the root to the client's trust store (--ca-file; \
+             --export-dir writes the root the server sent); never trust it just because \
+             the server sent it.",
             top.subject, top.fingerprint_sha256
         ),
-        _ => "This client trusts no root that issued the chain. If the server is meant for \
-              the public, it should use a certificate from a public CA; for a private CA, \
-              get its root from the CA's administrators and add it to the client's trust \
-              store (tls_config.ca_files, --ca-file). When some trust source already holds \
-              it (a CA bundle), run chain with --ca-file=BUNDLE --export-dir=DIR to \
-              extract it. If the CA uses two intermediates, the server may also be \
-              missing the upper one."
+        _ => "This client trusts no root that issued the chain, and no trust source of it \
+              holds that root, so there is nothing to export from here. If the server is \
+              meant for the public, it should use a certificate from a public CA; for a \
+              private CA, get its root from the CA's administrators and give it to the \
+              client as a trust anchor (--ca-file). When you have a CA bundle that holds it, \
+              run chain with --ca-file=BUNDLE --export-dir=DIR to extract the root alone. If \
+              the CA uses two intermediates, the server may also be missing the upper one."
             .into(),
     }
 }
@@ -523,62 +550,318 @@ fn finding_fixes(chain: &ChainReport, flags: &ChainFlags, exporting: bool) -> Ve
     }
     // A healthy chain leaves out only the root, which every client holds already: nothing
     // worth exporting then.
-    let unsent = chain.built.iter().filter(|c| !c.sent).count();
+    let exportable = exportable(chain).len();
     let needs_import = !chain.valid() || !chain.sent_complete;
-    if !exporting && unsent > 0 && needs_import {
+    if !exporting && exportable > 0 && needs_import {
         todo.push(format!(
-            "Run again with --export-dir=DIR to write the {unsent} certificate(s) the server did \
-             not send as PEM files to import into a client trust store."
+            "Run again with --export-dir=DIR to write the {exportable} certificate(s) named \
+             above as PEM files."
         ));
     }
     todo
 }
 
+/// Why a certificate is exported, which decides where it goes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ExportRole {
+    /// A root a trust source of this client holds and the server did not send: a trust anchor
+    /// for other clients.
+    Root,
+    /// An intermediate a trust source holds and the server did not send. Never a trust anchor:
+    /// it belongs in the server's chain file, or in a client's intermediate store.
+    Intermediate,
+    /// The server's own self-signed certificate: a trust anchor only once its fingerprint is
+    /// confirmed.
+    SelfSignedServer,
+    /// A root the server sent and no trust source holds: a trust anchor only once its
+    /// fingerprint is confirmed with its CA.
+    UntrustedRoot,
+}
+
+impl ExportRole {
+    /// The role in one word, for the JSON document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportRole::Root => "root",
+            ExportRole::Intermediate => "intermediate",
+            ExportRole::SelfSignedServer => "self_signed_server",
+            ExportRole::UntrustedRoot => "untrusted_root",
+        }
+    }
+
+    /// Where the file goes, in words.
+    fn destination(self) -> &'static str {
+        match self {
+            ExportRole::Root => {
+                "a trust anchor: import it into the client's trust store as a trusted CA \
+                 (--ca-file; OpenSSL-based clients: their CA file; Java: keytool \
+                 -importcert; Windows: certutil -addstore Root)"
+            }
+            ExportRole::Intermediate => {
+                "NOT a trust anchor: it belongs in the server's chain file after the leaf (the \
+                 fix); until the server sends it, a client may hold it as an intermediate \
+                 (--ca-file uses it as one; Windows: certutil -addstore CA). Never import it \
+                 as a trusted root"
+            }
+            ExportRole::SelfSignedServer => {
+                "the server's own certificate: give it to a client as a trust anchor \
+                 (--ca-file) only after its administrator confirms this fingerprint"
+            }
+            ExportRole::UntrustedRoot => {
+                "the root the server sent: import it as a trusted CA (--ca-file) only after \
+                 the CA's administrators confirm this fingerprint"
+            }
+        }
+    }
+}
+
+/// What `--export-dir` writes, leaf side first: every certificate of the built chain the server
+/// did not send (from the trust source that holds it), and the certificate the advice asks to
+/// trust when there is one (a self-signed server certificate, a root the server sent).
+pub fn exportable(chain: &ChainReport) -> Vec<(&CertFacts, ExportRole)> {
+    let mut out: Vec<(&CertFacts, ExportRole)> = chain
+        .built
+        .iter()
+        .filter(|c| !c.sent)
+        .map(|c| {
+            let role = if c.self_signed {
+                ExportRole::Root
+            } else {
+                ExportRole::Intermediate
+            };
+            (c, role)
+        })
+        .collect();
+    match chain.error.as_ref().map(|e| e.reason) {
+        Some(Reason::CertSelfSigned) => {
+            if let Some(leaf) = chain.sent.first() {
+                out.push((leaf, ExportRole::SelfSignedServer));
+            }
+        }
+        Some(Reason::CertUnknownIssuer) => {
+            if let Some(top) = chain.built.last().filter(|t| t.self_signed && t.sent) {
+                out.push((top, ExportRole::UntrustedRoot));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
 /// What `--export-dir` wrote, or why nothing.
-fn render_export(
-    out: &mut String,
-    chain: &ChainReport,
-    export: &Export,
-    missing: Option<&MissingIssuer>,
-) {
+fn render_export(out: &mut String, chain: &ChainReport, export: &Export) {
     let _ = writeln!(out, "\nExport to {}:", export.dir.display());
     match &export.written {
         Err(e) => {
             let _ = writeln!(out, "  FAILED: {e}");
         }
         Ok(paths) if paths.is_empty() => {
-            let why = if chain.built.iter().all(|c| c.sent) && chain.anchor().is_some() {
-                "the server sent every certificate of the chain, root included"
-            } else if missing.is_some() {
-                "no trust source holds what is missing (see above what to look for)"
-            } else {
-                "every certificate found was sent by the server; none came from a trust source"
-            };
-            let _ = writeln!(out, "  nothing written: {why}.");
+            let _ = writeln!(out, "  nothing written: {}.", nothing_to_export(chain));
         }
         Ok(paths) => {
-            let unsent = chain.built.iter().filter(|c| !c.sent);
-            for (path, c) in paths.iter().zip(unsent) {
-                let what = if c.self_signed {
-                    "root"
-                } else {
-                    "intermediate"
-                };
+            for (path, (c, role)) in paths.iter().zip(exportable(chain)) {
                 let _ = writeln!(
                     out,
-                    "  {}  {what} {:?}, sha256 {}",
+                    "  {}  {} {:?}, sha256 {}\n      {}.",
                     path.display(),
+                    role.as_str().replace('_', " "),
                     c.subject_cn,
-                    c.fingerprint_sha256
+                    c.fingerprint_sha256,
+                    role.destination()
                 );
             }
-            let _ = writeln!(
-                out,
-                "  Import these into the client's trust store as trusted CA certificates \
-                 (smtp-prober: tls_config.ca_files or --ca-file; OpenSSL-based clients: append \
-                 to their CA file; Java: keytool -importcert; Windows: certutil -addstore)."
-            );
         }
+    }
+}
+
+/// Why `--export-dir` has nothing to write, agreeing with the advice.
+fn nothing_to_export(chain: &ChainReport) -> &'static str {
+    if chain.built.iter().all(|c| c.sent) && chain.anchor().is_some() {
+        "the server sent every certificate of the chain, root included"
+    } else if missing_issuer(chain).is_some() {
+        "no trust source of this client holds the missing certificate; get it as \
+         \"What to do\" says, or run again with --ca-file=BUNDLE naming a bundle that holds it"
+    } else {
+        "every certificate found was sent by the server; none came from a trust source"
+    }
+}
+
+/// The chain command's JSON document.
+#[derive(serde::Serialize)]
+struct ChainJson<'a> {
+    target: &'a str,
+    /// When the chain was checked (RFC 3339).
+    checked_at: String,
+    tls: Option<ChainTlsJson<'a>>,
+    /// The session's failure: before TLS (then `tls` is null), or after the handshake.
+    session_failure: Option<FailureJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ChainTlsJson<'a> {
+    #[serde(flatten)]
+    session: SessionJson<'a>,
+    server_name: &'a str,
+    valid: bool,
+    reason: Option<&'static str>,
+    /// Where the chain fails or where building stopped, and why, in words.
+    detail: Option<String>,
+    openssl_verify_code: Option<u32>,
+    openssl_verify_text: Option<&'static str>,
+    sent_complete: bool,
+    sent: Vec<SentJson<'a>>,
+    built: Vec<BuiltJson<'a>>,
+    missing_issuer: Option<MissingJson>,
+    findings: Vec<String>,
+    advice: Vec<String>,
+    export: Option<ExportJson>,
+}
+
+#[derive(serde::Serialize)]
+struct SentJson<'a> {
+    #[serde(flatten)]
+    cert: CertJson<'a>,
+    notes: Vec<String>,
+    pem: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct BuiltJson<'a> {
+    #[serde(flatten)]
+    cert: CertJson<'a>,
+    /// Where it came from, in words.
+    from: String,
+    anchor: bool,
+}
+
+#[derive(serde::Serialize)]
+struct MissingJson {
+    subject: String,
+    issuer: String,
+    authority_key_id: Option<String>,
+    ca_issuers: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct ExportJson {
+    dir: String,
+    files: Vec<ExportFileJson>,
+    /// Why nothing was written, or why writing failed.
+    note: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct ExportFileJson {
+    path: String,
+    role: &'static str,
+    subject: String,
+    fingerprint_sha256: String,
+    destination: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct FailureJson<'a> {
+    step: &'static str,
+    reason: &'static str,
+    detail: &'a str,
+    hint: &'static str,
+}
+
+impl<'a> ChainJson<'a> {
+    fn new(run: &'a ChainRun, now: i64, show_sent: bool) -> ChainJson<'a> {
+        let o = &run.outcome;
+        ChainJson {
+            target: &o.target,
+            checked_at: rfc3339(now),
+            tls: run
+                .tls()
+                .map(|tls| ChainTlsJson::new(tls, run.export.as_ref(), show_sent)),
+            session_failure: o.failure.as_ref().map(|f| FailureJson {
+                step: f.step.as_str(),
+                reason: f.reason.as_str(),
+                detail: &f.detail,
+                hint: f.reason.hint_for(Audience::Cli),
+            }),
+        }
+    }
+}
+
+impl<'a> ChainTlsJson<'a> {
+    fn new(tls: &'a TlsReport, export: Option<&Export>, show_sent: bool) -> ChainTlsJson<'a> {
+        let chain = &tls.chain;
+        let flags = chain.flags();
+        let anchor = chain.anchor().map(|a| a.fingerprint_sha256.as_str());
+        ChainTlsJson {
+            session: SessionJson::new(tls),
+            server_name: &chain.server_name,
+            valid: chain.valid(),
+            reason: chain.error.as_ref().map(|e| e.reason.as_str()),
+            detail: chain
+                .error
+                .as_ref()
+                .map(|e| format!("{}{}", verdict_place(chain, e), e.detail)),
+            openssl_verify_code: openssl_verdict(chain).map(|(code, _)| code),
+            openssl_verify_text: openssl_verdict(chain).map(|(_, text)| text),
+            sent_complete: chain.sent_complete,
+            sent: chain
+                .sent
+                .iter()
+                .enumerate()
+                .map(|(i, c)| SentJson {
+                    cert: cert_json(c),
+                    notes: sent_notes(chain, &flags, i),
+                    pem: show_sent.then(|| pem(&c.der)),
+                })
+                .collect(),
+            built: chain
+                .built
+                .iter()
+                .map(|c| {
+                    let is_anchor = anchor == Some(c.fingerprint_sha256.as_str());
+                    BuiltJson {
+                        cert: cert_json(c),
+                        from: origin(c, chain, is_anchor),
+                        anchor: is_anchor,
+                    }
+                })
+                .collect(),
+            missing_issuer: missing_issuer(chain).map(|m| MissingJson {
+                subject: m.subject,
+                issuer: m.issuer,
+                authority_key_id: m.authority_key_id.as_deref().map(colon_hex),
+                ca_issuers: m.ca_issuers,
+            }),
+            findings: findings(chain, &flags),
+            advice: advice(chain, &flags, export.is_some()),
+            export: export.map(|e| export_json(chain, e)),
+        }
+    }
+}
+
+/// What `--export-dir` wrote, for the JSON document.
+fn export_json(chain: &ChainReport, export: &Export) -> ExportJson {
+    let (files, note) = match &export.written {
+        Err(e) => (Vec::new(), Some(format!("FAILED: {e}"))),
+        Ok(paths) if paths.is_empty() => (Vec::new(), Some(nothing_to_export(chain).to_string())),
+        Ok(paths) => (
+            paths
+                .iter()
+                .zip(exportable(chain))
+                .map(|(path, (c, role))| ExportFileJson {
+                    path: path.display().to_string(),
+                    role: role.as_str(),
+                    subject: c.subject.clone(),
+                    fingerprint_sha256: c.fingerprint_sha256.clone(),
+                    destination: role.destination(),
+                })
+                .collect(),
+            None,
+        ),
+    };
+    ExportJson {
+        dir: export.dir.display().to_string(),
+        files,
+        note,
     }
 }
 

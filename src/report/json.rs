@@ -3,17 +3,19 @@
 
 use serde::Serialize;
 
-use super::{listed_certificates, source_name};
-use crate::clock::rfc3339;
+use super::{cert_json, listed_certificates, openssl_verdict, CertJson, SessionJson};
+use crate::clock::{rfc3339, rfc3339_millis};
 use crate::printable::shown;
 use crate::probe::ProbeOutcome;
-use crate::tls::CertFacts;
+use crate::vocab::Audience;
 
 /// The JSON document.
 #[derive(Serialize)]
 pub(crate) struct ProbeJson<'a> {
     target: &'a str,
     module: &'a str,
+    /// When the probe started (RFC 3339, UTC, milliseconds).
+    started_at: String,
     success: bool,
     duration_seconds: f64,
     timeout_seconds: f64,
@@ -52,31 +54,19 @@ struct StepJson<'a> {
 
 #[derive(Serialize)]
 struct TlsJson<'a> {
-    version: &'a str,
-    cipher: &'a str,
+    #[serde(flatten)]
+    session: SessionJson<'a>,
     server_name: &'a str,
     chain_valid: bool,
     chain_error: Option<&'static str>,
     chain_error_detail: Option<&'a str>,
+    /// The code `openssl s_client -verify_return_error` reports for the same chain (0: ok),
+    /// and its words; `None` where OpenSSL has no single equivalent.
+    openssl_verify_code: Option<u32>,
+    openssl_verify_text: Option<&'static str>,
     chain_sent_complete: bool,
     certs_sent: usize,
     certificates: Vec<CertJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct CertJson<'a> {
-    depth: usize,
-    subject: &'a str,
-    issuer: &'a str,
-    not_before: String,
-    not_after: String,
-    serial: &'a str,
-    fingerprint_sha256: &'a str,
-    sent: bool,
-    source: String,
-    key: &'a str,
-    signature_algorithm: &'a str,
-    sans: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -118,23 +108,6 @@ struct LateJson<'a> {
     cleaned_up: bool,
 }
 
-fn cert_json(c: &CertFacts) -> CertJson<'_> {
-    CertJson {
-        depth: c.depth,
-        subject: &c.subject,
-        issuer: &c.issuer,
-        not_before: rfc3339(c.not_before),
-        not_after: rfc3339(c.not_after),
-        serial: &c.serial,
-        fingerprint_sha256: &c.fingerprint_sha256,
-        sent: c.sent,
-        source: source_name(&c.source),
-        key: &c.key,
-        signature_algorithm: &c.signature_algorithm,
-        sans: c.names_listed(),
-    }
-}
-
 impl<'a> ProbeJson<'a> {
     /// Builds the document from an outcome.
     pub(crate) fn new(o: &'a ProbeOutcome) -> ProbeJson<'a> {
@@ -142,13 +115,15 @@ impl<'a> ProbeJson<'a> {
         ProbeJson {
             target: &o.target,
             module: &o.module,
+            started_at: rfc3339_millis(o.started_at),
             success: o.success(),
             duration_seconds: o.duration.as_secs_f64(),
             timeout_seconds: o.timeout.as_secs_f64(),
             failed_step: o.failure.as_ref().map(|f| f.step.as_str()),
             reason: o.failure.as_ref().map(|f| f.reason.as_str()),
             detail: o.failure.as_ref().map(|f| f.detail.as_str()),
-            hint: o.failure.as_ref().map(|f| f.reason.hint()),
+            // The JSON document is the `probe` command's: its hints name the flags.
+            hint: o.failure.as_ref().map(|f| f.reason.hint_for(Audience::Cli)),
             provider_hint: o.provider_hint().map(|h| ProviderHintJson {
                 id: h.id,
                 fix: h.fix,
@@ -181,12 +156,13 @@ impl<'a> ProbeJson<'a> {
             message_accepted: s.message_accepted,
             probe_id: o.probe_id.as_deref(),
             tls: s.tls.as_ref().map(|t| TlsJson {
-                version: &t.version,
-                cipher: &t.cipher,
+                session: SessionJson::new(t),
                 server_name: &t.chain.server_name,
                 chain_valid: t.chain.valid(),
                 chain_error: t.chain.error.as_ref().map(|e| e.reason.as_str()),
                 chain_error_detail: t.chain.error.as_ref().map(|e| e.detail.as_str()),
+                openssl_verify_code: openssl_verdict(&t.chain).map(|(code, _)| code),
+                openssl_verify_text: openssl_verdict(&t.chain).map(|(_, text)| text),
                 chain_sent_complete: t.chain.sent_complete,
                 certs_sent: t.chain.sent.len(),
                 certificates: listed_certificates(&t.chain)

@@ -22,7 +22,7 @@ use super::transcript::{Failure, StepRecord, Transcript};
 use crate::cancel::Cancel;
 use crate::networks::NetworkPolicy;
 use crate::secret::Secret;
-use crate::tls::{TlsClient, TlsReport};
+use crate::tls::{iana_cipher_name, TlsClient, TlsReport};
 use crate::vocab::{Reason, StepName};
 
 /// How TLS is used on the SMTP connection.
@@ -110,8 +110,10 @@ pub struct SessionPlan<'a> {
     pub envelope: Option<&'a Envelope>,
     /// When the whole probe must be over.
     pub deadline: Instant,
-    /// The instant transcript offsets count from.
-    pub started: Instant,
+    /// The transcript to record into: empty, or holding what ran before the connection (a token
+    /// request), and told to its watcher, if any, as each step happens. Its start is the
+    /// instant offsets count from.
+    pub transcript: Transcript,
     /// Reply bounds.
     pub limits: ReplyLimits,
     /// Fires when the probe must stop early (shutdown, reload): the session then ends as if its
@@ -146,8 +148,13 @@ pub struct SessionReport {
 impl SessionReport {
     /// A report of a session that never started.
     pub fn empty(started: Instant) -> SessionReport {
+        SessionReport::recorded_in(Transcript::new(started))
+    }
+
+    /// A report whose steps go into `transcript`.
+    pub fn recorded_in(transcript: Transcript) -> SessionReport {
         SessionReport {
-            transcript: Transcript::new(started),
+            transcript,
             peer: None,
             server: None,
             server_tls: None,
@@ -173,7 +180,7 @@ impl SessionReport {
 /// `plan.deadline` by more than the time to send a best-effort QUIT after a failure (bounded too).
 pub async fn run(plan: SessionPlan<'_>) -> SessionReport {
     let mut s = Session {
-        report: SessionReport::empty(plan.started),
+        report: SessionReport::recorded_in(plan.transcript.clone()),
         conn: None,
         plan,
     };
@@ -183,6 +190,15 @@ pub async fn run(plan: SessionPlan<'_>) -> SessionReport {
     }
     s.report
 }
+
+/// The SMTPS port (RFC 8314): implicit TLS, the client speaks first.
+const SMTPS_PORT: u16 = 465;
+
+/// How long a server on the SMTPS port may stay silent, in a mode that expects a plain-text
+/// greeting, before the probe asks it with a ClientHello whether it waits for TLS. Greetings
+/// come within milliseconds; 1.5 s leaves room for a slow network and still answers long
+/// before any probe deadline.
+const SMTPS_PATIENCE: Duration = Duration::from_millis(1500);
 
 /// Marks a step that ended the probe; the failure itself is already in the transcript.
 struct Stop;
@@ -291,7 +307,9 @@ impl Session<'_> {
         match result {
             Ok(addr) => {
                 self.report.peer = Some(addr);
-                self.step(StepName::Resolve, began).ok();
+                self.step(StepName::Resolve, began)
+                    .found(addr.to_string())
+                    .ok();
                 Ok(addr)
             }
             Err((reason, detail)) => self.step(StepName::Resolve, began).stop(reason, detail),
@@ -310,7 +328,9 @@ impl Session<'_> {
             Ok(Ok(tcp)) => {
                 // Replies are small and every one is timed: do not let Nagle delay our commands.
                 let _ = tcp.set_nodelay(true);
-                self.step(StepName::Connect, began).ok();
+                self.step(StepName::Connect, began)
+                    .found(addr.to_string())
+                    .ok();
                 Ok(tcp)
             }
             Ok(Err(e)) => {
@@ -348,21 +368,35 @@ impl Session<'_> {
                 Reason::Timeout,
                 "TLS handshake did not finish before the deadline",
             ),
+            Ok(Err(failure)) if failure.not_tls && self.plan.tls_mode == TlsMode::Implicit => {
+                self.step(StepName::TlsHandshake, began).stop(
+                    Reason::TlsModeMismatch,
+                    format!(
+                        "the server answered the TLS ClientHello with something that is not TLS \
+                         ({}): it greets in plain text on this port, so it speaks STARTTLS or \
+                         plain SMTP, not implicit TLS",
+                        failure.detail
+                    ),
+                )
+            }
             Ok(Err(failure)) => self
                 .step(StepName::TlsHandshake, began)
                 .stop(failure.reason, failure.detail),
             Ok(Ok((stream, report))) => {
                 let error = report.chain.error.clone();
+                // As OpenSSL prints them: `TLSv1.3 TLS_AES_256_GCM_SHA384`.
+                let found = format!("{} {}", report.version, iana_cipher_name(&report.cipher));
                 self.report.tls = Some(report);
                 match error {
                     Some(e) if !tls.settings().insecure_skip_verify => {
                         // The chain is not trusted: say nothing more over this connection.
                         drop(stream);
                         self.step(StepName::TlsHandshake, began)
+                            .found(found)
                             .stop(e.reason, e.detail)
                     }
                     _ => {
-                        self.step(StepName::TlsHandshake, began).ok();
+                        self.step(StepName::TlsHandshake, began).found(found).ok();
                         Ok(stream)
                     }
                 }
@@ -372,6 +406,9 @@ impl Session<'_> {
 
     async fn greeting(&mut self) -> StepResult<()> {
         let began = Instant::now();
+        if self.plan.port == SMTPS_PORT && self.plan.tls_mode != TlsMode::Implicit {
+            self.expect_plain_greeting(began).await?;
+        }
         let reply = self.read(StepName::Greeting, began, None).await?;
         if reply.code == 220 {
             self.step(StepName::Greeting, began).reply(reply).ok();
@@ -382,6 +419,70 @@ impl Session<'_> {
                 .reply(reply)
                 .stop(Reason::GreetingRejected, detail)
         }
+    }
+
+    /// On the SMTPS port a server that speaks implicit TLS (RFC 8314) waits silently for a
+    /// ClientHello, and a probe that expects a greeting would wait out its whole deadline and
+    /// blame the server. After [`SMTPS_PATIENCE`] of silence the probe sends one: a TLS answer
+    /// (a handshake or alert record) ends the greeting with `tls_mode_mismatch`; anything else
+    /// is kept and read as the greeting. Only on this port: elsewhere a client that speaks
+    /// first is a spam bot to some servers (Postfix's postscreen pre-greet test).
+    async fn expect_plain_greeting(&mut self, began: Instant) -> StepResult<()> {
+        let host = self.plan.host.trim_start_matches('[').trim_end_matches(']');
+        let Some(hello) = self
+            .plan
+            .tls
+            .client_hello(self.plan.tls.server_name_for(host))
+        else {
+            return Ok(());
+        };
+        let patience = (began + SMTPS_PATIENCE).min(self.plan.deadline);
+        let (deadline, cancel) = (self.plan.deadline, self.plan.cancel.clone());
+        let Some(Connection {
+            stream: Stream::Plain(tcp),
+            buf,
+        }) = self.conn.as_mut()
+        else {
+            return Ok(());
+        };
+        if !buf.is_empty() || until(patience, &cancel, tcp.readable()).await.is_ok() {
+            // Something arrived (or the connection broke): the read tells which.
+            return Ok(());
+        }
+        if cancel.is_cancelled()
+            || until(deadline, &cancel, write_all(tcp, &hello))
+                .await
+                .is_err()
+        {
+            return Ok(());
+        }
+        let mut first = [0u8; 5];
+        let n = match until(deadline, &cancel, read_some(tcp, &mut first)).await {
+            Ok(Ok(n)) => n,
+            _ => return Ok(()),
+        };
+        // A TLS record: content type handshake (22) or alert (21), then major version 3.
+        let record = match first[..n] {
+            [22, 3, ..] => "handshake",
+            [21, 3, ..] => "alert",
+            _ => {
+                buf.extend(&first[..n]);
+                return Ok(());
+            }
+        };
+        let expected = match self.plan.tls_mode {
+            TlsMode::None => "a plain-text greeting",
+            _ => "a plain-text greeting before STARTTLS",
+        };
+        self.step(StepName::Greeting, began).stop(
+            Reason::TlsModeMismatch,
+            format!(
+                "no greeting within {} ms on port {SMTPS_PORT}, and the server answered a TLS \
+                 ClientHello with a TLS {record} record: this looks like implicit TLS (SMTPS), \
+                 not {expected}",
+                SMTPS_PATIENCE.as_millis()
+            ),
+        )
     }
 
     async fn ehlo(&mut self, step: StepName) -> StepResult<ServerInfo> {
@@ -563,6 +664,11 @@ impl Session<'_> {
     async fn quit(&mut self) -> StepResult<()> {
         let began = Instant::now();
         let line = command::Quit.to_string();
+        if self.conn.is_some() {
+            self.report
+                .transcript
+                .sending(StepName::Quit, began, "QUIT");
+        }
         let outcome = match self.conn.as_mut() {
             Some(conn) => timeout_at(self.plan.deadline.into(), async {
                 conn.write(line.as_bytes()).await.map_err(ReadError::Io)?;
@@ -652,6 +758,7 @@ impl Session<'_> {
                 .sent(shown.to_string())
                 .stop(Reason::ConnectionClosed, "no connection");
         };
+        self.report.transcript.sending(step, began, shown);
         match until(deadline, &self.plan.cancel, conn.write(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => self
@@ -679,8 +786,16 @@ impl Session<'_> {
                 .stop(Reason::ConnectionClosed, "no connection");
         };
         let outcome = until(deadline, &self.plan.cancel, conn.read_reply()).await;
+        let silent = conn.buf.is_empty();
         let (reason, detail) = match outcome {
             Ok(Ok(reply)) => return Ok(reply),
+            Err(_) if step == StepName::Greeting && silent => (
+                Reason::Timeout,
+                "no greeting before the deadline: the server accepted the connection and said \
+                 nothing (a server that speaks implicit TLS, SMTPS, waits like this for the \
+                 client to start TLS)"
+                    .to_string(),
+            ),
             Err(_) => (
                 Reason::Timeout,
                 format!("no complete reply in {step} before the deadline"),

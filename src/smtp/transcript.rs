@@ -4,6 +4,7 @@
 use super::reply::Reply;
 use crate::printable::shown;
 use crate::vocab::{Reason, StepName};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One exchange with the server, or one local phase (resolve, connect, TLS handshake).
@@ -19,6 +20,9 @@ pub struct Step {
     pub sent: Option<String>,
     /// The server's reply, when one was read.
     pub reply: Option<Reply>,
+    /// What a local phase arrived at: the address (resolve, connect), the TLS version and
+    /// cipher (tls_handshake).
+    pub found: Option<String>,
     /// Set when this step failed.
     pub failure: Option<Failure>,
 }
@@ -46,11 +50,32 @@ impl Failure {
     }
 }
 
+/// Told about a probe's steps while it runs, so that a person can follow it as it happens
+/// (`smtp-prober probe` prints each line when it is known, like a mail client's debug log).
+pub trait Watch: Send + Sync {
+    /// A command of `step` (secrets masked) is being sent, `offset` after the probe's start.
+    fn sending(&self, step: StepName, offset: Duration, shown: &str);
+    /// A step ended (passed or failed).
+    fn ended(&self, step: &Step);
+}
+
+/// A shared [`Watch`].
+#[derive(Clone)]
+pub struct Watcher(pub Arc<dyn Watch>);
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watcher")
+    }
+}
+
 /// Steps in the order they ran, timed against one start instant.
 #[derive(Clone, Debug)]
 pub struct Transcript {
     started: Instant,
     steps: Vec<Step>,
+    /// Told about each step as it happens, when someone follows the probe.
+    watcher: Option<Watcher>,
 }
 
 impl Transcript {
@@ -59,6 +84,20 @@ impl Transcript {
         Transcript {
             started,
             steps: Vec::with_capacity(16),
+            watcher: None,
+        }
+    }
+
+    /// The same transcript, telling `watcher` about each step from now on (none: nobody).
+    pub fn watched_by(mut self, watcher: Option<Watcher>) -> Transcript {
+        self.watcher = watcher;
+        self
+    }
+
+    /// Says that the command `shown` of a step that began at `began` is being sent.
+    pub fn sending(&self, step: StepName, began: Instant, shown: &str) {
+        if let Some(w) = &self.watcher {
+            w.0.sending(step, began.saturating_duration_since(self.started), shown);
         }
     }
 
@@ -78,6 +117,7 @@ impl Transcript {
             duration: None,
             sent: None,
             reply: None,
+            found: None,
         }
     }
 
@@ -106,6 +146,7 @@ pub struct StepRecord<'t> {
     duration: Option<Duration>,
     sent: Option<String>,
     reply: Option<Reply>,
+    found: Option<String>,
 }
 
 impl<'t> StepRecord<'t> {
@@ -118,6 +159,12 @@ impl<'t> StepRecord<'t> {
     /// The server's reply.
     pub fn reply(mut self, reply: impl Into<Option<Reply>>) -> Self {
         self.reply = reply.into();
+        self
+    }
+
+    /// What a local phase arrived at (an address, a TLS version and cipher).
+    pub fn found(mut self, found: impl Into<String>) -> Self {
+        self.found = Some(found.into());
         self
     }
 
@@ -151,6 +198,7 @@ impl<'t> StepRecord<'t> {
                 .unwrap_or_else(|| Instant::now().saturating_duration_since(self.began)),
             sent: self.sent,
             reply: self.reply,
+            found: self.found,
             failure,
         };
         let at = match self.duration {
@@ -163,6 +211,9 @@ impl<'t> StepRecord<'t> {
             None => t.steps.len(),
         };
         t.steps.insert(at, step);
+        if let Some(w) = &t.watcher {
+            w.0.ended(&t.steps[at]);
+        }
         &t.steps[at]
     }
 }

@@ -31,12 +31,18 @@ pub struct MissingIssuer {
 /// leaf side first. A chain the server sent complete, root included, writes nothing.
 pub fn export_missing(report: &ChainReport, dir: &Path) -> io::Result<Vec<PathBuf>> {
     let missing: Vec<&CertFacts> = report.built.iter().filter(|c| !c.sent).collect();
-    if missing.is_empty() {
+    export(&missing, dir)
+}
+
+/// Writes one PEM file per certificate into `dir` (created when missing), named
+/// `<depth>-<common name>.pem`, in the order given. Returns the paths written.
+pub fn export(certs: &[&CertFacts], dir: &Path) -> io::Result<Vec<PathBuf>> {
+    if certs.is_empty() {
         return Ok(Vec::new());
     }
     std::fs::create_dir_all(dir)?;
-    let mut written = Vec::with_capacity(missing.len());
-    for cert in missing {
+    let mut written = Vec::with_capacity(certs.len());
+    for cert in certs {
         let path = dir.join(file_name(cert));
         std::fs::write(&path, pem(&cert.der))?;
         written.push(path);

@@ -227,6 +227,9 @@ pub struct HandshakeFailure {
     pub reason: Reason,
     /// The TLS alert or error.
     pub detail: String,
+    /// Whether the server's first bytes were not TLS at all (a record of no TLS content type
+    /// or version): a plain-text SMTP greeting where a TLS handshake was expected.
+    pub not_tls: bool,
 }
 
 /// Why a TLS client configuration could not be built.
@@ -321,6 +324,17 @@ impl TlsClient {
         )
     }
 
+    /// The first flight of a handshake with `server_name`: a ClientHello as this client sends
+    /// it, to ask a silent server whether it waits for TLS. `None` for an invalid name.
+    pub(crate) fn client_hello(&self, server_name: &str) -> Option<Vec<u8>> {
+        let name = parse_server_name(server_name).ok()?;
+        let config = self.inner.connector.config().clone();
+        let mut connection = rustls::ClientConnection::new(config, name).ok()?;
+        let mut hello = Vec::new();
+        connection.write_tls(&mut hello).ok()?;
+        Some(hello)
+    }
+
     /// Verifies a chain (leaf first, as a server sends it) against this client's trust store at
     /// `now` and checks it covers `server_name`. [`TlsClient::handshake`] does this with the
     /// certificates of the handshake.
@@ -355,6 +369,7 @@ impl TlsClient {
         let name = parse_server_name(server_name).map_err(|e| HandshakeFailure {
             reason: Reason::TlsHandshakeFailed,
             detail: format!("invalid server name {server_name:?}: {e}"),
+            not_tls: false,
         })?;
         let checked_name = match &name {
             ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
@@ -477,9 +492,19 @@ fn handshake_failure(error: std::io::Error) -> HandshakeFailure {
         | ErrorKind::BrokenPipe => Reason::ConnectionClosed,
         _ => Reason::TlsHandshakeFailed,
     };
+    let not_tls = matches!(
+        error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+                | rustls::InvalidMessage::UnknownProtocolVersion
+        ))
+    );
     HandshakeFailure {
         reason,
         detail: error.to_string(),
+        not_tls,
     }
 }
 

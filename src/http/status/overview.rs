@@ -13,6 +13,7 @@ use crate::clock::unix_seconds;
 use crate::exporter::Exporter;
 use crate::report;
 use crate::scheduler::TargetState;
+use crate::vocab::Audience;
 
 /// Renders the overview.
 pub(in crate::http) fn render(exporter: &Exporter) -> String {
@@ -128,7 +129,7 @@ fn result_cell(out: &mut String, o: &crate::probe::ProbeOutcome) {
                 f.step,
                 shown(&f.detail, TEXT_MAX)
             );
-            if let Some((_, fix)) = report::hint(o) {
+            if let Some((_, fix)) = report::hint(o, Audience::Config) {
                 let _ = write!(out, "<div class=\"hint\">{}</div>", esc(fix));
             }
             out.push_str("</td>");

@@ -14,6 +14,7 @@ use crate::probe::ProbeOutcome;
 use crate::report::{self, listed_certificates, local_phase_words, source_name, validity_words};
 use crate::scheduler::{ResultMark, TargetState};
 use crate::tls::TlsReport;
+use crate::vocab::Audience;
 
 /// Renders the page of the target named `name`; `None` when there is none.
 pub(in crate::http) fn render(exporter: &Exporter, name: &str) -> Option<String> {
@@ -84,7 +85,7 @@ fn last_probe(out: &mut String, o: &ProbeOutcome, now: i64) {
             );
         }
     }
-    if let Some((id, fix)) = report::hint(o) {
+    if let Some((id, fix)) = report::hint(o, Audience::Config) {
         let _ = writeln!(
             out,
             "<div class=\"hint\" id=\"hint\"><strong>What to do{}:</strong> {}</div>",
@@ -175,7 +176,7 @@ fn waterfall(out: &mut String, o: &ProbeOutcome) {
             .unwrap_or_default();
         let reply = match &st.reply {
             Some(r) => shown(&report::reply_text(r), 200),
-            None => esc(&local_phase_words(st, &o.session)),
+            None => esc(&local_phase_words(st)),
         };
         let _ = writeln!(
             out,
@@ -195,9 +196,8 @@ fn chain(out: &mut String, tls: &TlsReport, now: i64) {
     let c = &tls.chain;
     let _ = write!(
         out,
-        "<h2>Certificate chain</h2>\n<p id=\"chain\">{} {} · checked as {} · ",
-        esc(&tls.version),
-        esc(&tls.cipher),
+        "<h2>Certificate chain</h2>\n<p id=\"chain\">{} · checked as {} · ",
+        esc(&report::tls_words(tls)),
         shown(&c.server_name, 100)
     );
     match &c.error {
