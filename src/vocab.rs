@@ -114,7 +114,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for documentation and exhaustive tests.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::DnsError,
         Reason::ConnectRefused,
         Reason::ConnectTimeout,
