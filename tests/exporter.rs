@@ -236,6 +236,14 @@ fn probe_sends_with_allow_send_and_debug_shows_log_metrics_and_redacted_module()
         assert!(r.body.contains(part), "no {part:?} in:\n{}", r.body);
     }
     assert!(!r.body.contains("secret"), "password leaked:\n{}", r.body);
+    // The module as YAML, as blackbox_exporter shows its module (before: Rust's Debug output,
+    // `Module { timeout: 5s, ... }`), with its defaults filled in.
+    let module = r.body.split("Module configuration:\n").nth(1).unwrap();
+    assert!(!module.contains("Module {"), "{module}");
+    let yaml: serde_json::Value = serde_saphyr::from_str(module).expect("YAML");
+    assert_eq!(yaml["tls"], "starttls", "{module}");
+    assert_eq!(yaml["auth"]["password"], "<redacted>", "{module}");
+    assert_eq!(yaml["ip_protocol"], "auto", "{module}");
 }
 
 #[test]
@@ -401,6 +409,22 @@ fn scheduled_results_histograms_status_page_and_logs() {
     assert_eq!(exporter.get("/-/ready").status, 200);
     assert_eq!(exporter.get("/-/reload").status, 405);
     assert_eq!(exporter.get("/nowhere").status, 404);
+
+    // The failed probe's log line is logfmt as readers parse it: the detail quoted, its `'`
+    // as it is (before: `leaf\'s`, a backslash logfmt has no escape for).
+    let log = exporter.log_lines().join("\n");
+    let failed = log
+        .lines()
+        .find(|l| l.contains("scheduled probe failed") && l.contains("target_name=chain"))
+        .unwrap_or_else(|| panic!("no failed probe logged:\n{log}"));
+    assert!(
+        failed.contains(r#"detail="the leaf's issuer \"CN=smtp-prober demo intermediate CA"#),
+        "{failed}"
+    );
+    assert!(
+        failed.starts_with("ts=") && failed.contains(" level=info "),
+        "{failed}"
+    );
 }
 
 #[test]

@@ -162,3 +162,31 @@ async fn port_465_means_implicit_tls_by_default() {
     let greeting = stdout.find("greeting").expect("a greeting");
     assert!(handshake < greeting, "TLS first: {stdout}");
 }
+
+/// What the help texts and the example configuration point at ships with the program: no
+/// "DESIGN §7" (a document users do not have), no `docs/` file that does not exist.
+#[test]
+fn help_and_example_configuration_point_at_what_ships() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for command in [
+        &["--help"][..],
+        &["probe", "--help"],
+        &["chain", "--help"],
+        &["check-config", "--help"],
+        &["demo", "--help"],
+    ] {
+        let out = Command::new(BIN).args(command).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(!help.contains("DESIGN"), "{command:?}: {help}");
+    }
+    let example = std::fs::read_to_string(root.join("config/smtp-prober.yml")).unwrap();
+    for word in example.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',') {
+        let word = word.trim_end_matches(['.', ':', ';']);
+        if word.starts_with("docs/") || word.ends_with(".md") {
+            assert!(
+                root.join(word).exists(),
+                "config/smtp-prober.yml names {word}, which does not ship"
+            );
+        }
+    }
+}

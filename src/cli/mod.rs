@@ -8,6 +8,7 @@ mod args;
 pub mod chain;
 mod check_config;
 mod demo;
+mod logfmt;
 mod probe;
 mod serve;
 

@@ -52,10 +52,8 @@ pub(crate) fn init_logging(args: &LogArgs) {
     let result = match args.format {
         LogFormat::Logfmt => registry
             .with(
-                tracing_logfmt::builder()
-                    .with_span_name(false)
-                    .with_span_path(false)
-                    .layer()
+                tracing_subscriber::fmt::layer()
+                    .event_format(super::logfmt::Logfmt)
                     .with_writer(std::io::stderr),
             )
             .try_init(),

@@ -24,6 +24,7 @@
 
 mod expand;
 pub(crate) mod raw;
+mod show;
 mod validate;
 pub(crate) mod yaml;
 
@@ -37,6 +38,8 @@ use std::time::Duration;
 
 #[cfg(test)]
 mod tests;
+
+pub(crate) use show::module_yaml;
 
 /// A configuration file larger than this is refused (10,000 targets take about 1.5 MiB).
 const MAX_CONFIG_BYTES: u64 = 32 * 1024 * 1024;

@@ -265,10 +265,10 @@ async fn probe_handler(
     if param("debug").is_some_and(|d| d == "true") {
         let body = format!(
             "Logs for the probe:\n{}\n\nMetrics that would have been returned:\n{}\n\
-             Module configuration:\n{:#?}\n",
+             Module configuration:\n{}",
             report::text::render(&outcome),
             metrics,
-            prepared.module
+            crate::config::module_yaml(&prepared.module)
         );
         return text_response(StatusCode::OK, body);
     }

@@ -1,4 +1,4 @@
-//! The JSON result of `probe --format=json` (DESIGN §7): the same facts as the transcript, as one
+//! The JSON result of `probe --format=json`: the same facts as the transcript, as one
 //! object. Secrets never appear: commands are shown masked, the token mail as its size.
 
 use serde::Serialize;

@@ -1,5 +1,5 @@
-//! A probe outcome as Prometheus metrics (DESIGN §6). Blackbox-compatible names are kept so
-//! existing dashboards and alerts keep working.
+//! A probe outcome as Prometheus metrics (the README's metric reference). Blackbox-compatible
+//! names and label values are kept so that existing dashboards and alerts keep working.
 //!
 //! The samples are written as text straight into a [`Chunk`], so the same code serves a
 //! `/probe` request (no extra labels) and the scheduled `/metrics` page (each target's `name`,
