@@ -97,6 +97,14 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     Some(Duration::from_nanos(ticks * (1_000_000_000 / USER_HZ)))
 }
 
+/// CPU time the calling thread has run so far, in nanoseconds (`/proc/thread-self/schedstat`,
+/// Linux): unlike wall time, it does not count the time other processes had the core.
+pub fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
 /// Resident set size of this process (`VmRSS` of `/proc/self/status`), in bytes.
 pub fn rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
