@@ -21,12 +21,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{heading, micros, result, rss_bytes, show, Percentiles};
+use common::{heading, micros, result, rss_bytes, show, thread_cpu, Percentiles};
 use smtp_prober::config::Config;
 use smtp_prober::demo::{DemoPki, DemoServer, Sent, ServerConfig};
 use smtp_prober::exporter::{ConfigSource, Exporter};
 use smtp_prober::exposition::{merge, Chunk, Sink};
-use smtp_prober::scheduler::write_totals;
 
 /// Set in the child process: how many targets to schedule.
 const TARGETS: &str = "SMTP_PROBER_BENCH_TARGETS";
@@ -34,19 +33,35 @@ const TARGETS: &str = "SMTP_PROBER_BENCH_TARGETS";
 /// Size of the pieces the HTTP handler streams `/metrics` in (`http::METRICS_PIECE`).
 const PIECE: usize = 256 * 1024;
 
-/// A sink like the HTTP handler's: fills a 256 KiB piece, hands it on (here: drops it).
+/// A sink like the HTTP handler's: fills a 256 KiB piece, hands it on (here: empties it).
 struct Pieces {
     piece: String,
     bytes: usize,
 }
 
+impl Pieces {
+    /// Hands the piece on when `more` would not fit; the HTTP handler's buffers come back to be
+    /// filled again, here the same one is.
+    fn room_for(&mut self, more: usize) {
+        if self.piece.len() + more > PIECE {
+            self.bytes += self.piece.len();
+            std::hint::black_box(&self.piece);
+            self.piece.clear();
+        }
+    }
+}
+
 impl Sink for Pieces {
     fn put(&mut self, text: &str) {
+        self.room_for(text.len());
         self.piece.push_str(text);
-        if self.piece.len() >= PIECE {
-            self.bytes += self.piece.len();
-            self.piece = String::with_capacity(PIECE);
-        }
+    }
+
+    fn put_line(&mut self, name: &str, leading: &str, rest: &str) {
+        self.room_for(name.len() + leading.len() + rest.len());
+        self.piece.push_str(name);
+        self.piece.push_str(leading);
+        self.piece.push_str(rest);
     }
 }
 
@@ -222,14 +237,21 @@ fn run_size(n: usize, quick: bool) {
             piece: String::with_capacity(PIECE),
             bytes: 0,
         };
-        // As served: into 256 KiB pieces.
+        // As served: into 256 KiB pieces; wall time, and the CPU time of this thread (which a
+        // shared machine does not inflate).
+        let mut pieces_cpu: Vec<Duration> = Vec::with_capacity(runs);
         let mut to_pieces: Vec<Duration> = (0..runs)
             .map(|_| {
+                let cpu = thread_cpu();
                 let t = Instant::now();
                 let mut out = pieces();
                 exporter.render_metrics(&mut out);
                 std::hint::black_box(out.bytes + out.piece.len());
-                t.elapsed()
+                let wall = t.elapsed();
+                if let (Some(a), Some(b)) = (cpu, thread_cpu()) {
+                    pieces_cpu.push(b.saturating_sub(a));
+                }
+                wall
             })
             .collect();
         // The two halves of a render: the pre-rendered per-probe families, and the scheduled
@@ -249,7 +271,7 @@ fn run_size(n: usize, quick: bool) {
             .map(|_| {
                 let t = Instant::now();
                 let mut out = pieces();
-                write_totals(&targets, &mut out);
+                exporter.scheduler().write_totals(&targets, &mut out);
                 std::hint::black_box(out.bytes);
                 t.elapsed()
             })
@@ -300,6 +322,15 @@ fn run_size(n: usize, quick: bool) {
         );
         println!("render into a String       {}", s.show());
         println!("render into 256 KiB pieces {}", p.show());
+        let c = Percentiles::of(&mut pieces_cpu);
+        if c.n > 0 {
+            println!("  CPU of the rendering thread {}", c.show());
+            result(
+                &format!("metrics.{n}.render_pieces_cpu"),
+                micros(c.median) / 1e3,
+                "ms",
+            );
+        }
         if let (Some(a), Some(b)) = (rss_before, rss_after) {
             let per = b.saturating_sub(a) as f64 / n as f64;
             println!(

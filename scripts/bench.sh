@@ -59,6 +59,7 @@ row "bare NOOP round trip, median" overhead.split.bare_noop.median
 row "ehlo step minus bare NOOP" overhead.split.ehlo_step_minus_noop
 echo " /metrics with 10,000 scheduled targets"
 row "render (256 KiB pieces, as served), median" metrics.10000.render_pieces
+row "  CPU time of the rendering thread, median" metrics.10000.render_pieces_cpu
 row "  of which per-probe families" metrics.10000.render_merge
 row "  of which scheduled histograms" metrics.10000.render_totals
 row "page size" metrics.10000.page_size

@@ -19,7 +19,7 @@ use crate::config::{Config, ConfigError};
 use crate::exposition::{merge, Chunk, Sink};
 use crate::probe::target::Target;
 use crate::probe::{self, Budget, PreparedModule, ProbeOutcome};
-use crate::scheduler::{write_totals, ApplyReport, InFlight, ScheduleError, Scheduler};
+use crate::scheduler::{ApplyReport, InFlight, ScheduleError, Scheduler};
 use crate::shard::Shard;
 use crate::tls::TlsSetupError;
 
@@ -213,11 +213,7 @@ impl Exporter {
             metrics.in_flight.clone(),
         );
         let targets = shard_targets(shard, &loaded.config);
-        scheduler.apply(
-            &targets,
-            &loaded.modules,
-            loaded.config.scheduler.max_concurrency,
-        )?;
+        scheduler.apply(&targets, &loaded.modules, &loaded.config.scheduler)?;
         metrics.loaded_now(loaded.loaded_at);
         tracing::info!(
             modules = loaded.modules.len(),
@@ -331,7 +327,7 @@ impl Exporter {
         let report = self.scheduler.apply(
             &shard_targets(self.shard, &loaded.config),
             &loaded.modules,
-            loaded.config.scheduler.max_concurrency,
+            &loaded.config.scheduler,
         )?;
         self.metrics.loaded_now(loaded.loaded_at);
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
@@ -345,7 +341,7 @@ impl Exporter {
         let latest: Vec<_> = targets.iter().filter_map(|t| t.latest()).collect();
         let chunks: Vec<&Chunk> = latest.iter().map(|l| &l.metrics).collect();
         merge(&chunks, out);
-        write_totals(&targets, out);
+        self.scheduler.write_totals(&targets, out);
         out.put(&render_registry(&self.metrics.registry));
     }
 

@@ -39,14 +39,23 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::clock::{rfc3339, unix_seconds};
-use crate::config::Target;
-use crate::exposition::scheduled::{self, Series, Sweep};
-use crate::exposition::{Chunk, Sink};
+use crate::config::{SchedulerSettings, Target};
+use crate::exposition::scheduled::{self, Layout, Series, Sweep};
+use crate::exposition::{Chunk, LeadingLabels, Sink};
 use crate::probe::{self, Budget, PreparedModule, ProbeOutcome};
 use crate::report;
 
-/// Transcripts kept per target for `/logs`.
+/// Transcripts kept per target for `/logs`, at most: the latest result's (rendered from it when
+/// asked) and older ones.
 pub const LOGS_PER_TARGET: usize = 5;
+
+/// The bytes of older transcripts kept for all targets together: shared evenly, so that 1,000
+/// targets keep their four each and 10,000 one or none beside their latest. A full send's
+/// transcript takes about 2.5 KiB.
+pub const LOG_BYTES: usize = 16 * 1024 * 1024;
+
+/// A longer transcript (a server that sends hundreds of reply lines) is cut to this size.
+pub const MAX_LOG_BYTES: usize = 32 * 1024;
 /// Results kept per target for the status page's history strip.
 pub const RESULTS_PER_TARGET: usize = 20;
 
@@ -108,15 +117,24 @@ impl History {
         History {
             series: Series::new(name),
             pending: Mutex::default(),
-            logs: Mutex::new(VecDeque::with_capacity(LOGS_PER_TARGET)),
-            results: Mutex::new(VecDeque::with_capacity(RESULTS_PER_TARGET)),
+            logs: Mutex::default(),
+            results: Mutex::default(),
             probing: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn push_log(&self, entry: Arc<str>, result: ResultMark) {
-        keep_last(&mut lock(&self.logs), entry, LOGS_PER_TARGET);
-        keep_last(&mut lock(&self.results), result, RESULTS_PER_TARGET);
+    /// Keeps `entry` as the newest of the older transcripts (the latest result's is rendered
+    /// from it), as many of them as fit in `budget` bytes and [`LOGS_PER_TARGET`].
+    fn push_log(&self, entry: Arc<str>, budget: usize) {
+        let mut logs = lock(&self.logs);
+        keep_last(&mut logs, entry, LOGS_PER_TARGET - 1);
+        let mut older: usize = logs.iter().map(|l| l.len()).sum();
+        while older > budget {
+            let Some(oldest) = logs.pop_front() else {
+                break;
+            };
+            older -= oldest.len();
+        }
     }
 }
 
@@ -126,12 +144,6 @@ fn keep_last<T>(queue: &mut VecDeque<T>, item: T, max: usize) {
         queue.pop_front();
     }
     queue.push_back(item);
-}
-
-/// Writes the scheduled histograms and counters of `targets` (see
-/// `crate::exposition::scheduled`).
-pub fn write_totals(targets: &[Arc<TargetState>], out: &mut impl Sink) {
-    scheduled::write_totals(targets.iter().map(|t| &t.history.series), out);
 }
 
 /// The latest result of a target.
@@ -147,8 +159,8 @@ pub struct Latest {
 pub struct TargetState {
     /// The settings it runs with.
     pub spec: Target,
-    /// `target` label value: the target as `host:port`.
-    target_label: String,
+    /// The labels of its metrics (`name`, `target`, `module` and its own), rendered once.
+    leading: LeadingLabels,
     /// Whether its module checks delivery.
     delivery: bool,
     /// Its module, replaced by an equal one built by a reload.
@@ -176,9 +188,27 @@ impl TargetState {
         lock(&self.module).clone()
     }
 
-    /// The last few transcripts, newest first.
+    /// The last few transcripts, newest first: the latest result's, rendered now, then the
+    /// older ones kept.
     pub fn logs(&self) -> Vec<Arc<str>> {
-        lock(&self.history.logs).iter().rev().cloned().collect()
+        let mut logs: Vec<Arc<str>> = Vec::with_capacity(LOGS_PER_TARGET);
+        if let Some(latest) = self.latest() {
+            logs.push(self.log_of(&latest.outcome).into());
+        }
+        logs.extend(lock(&self.history.logs).iter().rev().cloned());
+        logs
+    }
+
+    /// The transcript of `outcome`, as `/logs` shows it.
+    fn log_of(&self, outcome: &ProbeOutcome) -> String {
+        let mut log = format!(
+            "{} {}\n{}",
+            rfc3339(unix_seconds(outcome.started_at)),
+            self.spec.name,
+            report::text::render(outcome)
+        );
+        cut_log(&mut log);
+        log
     }
 
     /// The last [`RESULTS_PER_TARGET`] results, oldest first.
@@ -186,34 +216,20 @@ impl TargetState {
         lock(&self.history.results).iter().copied().collect()
     }
 
-    /// Keeps a finished probe's outcome: renders its metrics, feeds the histograms and the log.
-    fn record(&self, mut outcome: ProbeOutcome) {
-        let mut common: Vec<(&str, &str)> = Vec::with_capacity(3 + self.spec.labels.len());
-        common.push(("name", &self.spec.name));
-        common.push(("target", &self.target_label));
-        common.push(("module", &self.spec.module));
-        common.extend(
-            self.spec
-                .labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
-        let metrics = report::metrics::chunk(&outcome, &common);
+    /// Keeps a finished probe's outcome with its metrics rendered, feeds the histograms and the
+    /// results strip, and moves the previous outcome's transcript to the older logs (within
+    /// `log_budget`, this target's share of [`LOG_BYTES`]).
+    fn record(&self, mut outcome: ProbeOutcome, layout: &Layout, log_budget: usize) {
+        let metrics = report::metrics::chunk(&outcome, self.leading.clone());
         self.history
             .series
-            .observe(&outcome, self.delivery, self.spec.interval);
-        let log = format!(
-            "{} {}\n{}",
-            rfc3339(unix_seconds(outcome.started_at)),
-            self.spec.name,
-            report::text::render(&outcome)
-        );
+            .observe(&outcome, self.delivery, self.spec.interval, layout);
         let mark = ResultMark {
             started_at: outcome.started_at,
             duration: outcome.duration,
             failure: outcome.failure.as_ref().map(|f| (f.step, f.reason)),
         };
-        self.history.push_log(log.into(), mark);
+        keep_last(&mut lock(&self.history.results), mark, RESULTS_PER_TARGET);
         // The DER of every certificate is the bulk of an outcome and nothing downstream of the
         // scheduler reads it; dropping it keeps 10,000 targets at a few KiB each. For the same
         // reason the transcript is cloned: a clone's step list has no spare capacity.
@@ -223,7 +239,16 @@ impl TargetState {
                 cert.der = rustls_pki_types::CertificateDer::from(Vec::new());
             }
         }
-        *lock(&self.latest) = Some(Arc::new(Latest { outcome, metrics }));
+        let previous = lock(&self.latest).replace(Arc::new(Latest { outcome, metrics }));
+        if let Some(previous) = previous {
+            self.keep_log(&previous.outcome, log_budget);
+        }
+    }
+
+    /// Keeps the transcript of `outcome`, no longer the latest, among the older logs.
+    fn keep_log(&self, outcome: &ProbeOutcome, log_budget: usize) {
+        self.history
+            .push_log(self.log_of(outcome).into(), log_budget);
     }
 }
 
@@ -283,6 +308,10 @@ struct Shared {
     permits: RwLock<Arc<Semaphore>>,
     max_concurrency: Mutex<usize>,
     in_flight: IntGauge,
+    /// Which scheduled histograms the targets keep; replaced on reload.
+    layout: RwLock<Arc<Layout>>,
+    /// Each target's share of [`LOG_BYTES`]; set on reload.
+    log_budget: std::sync::atomic::AtomicUsize,
 }
 
 /// Runs the scheduled targets.
@@ -306,6 +335,8 @@ impl Scheduler {
                 permits: RwLock::new(Arc::new(Semaphore::new(max))),
                 max_concurrency: Mutex::new(max),
                 in_flight,
+                layout: RwLock::default(),
+                log_budget: std::sync::atomic::AtomicUsize::new(LOG_BYTES),
             }),
             running: Mutex::default(),
             view: RwLock::default(),
@@ -315,12 +346,13 @@ impl Scheduler {
     }
 
     /// Makes the running set of targets `targets`: starts new and changed ones, stops removed
-    /// ones, leaves unchanged ones alone. Must be called within a Tokio runtime.
+    /// ones, leaves unchanged ones alone; takes the cap and the series layout of `settings`.
+    /// Must be called within a Tokio runtime.
     pub(crate) fn apply(
         &self,
         targets: &[Target],
         modules: &BTreeMap<String, Arc<PreparedModule>>,
-        max_concurrency: usize,
+        settings: &SchedulerSettings,
     ) -> Result<ApplyReport, ScheduleError> {
         // Check everything before changing anything: a failed apply leaves the old set running.
         let mut resolved = Vec::with_capacity(targets.len());
@@ -340,7 +372,12 @@ impl Scheduler {
             .map(|(spec, _)| (spec.name.clone(), Arc::new(History::new(&spec.name))))
             .collect();
 
-        self.set_max_concurrency(max_concurrency);
+        self.set_max_concurrency(settings.max_concurrency);
+        *write(&self.shared.layout) = Arc::new(Layout::new(settings));
+        let log_budget = LOG_BYTES / targets.len().max(1);
+        self.shared
+            .log_budget
+            .store(log_budget, std::sync::atomic::Ordering::Relaxed);
         let mut report = ApplyReport::default();
         let mut next: HashMap<String, Running> = HashMap::with_capacity(resolved.len());
         let mut view = Vec::with_capacity(resolved.len());
@@ -360,6 +397,11 @@ impl Scheduler {
                 Some(old) => {
                     report.changed += 1;
                     let history = old.state.history.clone();
+                    // The restarted target starts without a latest result: its transcript
+                    // joins the older ones.
+                    if let Some(latest) = old.state.latest() {
+                        old.state.keep_log(&latest.outcome, log_budget);
+                    }
                     if old.state.module().module.delivery != module.module.delivery {
                         // Other mailboxes, or another way to them: the ids are not awaited
                         // there. Mail that arrives anyway is swept.
@@ -383,7 +425,7 @@ impl Scheduler {
             };
             let state = Arc::new(TargetState {
                 spec: spec.clone(),
-                target_label: spec.address.to_string(),
+                leading: leading_labels(spec),
                 delivery: module.module.delivery.is_some(),
                 module: Mutex::new(module.clone()),
                 latest: Mutex::default(),
@@ -447,6 +489,13 @@ impl Scheduler {
         read(&self.view).clone()
     }
 
+    /// Writes the scheduled histograms and counters of `targets` (see
+    /// `crate::exposition::scheduled`), as the running configuration asks for them.
+    pub fn write_totals(&self, targets: &[Arc<TargetState>], out: &mut impl Sink) {
+        let layout = read(&self.shared.layout).clone();
+        scheduled::write_totals(targets.iter().map(|t| &t.history.series), &layout, out);
+    }
+
     /// One target by name.
     pub(crate) fn target(&self, name: &str) -> Option<Arc<TargetState>> {
         lock(&self.running).get(name).map(|r| r.state.clone())
@@ -492,6 +541,31 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// Cuts a transcript longer than [`MAX_LOG_BYTES`], saying so at its end.
+fn cut_log(log: &mut String) {
+    if log.len() <= MAX_LOG_BYTES {
+        return;
+    }
+    let mut end = MAX_LOG_BYTES;
+    while !log.is_char_boundary(end) {
+        end -= 1;
+    }
+    log.truncate(end);
+    log.push_str("\n[transcript cut at 32 KiB]\n");
+}
+
+/// The labels every per-probe metric of `spec` carries: `name`, `target` (as `host:port`),
+/// `module`, then its own.
+fn leading_labels(spec: &Target) -> LeadingLabels {
+    let target = spec.address.to_string();
+    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(3 + spec.labels.len());
+    labels.push(("name", &spec.name));
+    labels.push(("target", &target));
+    labels.push(("module", &spec.module));
+    labels.extend(spec.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    LeadingLabels::new(&labels)
 }
 
 /// A random delay in `[0, interval)`: first runs spread over the interval instead of all
@@ -577,7 +651,9 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>, cancel: Cancel
                 None => {}
             }
         }
-        state.record(outcome);
+        let layout = read(&shared.layout).clone();
+        let log_budget = shared.log_budget.load(std::sync::atomic::Ordering::Relaxed);
+        state.record(outcome, &layout, log_budget);
         // Still holding the permit and the probe lock: a sweep is IMAP work like a probe's, and
         // it must not overlap this target's next probe (which searches the same mailboxes).
         if Instant::now() >= next_sweep {
@@ -753,6 +829,14 @@ mod tests {
         }
     }
 
+    fn settings(max_concurrency: usize) -> SchedulerSettings {
+        SchedulerSettings {
+            max_concurrency,
+            histograms: crate::config::Histograms::Steps,
+            ..SchedulerSettings::default()
+        }
+    }
+
     fn modules() -> BTreeMap<String, Arc<PreparedModule>> {
         let module = Module {
             tls: TlsMode::None,
@@ -787,7 +871,7 @@ mod tests {
         let s = Scheduler::new(4, gauge);
         let port = closed_port();
         let report = s
-            .apply(&[spec("a", port, 200)], &modules(), 4)
+            .apply(&[spec("a", port, 200)], &modules(), &settings(4))
             .expect("apply");
         assert_eq!(report.added, 1);
         let state = s.target("a").expect("target");
@@ -800,7 +884,7 @@ mod tests {
         );
         assert!(text.contains(&want), "{text}");
         let mut hist = String::new();
-        write_totals(&s.targets(), &mut hist);
+        s.write_totals(&s.targets(), &mut hist);
         assert!(
             hist.contains("smtp_prober_probes_total{name=\"a\",result=\"failure\"} 1")
                 || hist.contains("smtp_prober_probes_total{name=\"a\",result=\"failure\"} 2"),
@@ -823,13 +907,21 @@ mod tests {
         let s = Scheduler::new(2, gauge);
         let port = closed_port();
         let m = modules();
-        s.apply(&[spec("a", port, 100), spec("b", port, 100)], &m, 2)
-            .expect("apply");
+        s.apply(
+            &[spec("a", port, 100), spec("b", port, 100)],
+            &m,
+            &settings(2),
+        )
+        .expect("apply");
         let a = s.target("a").expect("a");
         let b = s.target("b").expect("b");
         wait_for_result(&a).await;
         let report = s
-            .apply(&[spec("a", port, 100), spec("c", port, 100)], &m, 3)
+            .apply(
+                &[spec("a", port, 100), spec("c", port, 100)],
+                &m,
+                &settings(3),
+            )
             .expect("apply");
         assert_eq!(
             report,
@@ -847,7 +939,11 @@ mod tests {
         assert_eq!(names, ["a", "c"]);
 
         let report = s
-            .apply(&[spec("a", port, 150), spec("c", port, 100)], &m, 3)
+            .apply(
+                &[spec("a", port, 150), spec("c", port, 100)],
+                &m,
+                &settings(3),
+            )
             .expect("apply");
         assert_eq!((report.changed, report.unchanged), (1, 1));
         let a2 = s.target("a").expect("a");
@@ -863,7 +959,9 @@ mod tests {
         let s = Scheduler::new(1, gauge);
         let mut bad = spec("x", 1, 1000);
         bad.module = "nope".into();
-        let err = s.apply(&[bad], &modules(), 1).expect_err("unknown module");
+        let err = s
+            .apply(&[bad], &modules(), &settings(1))
+            .expect_err("unknown module");
         assert_eq!(err.to_string(), "target \"x\": unknown module \"nope\"");
         assert!(s.targets().is_empty());
     }
@@ -896,7 +994,7 @@ mod tests {
         // Intervals far shorter than a probe: without the cap and the per-target lock, probes
         // would pile up.
         let targets: Vec<Target> = (0..4).map(|i| spec(&format!("t{i}"), port, 20)).collect();
-        s.apply(&targets, &modules(), 2).expect("apply");
+        s.apply(&targets, &modules(), &settings(2)).expect("apply");
         let mut most = 0;
         let mut most_sessions = 0;
         let until = std::time::Instant::now() + Duration::from_millis(900);
@@ -913,6 +1011,131 @@ mod tests {
             "only {} probes ran",
             server.sessions()
         );
+    }
+
+    /// The series budget (README "What a target costs"): with the default settings, a
+    /// scheduled full send (STARTTLS, AUTH, a token mail; no delivery check) exports at most 60
+    /// series; `total` and `steps` cost what the README says.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_send_stays_within_the_series_budget() {
+        use crate::config::{Config, Histograms, PROBE_BUCKETS, STEP_BUCKETS};
+        use crate::demo::{DemoServer, ServerConfig};
+        let server = DemoServer::start(ServerConfig {
+            max_received: 0,
+            ..ServerConfig::default()
+        })
+        .await
+        .expect("demo server");
+        let dir = tempfile::tempdir().expect("a directory");
+        let root = dir.path().join("root.pem");
+        let password = dir.path().join("password");
+        std::fs::write(&root, server.pki().root_pem()).expect("root");
+        std::fs::write(&password, "secret\n").expect("password");
+        let yaml = format!(
+            "scheduler: {{min_send_interval: 0s}}\nmodules:\n  send:\n    tls: starttls\n    \
+             ehlo: prober.test\n    tls_config: {{server_name: localhost, trust: [], ca_files: \
+             [\"{}\"]}}\n    auth: {{mechanism: plain, username: probe, password_file: \"{}\"}}\n    \
+             message: {{from: probe@prober.test, to: [inbox@prober.test]}}\ntargets:\n  - \
+             {{name: t, target: \"{}\", module: send, interval: 1s, labels: {{site: hq}}}}\n",
+            root.display(),
+            password.display(),
+            server.addr()
+        );
+        let config = Config::from_str(&yaml, "budget").expect("configuration");
+        let modules: BTreeMap<String, Arc<PreparedModule>> = config
+            .modules
+            .iter()
+            .map(|(n, m)| {
+                (
+                    n.clone(),
+                    PreparedModule::new(n, m.clone()).expect("module"),
+                )
+            })
+            .collect();
+        let s = Scheduler::new(4, IntGauge::new("t_in_flight5", "t").expect("gauge"));
+        s.apply(&config.targets, &modules, &config.scheduler)
+            .expect("apply");
+        let state = s.target("t").expect("target");
+        let latest = wait_for_result(&state).await;
+        assert!(latest.outcome.success(), "{}", state.logs()[0]);
+        let page = || {
+            let mut page = String::new();
+            let latest = state.latest().expect("a result");
+            crate::exposition::merge(&[&latest.metrics], &mut page);
+            s.write_totals(&s.targets(), &mut page);
+            page
+        };
+        let probes = |page: &str| {
+            page.lines()
+                .find_map(|l| {
+                    l.strip_prefix("smtp_prober_probes_total{name=\"t\",result=\"success\"} ")
+                })
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // Each setting, applied by a reload, from the target's next probe on.
+        let mut series = BTreeMap::new();
+        let mut steps = 0;
+        for histograms in [Histograms::Total, Histograms::None, Histograms::Steps] {
+            let settings = SchedulerSettings {
+                histograms,
+                ..config.scheduler.clone()
+            };
+            s.apply(&config.targets, &modules, &settings)
+                .expect("apply");
+            let before = probes(&page());
+            let mut text = page();
+            for _ in 0..300 {
+                if probes(&text) > before {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                text = page();
+            }
+            assert!(probes(&text) > before, "no probe after the reload");
+            steps = text.matches("probe_smtp_step_duration_seconds{").count();
+            let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+            series.insert(format!("{histograms:?}"), (samples, text));
+        }
+        // The default is `none`.
+        let (default, page) = &series["None"];
+        assert!(*default <= 60, "{default} series by default:\n{page}");
+        let total = series["Total"].0;
+        assert_eq!(total - default, PROBE_BUCKETS.len() + 3);
+        assert_eq!(series["Steps"].0 - total, steps * (STEP_BUCKETS.len() + 3));
+        s.shutdown();
+    }
+
+    #[test]
+    fn logs_are_bounded_in_count_and_bytes() {
+        let history = History::new("t");
+        let entry = |n: usize| -> Arc<str> { "x".repeat(n).into() };
+        for _ in 0..8 {
+            history.push_log(entry(100), 10_000);
+        }
+        // Beside the latest result's transcript, four older ones.
+        assert_eq!(lock(&history.logs).len(), LOGS_PER_TARGET - 1);
+        // 250 bytes for older transcripts: two of them.
+        history.push_log(entry(100), 250);
+        assert_eq!(lock(&history.logs).len(), 2);
+        // No room: none (the latest result's is still shown).
+        history.push_log(entry(5000), 0);
+        assert!(lock(&history.logs).is_empty());
+    }
+
+    #[test]
+    fn long_transcripts_are_cut_on_a_character() {
+        let mut log = "é".repeat(MAX_LOG_BYTES);
+        cut_log(&mut log);
+        assert!(
+            log.ends_with("\n[transcript cut at 32 KiB]\n"),
+            "{}",
+            &log[log.len() - 40..]
+        );
+        assert!(log.len() < MAX_LOG_BYTES + 40);
+        let mut short = "short".to_string();
+        cut_log(&mut short);
+        assert_eq!(short, "short");
     }
 
     #[test]

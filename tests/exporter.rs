@@ -318,15 +318,9 @@ fn scheduled_results_histograms_status_page_and_logs() {
         "probe_smtp_step_duration_seconds{{name=\"ok\",target=\"{ok}\",module=\"starttls\",\
          site=\"hq\",step=\"tls_handshake\"}}"
     )));
-    let count = sample(
-        &page,
-        "smtp_prober_step_duration_seconds_count{name=\"ok\",step=\"tls_handshake\"}",
-    )
-    .expect("a step histogram");
-    assert!(count >= 1.0);
-    assert!(page.contains(
-        "smtp_prober_step_duration_seconds_bucket{name=\"ok\",step=\"tls_handshake\",le=\"+Inf\"}"
-    ));
+    // By default (scheduler.histograms: none) no histogram of the probe's duration: the step
+    // gauges above say how long each step of the last probe took.
+    assert!(!page.contains("_bucket{"), "{page}");
     assert!(sample(
         &page,
         "smtp_prober_probes_total{name=\"ok\",result=\"success\"}"
@@ -513,6 +507,44 @@ fn reload_applies_good_keeps_running_on_bad_and_ignores_unchanged() {
         (r.status, r.body.as_str()),
         (200, "configuration unchanged\n")
     );
+
+    // Per-step histograms switched on (and the probe histogram's buckets changed) by a reload
+    // that leaves the target running: they appear with its next probe.
+    let steps = base.replace(
+        "  min_send_interval: 0s\n",
+        "  min_send_interval: 0s\n  histograms: steps\n  buckets: {probe: [0.5, 60]}\n",
+    );
+    files.write(&format!("{steps}{}", targets(&[("b", &ok, "starttls")])));
+    let r = exporter.post("/-/reload");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            200,
+            "configuration reloaded: 0 targets added, 0 changed, 0 removed, 1 unchanged\n"
+        )
+    );
+    let page = exporter.metrics_until("b's step histograms", |p| {
+        p.contains("smtp_prober_step_duration_seconds_count{name=\"b\",step=\"tls_handshake\"}")
+    });
+    assert!(
+        page.contains("smtp_prober_probe_duration_seconds_bucket{name=\"b\",le=\"60\"}"),
+        "{page}"
+    );
+    assert!(!page.contains("le=\"0.05\""), "{page}");
+    // And off again: nothing of them on the next scrape.
+    let none = base.replace(
+        "  min_send_interval: 0s\n",
+        "  min_send_interval: 0s\n  histograms: none\n",
+    );
+    files.write(&format!("{none}{}", targets(&[("b", &ok, "starttls")])));
+    assert_eq!(exporter.post("/-/reload").status, 200);
+    let page = exporter.get("/metrics").body;
+    assert!(!page.contains("_bucket{"), "{page}");
+    assert!(sample(
+        &page,
+        "smtp_prober_probes_total{name=\"b\",result=\"success\"}"
+    )
+    .is_some());
 }
 
 #[test]

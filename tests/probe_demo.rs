@@ -128,7 +128,7 @@ async fn starttls_auth_and_token_send() {
         "probe_tls_chain_sent_complete 1",
         r#"probe_smtp_step_reply_code{step="auth"} 235"#,
         r#"probe_smtp_auth_mechanism_info{mechanism="PLAIN"} 1"#,
-        r#"probe_smtp_extension_info{extension="AUTH"} 1"#,
+        r#"probe_smtp_extensions_info{extensions="8BITMIME,AUTH,ENHANCEDSTATUSCODES,PIPELINING,SIZE,SMTPUTF8"} 1"#,
         r#"probe_ip_protocol 4"#,
         // blackbox_exporter's hash of 127.0.0.1, and its label spellings.
         r#"probe_ip_addr_hash 3668918509"#,
@@ -147,6 +147,8 @@ async fn starttls_auth_and_token_send() {
         assert_eq!(text.matches(family).count(), 3, "{family} in\n{text}");
     }
     assert!(!text.contains("probe_tls_ocsp_info"), "nothing stapled");
+    // Every reply was positive: the codes above say it all, no reply_info repeats them.
+    assert!(!text.contains("probe_smtp_reply_info{"), "{text}");
     assert!(
         text.contains(r#"sent="0"} "#),
         "the root from the CA file is marked sent=0"
@@ -280,8 +282,13 @@ async fn auth_535_over_starttls() {
     let ca = root_file(server.pki());
     let o = run(with_auth(module(TlsMode::Starttls, &ca), "wrong"), &server).await;
     assert_eq!(failure(&o), (StepName::Auth, Reason::AuthFailed));
-    assert!(metrics(&o)
-        .contains(r#"probe_smtp_reply_info{step="auth",code="535",enhanced_code="5.7.8"} 1"#));
+    let text = metrics(&o);
+    assert!(
+        text.contains(r#"probe_smtp_reply_info{step="auth",code="535",enhanced_code="5.7.8"} 1"#)
+    );
+    // Only the refused step's reply: the positive ones before it are in step_reply_code alone.
+    assert_eq!(text.matches("probe_smtp_reply_info{").count(), 1, "{text}");
+    assert!(text.contains(r#"probe_smtp_step_reply_code{step="ehlo_tls"} 250"#));
     assert!(report::text::render(&o).contains("hint (bad_credentials)"));
 }
 

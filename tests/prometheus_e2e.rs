@@ -12,13 +12,15 @@ use std::time::Duration;
 use support::exporter::{Exporter, Files, Servers};
 use support::prometheus::{available, scrape_configs, value, Prometheus};
 
-/// Modules and one scheduled target on the healthy demo server, one on a leaf-only server.
+/// Modules and one scheduled target on the healthy demo server, one on a leaf-only server; the
+/// histogram of the probe's duration on, so that Prometheus reads a histogram too.
 fn config(files: &Files, ok: &str, broken: &str) -> String {
     let root = files.dir.path().join("root.pem");
     let password = files.dir.path().join("password");
     format!(
         r#"scheduler:
   min_send_interval: 0s
+  histograms: total
 modules:
   submission:
     timeout: 5s
@@ -112,7 +114,7 @@ fn prometheus_scrapes_probe_and_metrics() {
     assert_eq!(scheduled[0]["metric"]["site"], "hq");
     assert_eq!(scheduled[0]["metric"]["module"], "submission");
     let histogram = prometheus.wait_for(
-        r#"smtp_prober_step_duration_seconds_count{job="smtp-prober",name="demo-ok",step="tls_handshake"} >= 1"#,
+        r#"smtp_prober_probe_duration_seconds_count{job="smtp-prober",name="demo-ok"} >= 1"#,
         Duration::from_secs(20),
     );
     assert!(value(&histogram[0]) >= 1.0);

@@ -30,10 +30,12 @@ pub(crate) mod yaml;
 
 use crate::probe::module::Module;
 use raw::RawConfig;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[cfg(test)]
@@ -78,7 +80,7 @@ pub struct Target {
     pub labels: BTreeMap<String, String>,
 }
 
-/// `scheduler:`: limits of scheduled mode.
+/// `scheduler:`: limits of scheduled mode and what its targets export.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SchedulerSettings {
     /// At most this many probes run at the same time.
@@ -86,6 +88,10 @@ pub struct SchedulerSettings {
     /// Send floor: a target whose module sends a mail may not run more often than this, since
     /// providers rate-limit (and may block) senders of frequent token mails.
     pub min_send_interval: Duration,
+    /// Which duration histograms each target exports (`scheduler.histograms`).
+    pub histograms: Histograms,
+    /// Their bucket bounds (`scheduler.buckets`).
+    pub buckets: HistogramBuckets,
 }
 
 impl Default for SchedulerSettings {
@@ -93,6 +99,91 @@ impl Default for SchedulerSettings {
         SchedulerSettings {
             max_concurrency: 32,
             min_send_interval: Duration::from_secs(30),
+            histograms: Histograms::default(),
+            buckets: HistogramBuckets::default(),
+        }
+    }
+}
+
+/// `scheduler.histograms`: the histograms of scheduled probes' durations. Each costs a series
+/// per bucket plus three (`+Inf`, `_sum`, `_count`) per target, and per step with `steps`; the
+/// gauges of the last probe (`probe_duration_seconds`, `probe_smtp_step_duration_seconds`) are
+/// there whatever this says, and so are the delivery histograms of targets that check
+/// delivery.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Histograms {
+    /// None: the last probe's gauges only.
+    #[default]
+    None,
+    /// One histogram of the whole probe's duration per target.
+    Total,
+    /// `total`, and one of every step's duration per target.
+    Steps,
+}
+
+impl Histograms {
+    /// Whether the histogram of the whole probe's duration is kept.
+    pub fn total(self) -> bool {
+        self != Histograms::None
+    }
+
+    /// Whether the per-step histograms are kept.
+    pub fn steps(self) -> bool {
+        self == Histograms::Steps
+    }
+}
+
+/// The upper bounds of a histogram's buckets, in seconds: finite, positive, increasing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bounds(Arc<[f64]>);
+
+// Validation admits finite numbers only, so equality is total.
+impl Eq for Bounds {}
+
+impl Bounds {
+    /// `bounds`, which the caller has checked.
+    pub(crate) fn new(bounds: &[f64]) -> Bounds {
+        Bounds(bounds.into())
+    }
+
+    /// The bounds.
+    pub fn as_slice(&self) -> &[f64] {
+        &self.0
+    }
+}
+
+/// `scheduler.buckets`: bucket bounds of the histograms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistogramBuckets {
+    /// `smtp_prober_probe_duration_seconds`.
+    pub probe: Bounds,
+    /// `smtp_prober_step_duration_seconds`.
+    pub step: Bounds,
+    /// `smtp_prober_delivery_duration_seconds`.
+    pub delivery: Bounds,
+}
+
+/// Default bounds of `smtp_prober_probe_duration_seconds`: a probe takes tens of milliseconds
+/// on a LAN and up to seconds across the internet; its deadline is 15 s by default.
+pub const PROBE_BUCKETS: [f64; 8] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Default bounds of `smtp_prober_step_duration_seconds`: loopback steps take well under a
+/// millisecond, a slow submission server's DATA several seconds.
+pub const STEP_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Default bounds of `smtp_prober_delivery_duration_seconds`: seconds to minutes.
+pub const DELIVERY_BUCKETS: [f64; 10] =
+    [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+/// At most this many bounds per histogram: each is a series per target (and per step).
+pub const MAX_BUCKETS: usize = 30;
+
+impl Default for HistogramBuckets {
+    fn default() -> Self {
+        HistogramBuckets {
+            probe: Bounds::new(&PROBE_BUCKETS),
+            step: Bounds::new(&STEP_BUCKETS),
+            delivery: Bounds::new(&DELIVERY_BUCKETS),
         }
     }
 }

@@ -38,6 +38,22 @@ pub(crate) struct RawScheduler {
     pub(crate) max_concurrency: Option<At<u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) min_send_interval: Option<At<HumanDuration>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) histograms: Option<At<crate::config::Histograms>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) buckets: Option<At<RawBuckets>>,
+}
+
+/// `scheduler.buckets`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBuckets {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) probe: Option<At<Vec<f64>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) step: Option<At<Vec<f64>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) delivery: Option<At<Vec<f64>>>,
 }
 
 /// `modules.NAME:`.

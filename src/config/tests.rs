@@ -241,10 +241,67 @@ fn invalid_files_name_file_line_and_field() {
             "config.yml:4: modules: while parsing a block mapping, did not find expected key"
                 .into(),
         ),
+        (
+            "unknown histograms setting",
+            "scheduler:\n  histograms: all\n".into(),
+            "config.yml:2: scheduler.histograms: unknown variant \"all\", expected one of none, \
+             total, steps"
+                .into(),
+        ),
+        (
+            "bucket bounds out of order",
+            "scheduler:\n  buckets:\n    probe: [0.1, 1, 0.5]\n".into(),
+            "config.yml:3: scheduler.buckets.probe: bounds must increase: 1 is followed by 0.5"
+                .into(),
+        ),
+        (
+            "no bucket bounds",
+            "scheduler:\n  buckets:\n    step: []\n".into(),
+            "config.yml:3: scheduler.buckets.step: needs at least one bound (to export no \
+             histogram, set scheduler.histograms)"
+                .into(),
+        ),
+        (
+            "a bound that is not a duration",
+            "scheduler:\n  buckets:\n    delivery: [0, 10]\n".into(),
+            "config.yml:3: scheduler.buckets.delivery: 0 is not a positive number of seconds"
+                .into(),
+        ),
+        (
+            "too many bounds",
+            format!(
+                "scheduler:\n  buckets:\n    probe: [{}]\n",
+                (1..=31).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            "config.yml:3: scheduler.buckets.probe: 31 bounds; at most 30 (each is a series per \
+             target)"
+                .into(),
+        ),
     ];
     for (what, yaml, expected) in cases {
         assert_eq!(error_in(dir.path(), &yaml), expected, "case: {what}");
     }
+}
+
+#[test]
+fn histogram_settings_are_read() {
+    let dir = secrets();
+    let config = parse_in(
+        dir.path(),
+        "scheduler:\n  histograms: steps\n  buckets:\n    probe: [0.5, 1, 30]\n    \
+         delivery: [60, 3600]\n",
+    )
+    .unwrap();
+    assert_eq!(config.scheduler.histograms, Histograms::Steps);
+    assert_eq!(config.scheduler.buckets.probe.as_slice(), [0.5, 1.0, 30.0]);
+    assert_eq!(config.scheduler.buckets.delivery.as_slice(), [60.0, 3600.0]);
+    assert_eq!(config.scheduler.buckets.step.as_slice(), STEP_BUCKETS);
+    // The redacted copy on /config shows them as written.
+    assert!(
+        config.redacted_yaml().contains("histograms: steps"),
+        "{}",
+        config.redacted_yaml()
+    );
 }
 
 #[test]
@@ -321,13 +378,8 @@ fn example_config_loads_with_every_option() {
             "submission_oauth2"
         ]
     );
-    assert_eq!(
-        config.scheduler,
-        SchedulerSettings {
-            max_concurrency: 32,
-            min_send_interval: Duration::from_secs(30)
-        }
-    );
+    // The example spells out every default of `scheduler:`.
+    assert_eq!(config.scheduler, SchedulerSettings::default());
 
     let m = &config.modules["submission"];
     assert_eq!(m.timeout, Duration::from_secs(15));
@@ -496,6 +548,8 @@ targets:
     assert_eq!(config.modules["implicit"].port, 465);
     assert_eq!(config.scheduler, SchedulerSettings::default());
     assert_eq!(config.scheduler.max_concurrency, 32);
+    assert_eq!(config.scheduler.histograms, Histograms::None);
+    assert_eq!(config.scheduler.buckets.probe.as_slice(), PROBE_BUCKETS);
     let target = &config.targets[0];
     assert_eq!(
         (target.address.host.as_str(), target.address.port),

@@ -7,7 +7,7 @@ use super::raw::{
     At, RawAuth, RawConfig, RawDelivery, RawGraph, RawMessage, RawMinVersion, RawModule, RawOAuth2,
     RawScheduler, RawTarget, RawTlsConfig,
 };
-use super::{Problem, SchedulerSettings, Target};
+use super::{Bounds, Problem, SchedulerSettings, Target, MAX_BUCKETS};
 use crate::probe::module::{
     AuthSettings, Credential, DeliverySettings, Expect, GraphAccess, ImapAccess, ImapTls,
     MailboxAccess, MechanismChoice, MessageSettings, Module, OAuth2Settings, TlsMode,
@@ -113,6 +113,31 @@ const RESERVED_LABELS: &[&str] = &[
 fn line<T>(at: &At<T>) -> Option<u64> {
     let line = at.referenced.line();
     (line > 0).then_some(line)
+}
+
+/// Bucket bounds must be positive, finite, strictly increasing, and at most [`MAX_BUCKETS`].
+fn check_bounds(bounds: &[f64]) -> Result<(), String> {
+    if bounds.is_empty() {
+        return Err("needs at least one bound (to export no histogram, set \
+                    scheduler.histograms)"
+            .into());
+    }
+    if bounds.len() > MAX_BUCKETS {
+        return Err(format!(
+            "{} bounds; at most {MAX_BUCKETS} (each is a series per target)",
+            bounds.len()
+        ));
+    }
+    if let Some(b) = bounds.iter().find(|b| !b.is_finite() || **b <= 0.0) {
+        return Err(format!("{b} is not a positive number of seconds"));
+    }
+    if let Some(w) = bounds.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "bounds must increase: {} is followed by {}",
+            w[0], w[1]
+        ));
+    }
+    Ok(())
 }
 
 /// The validated parts of a configuration.
@@ -338,6 +363,24 @@ impl<'a> Validator<'a> {
         }
         if let Some(at) = &raw.value.min_send_interval {
             settings.min_send_interval = at.value.0;
+        }
+        if let Some(at) = &raw.value.histograms {
+            settings.histograms = at.value;
+        }
+        if let Some(buckets) = &raw.value.buckets {
+            let b = &buckets.value;
+            let mut bounds = |at: &Option<At<Vec<f64>>>, name: &str, into: &mut Bounds| {
+                if let Some(at) = at {
+                    let field = format!("scheduler.buckets.{name}");
+                    match check_bounds(&at.value) {
+                        Ok(()) => *into = Bounds::new(&at.value),
+                        Err(why) => self.report(line(at), &field, why),
+                    }
+                }
+            };
+            bounds(&b.probe, "probe", &mut settings.buckets.probe);
+            bounds(&b.step, "step", &mut settings.buckets.step);
+            bounds(&b.delivery, "delivery", &mut settings.buckets.delivery);
         }
         settings
     }

@@ -1,7 +1,14 @@
-//! The metrics only scheduled mode has: per target name, histograms of step and delivery
-//! durations and counters of probes and sweeps, accumulated over every probe since the start
-//! (and across reloads that keep the name), and when its last probe finished with the interval
-//! it runs on (what the alert on stale results compares).
+//! The metrics only scheduled mode has: per target name, histograms of probe, step and delivery
+//! durations (with the delivery's hop split and the late mails' delivery time), counters of
+//! probes, sweeps and late and lost mails, accumulated over every probe since the start (and
+//! across reloads that keep the name), and when its last probe finished with the interval it
+//! runs on (what the alert on stale results compares).
+//!
+//! Every bucket is a series in Prometheus, for every target, so the histograms of the probe's
+//! duration are on request (`scheduler.histograms`, see [`Layout`]): none by default, one per
+//! target with `total`, one more per step with `steps` (the bulk of the series then). A target
+//! that checks delivery always has those of the delivery time, of each hop and of late mails:
+//! the delivery dashboards and alerts read them.
 //!
 //! A new per-target scheduled metric (a gauge such as the time of the last probe, a counter, a
 //! histogram) is: a [`ScheduledFamily`] variant (in `ALL`, in page order), its name, help and
@@ -12,91 +19,141 @@
 //! numbers, so they are kept as numbers and written on every scrape by [`write_totals`], which
 //! does no more than a formatted copy per series.
 
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::{escape_label_value, write_histogram, write_sample, Family, Kind, Sink};
+use super::{escape_label_value, push_u64, write_histogram, write_sample, Family, Kind, Sink};
+use crate::config::{Bounds, Histograms, SchedulerSettings};
 use crate::probe::ProbeOutcome;
 use crate::vocab::StepName;
 
-/// Bounds of `smtp_prober_step_duration_seconds`: loopback steps take well under a millisecond,
-/// a slow submission server's DATA several seconds.
-const STEP_BOUNDS: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-/// [`STEP_BOUNDS`] as `le` label values.
-const STEP_LE: [&str; 13] = [
-    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
-    "10",
-];
-/// Bounds of `smtp_prober_delivery_duration_seconds`: seconds to minutes.
-const DELIVERY_BOUNDS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
-/// [`DELIVERY_BOUNDS`] as `le` label values.
-const DELIVERY_LE: [&str; 10] = ["1", "2", "5", "10", "20", "30", "60", "120", "300", "600"];
+/// A histogram's bucket bounds with their `le` label values, rendered once.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Scale {
+    bounds: Bounds,
+    le: Box<[Box<str>]>,
+}
+
+impl Scale {
+    fn new(bounds: &Bounds) -> Arc<Scale> {
+        Arc::new(Scale {
+            bounds: bounds.clone(),
+            // The client libraries' spelling: Rust's shortest round-trip `Display` (1, 2.5).
+            le: bounds
+                .as_slice()
+                .iter()
+                .map(|b| b.to_string().into())
+                .collect(),
+        })
+    }
+}
 
 /// Bounds of `smtp_prober_delivery_hop_duration_seconds`: Received dates have one-second
 /// resolution, so a hop is 0 or a few seconds when all is well (and below 0 when clocks
 /// disagree: those count in the first bucket), minutes in a queue.
-const HOP_BOUNDS: [f64; 9] = [0.0, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
-/// [`HOP_BOUNDS`] as `le` label values.
-const HOP_LE: [&str; 9] = ["0", "1", "2", "5", "10", "30", "60", "300", "900"];
+static HOPS: LazyLock<Arc<Scale>> = LazyLock::new(|| {
+    Scale::new(&Bounds::new(&[
+        0.0, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    ]))
+});
 /// Hops with a histogram of their own: the first ones of the trace. A trace is seldom longer,
 /// and a bound keeps the series per target finite.
 pub(crate) const HOP_HISTOGRAMS: usize = 8;
 /// Bounds of `smtp_prober_delivery_late_duration_seconds`: a late mail took longer than the
 /// delivery timeout (minutes) and turned up before `lost_after` (an hour by default, or days).
-const LATE_BOUNDS: [f64; 10] = [
-    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21_600.0, 43_200.0, 86_400.0,
-];
-/// [`LATE_BOUNDS`] as `le` label values.
-const LATE_LE: [&str; 10] = [
-    "60", "120", "300", "600", "1800", "3600", "7200", "21600", "43200", "86400",
-];
+static LATE: LazyLock<Arc<Scale>> = LazyLock::new(|| {
+    Scale::new(&Bounds::new(&[
+        60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21_600.0, 43_200.0, 86_400.0,
+    ]))
+});
 
-/// A histogram as numbers: observations per bucket (not cumulative), the last slot for those
-/// above every bound, and their sum. About a hundred bytes, where the client library's
-/// histogram with its labels and descriptors takes kilobytes: it matters at 10,000 targets.
+/// What scheduled targets export: `scheduler.histograms` and the buckets of each histogram.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    histograms: Histograms,
+    probe: Arc<Scale>,
+    step: Arc<Scale>,
+    delivery: Arc<Scale>,
+}
+
+impl Layout {
+    /// The layout `settings` ask for.
+    pub(crate) fn new(settings: &SchedulerSettings) -> Layout {
+        Layout {
+            histograms: settings.histograms,
+            probe: Scale::new(&settings.buckets.probe),
+            step: Scale::new(&settings.buckets.step),
+            delivery: Scale::new(&settings.buckets.delivery),
+        }
+    }
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout::new(&SchedulerSettings::default())
+    }
+}
+
+/// A histogram as numbers: observations per bucket (not cumulative, the last slot for those
+/// above every bound), their sum, and the scale they were counted on. About a hundred bytes,
+/// where the client library's histogram with its labels and descriptors takes kilobytes: it
+/// matters at 10,000 targets.
 #[derive(Clone, Debug)]
-pub(crate) struct Buckets<const N: usize> {
-    counts: [u64; N],
-    above: u64,
+pub(crate) struct Buckets {
+    scale: Arc<Scale>,
+    counts: Box<[u64]>,
     sum: f64,
 }
 
-impl<const N: usize> Buckets<N> {
-    fn new() -> Self {
+impl Buckets {
+    fn new(scale: &Arc<Scale>) -> Self {
         Buckets {
-            counts: [0; N],
-            above: 0,
+            scale: scale.clone(),
+            counts: vec![0; scale.le.len() + 1].into_boxed_slice(),
             sum: 0.0,
         }
     }
 
-    fn observe(&mut self, bounds: &[f64; N], value: f64) {
-        match bounds.iter().position(|&b| value <= b) {
-            Some(i) => self.counts[i] += 1,
-            None => self.above += 1,
+    /// Counts `value` on `scale`; a histogram counted on other bounds (before a reload that
+    /// changed them) starts again from zero, which Prometheus reads as a counter reset.
+    fn observe(&mut self, scale: &Arc<Scale>, value: f64) {
+        if !Arc::ptr_eq(&self.scale, scale) {
+            if self.scale.bounds != scale.bounds {
+                *self = Buckets::new(scale);
+            }
+            self.scale = scale.clone();
         }
+        let bucket = self
+            .scale
+            .bounds
+            .as_slice()
+            .iter()
+            .position(|&b| value <= b)
+            .unwrap_or(self.counts.len() - 1);
+        self.counts[bucket] += 1;
         self.sum += value;
     }
 
     /// How many observations.
     fn total(&self) -> u64 {
-        self.counts.iter().sum::<u64>() + self.above
-    }
-
-    fn write(&self, out: &mut String, name: &str, labels: &str, le: &[&str; N]) {
-        write_histogram(out, name, labels, le, &self.counts, self.above, self.sum);
+        self.counts.iter().sum()
     }
 }
 
-/// What a target's name has accumulated: `smtp_prober_step_duration_seconds`,
-/// `smtp_prober_delivery_duration_seconds`, `smtp_prober_probes_total` and the sweep counters.
+/// What a target's name has accumulated.
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
-    /// In the order steps first ran.
-    steps: Vec<(StepName, Buckets<13>)>,
-    delivery: Option<Buckets<10>>,
+    /// The whole probe's duration (`scheduler.histograms` `total` or `steps`).
+    probe: Option<Buckets>,
+    /// Per step, in the order steps first ran (`steps`).
+    steps: Vec<(StepName, Buckets)>,
+    /// The delivery time, from the first probe of a target that checks delivery on.
+    delivery: Option<Buckets>,
+    /// Per hop index (1 first), the time each hop of the delivered mails' traces took.
+    hops: Vec<Buckets>,
+    /// Mails that turned up after their probe gave up, lost ones, and those still awaited;
+    /// `None` until the target checks delivery.
+    late_lost: Option<LateLost>,
     success: u64,
     failure: u64,
     /// Stale probe mails deleted and sweeps failed; `None` until the target checks delivery,
@@ -105,26 +162,32 @@ pub(crate) struct Totals {
     /// When the last probe finished (Unix seconds) and the interval it ran on (seconds); `None`
     /// before the first probe.
     last_probe: Option<(f64, f64)>,
-    /// Per hop index (1 first), the time each hop of the delivered mails' traces took.
-    hops: Vec<Buckets<9>>,
-    /// Mails that turned up after their probe gave up, lost ones, and those still awaited;
-    /// `None` until the target checks delivery.
-    late_lost: Option<LateLost>,
 }
 
 /// The numbers behind the late, lost and pending families.
 #[derive(Debug)]
 struct LateLost {
-    late: Buckets<10>,
+    /// Late mails' delivery times; its count is `smtp_prober_delivery_late_total`.
+    late: Buckets,
     lost: u64,
     pending: usize,
+}
+
+impl LateLost {
+    fn new() -> LateLost {
+        LateLost {
+            late: Buckets::new(&LATE),
+            lost: 0,
+            pending: 0,
+        }
+    }
 }
 
 /// One target name's scheduled series: its numbers, and its `name` label rendered once.
 #[derive(Debug)]
 pub(crate) struct Series {
     /// `name="…"`, escaped once.
-    name_label: String,
+    name_label: Box<str>,
     totals: Mutex<Totals>,
 }
 
@@ -141,24 +204,70 @@ impl Series {
     /// No observations yet for the target called `name`.
     pub(crate) fn new(name: &str) -> Series {
         Series {
-            name_label: format!("name=\"{}\"", escape_label_value(name)),
+            name_label: format!("name=\"{}\"", escape_label_value(name)).into(),
             totals: Mutex::default(),
         }
     }
 
     /// Counts one finished probe of a target probed every `interval`; `delivery_configured`
-    /// starts the delivery histogram and the sweep counters at zero.
+    /// starts the delivery histogram and the sweep counters at zero. `layout` says which
+    /// histograms to keep; those it no longer asks for (after a reload) are dropped.
     pub(crate) fn observe(
         &self,
         outcome: &ProbeOutcome,
         delivery_configured: bool,
         interval: Duration,
+        layout: &Layout,
     ) {
         let finished = (outcome.started_at + outcome.duration)
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let mut totals = lock(&self.totals);
         totals.last_probe = Some((finished, interval.as_secs_f64()));
+        if outcome.success() {
+            totals.success += 1;
+        } else {
+            totals.failure += 1;
+        }
+        if delivery_configured {
+            totals.swept.get_or_insert((0, 0));
+            totals.late_lost.get_or_insert_with(LateLost::new);
+        }
+        if layout.histograms.total() {
+            totals
+                .probe
+                .get_or_insert_with(|| Buckets::new(&layout.probe))
+                .observe(&layout.probe, outcome.duration.as_secs_f64());
+        } else {
+            totals.probe = None;
+        }
+        if delivery_configured {
+            totals
+                .delivery
+                .get_or_insert_with(|| Buckets::new(&layout.delivery));
+        }
+        if let Some(d) = outcome.delivery.as_ref().and_then(|d| d.duration) {
+            totals
+                .delivery
+                .get_or_insert_with(|| Buckets::new(&layout.delivery))
+                .observe(&layout.delivery, d.as_secs_f64());
+        }
+        let hops = outcome
+            .delivery
+            .as_ref()
+            .map(|d| d.hops.as_slice())
+            .unwrap_or_default();
+        for hop in hops.iter().take(HOP_HISTOGRAMS) {
+            let Some(seconds) = hop.seconds else { continue };
+            while totals.hops.len() < hop.index {
+                totals.hops.push(Buckets::new(&HOPS));
+            }
+            totals.hops[hop.index - 1].observe(&HOPS, seconds);
+        }
+        if !layout.histograms.steps() {
+            totals.steps = Vec::new();
+            return;
+        }
         // One observation per step and probe: a step that ran twice (one RCPT per recipient)
         // counts with its summed time, as in `probe_smtp_step_duration_seconds`.
         let mut per_step: Vec<(StepName, Duration)> = Vec::with_capacity(16);
@@ -172,41 +281,13 @@ impl Series {
             let at = match totals.steps.iter().position(|(n, _)| *n == name) {
                 Some(i) => i,
                 None => {
-                    totals.steps.push((name, Buckets::new()));
+                    totals.steps.push((name, Buckets::new(&layout.step)));
                     totals.steps.len() - 1
                 }
             };
             totals.steps[at]
                 .1
-                .observe(&STEP_BOUNDS, duration.as_secs_f64());
-        }
-        if delivery_configured {
-            totals.delivery.get_or_insert_with(Buckets::new);
-            totals.swept.get_or_insert((0, 0));
-            totals.late_lost.get_or_insert_with(LateLost::new);
-        }
-        let hops = outcome
-            .delivery
-            .as_ref()
-            .map(|d| d.hops.as_slice())
-            .unwrap_or_default();
-        for hop in hops.iter().take(HOP_HISTOGRAMS) {
-            let Some(seconds) = hop.seconds else { continue };
-            while totals.hops.len() < hop.index {
-                totals.hops.push(Buckets::new());
-            }
-            totals.hops[hop.index - 1].observe(&HOP_BOUNDS, seconds);
-        }
-        if let Some(d) = outcome.delivery.as_ref().and_then(|d| d.duration) {
-            totals
-                .delivery
-                .get_or_insert_with(Buckets::new)
-                .observe(&DELIVERY_BOUNDS, d.as_secs_f64());
-        }
-        if outcome.success() {
-            totals.success += 1;
-        } else {
-            totals.failure += 1;
+                .observe(&layout.step, duration.as_secs_f64());
         }
     }
 
@@ -216,7 +297,7 @@ impl Series {
         let mut totals = lock(&self.totals);
         let counts = totals.late_lost.get_or_insert_with(LateLost::new);
         for d in late {
-            counts.late.observe(&LATE_BOUNDS, d.as_secs_f64());
+            counts.late.observe(&LATE, d.as_secs_f64());
         }
         counts.lost += lost;
         counts.pending = pending;
@@ -233,19 +314,10 @@ impl Series {
     }
 }
 
-impl LateLost {
-    fn new() -> LateLost {
-        LateLost {
-            late: Buckets::new(),
-            lost: 0,
-            pending: 0,
-        }
-    }
-}
-
 /// The scheduled histograms and counters, in the order they are written.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum ScheduledFamily {
+    Probe,
     Steps,
     Delivery,
     Hops,
@@ -261,10 +333,15 @@ pub(crate) enum ScheduledFamily {
 }
 
 /// The headers of [`ScheduledFamily`], in its order.
-const HEADERS: [Family; 12] = [
+const HEADERS: [Family; 13] = [
+    Family {
+        name: "smtp_prober_probe_duration_seconds",
+        help: "Duration of scheduled probes.",
+        kind: Kind::Histogram,
+    },
     Family {
         name: "smtp_prober_step_duration_seconds",
-        help: "Duration of each step of scheduled probes.",
+        help: "Duration of each step of scheduled probes (scheduler.histograms: steps).",
         kind: Kind::Histogram,
     },
     Family {
@@ -325,7 +402,8 @@ const HEADERS: [Family; 12] = [
 ];
 
 impl ScheduledFamily {
-    const ALL: [ScheduledFamily; 12] = [
+    const ALL: [ScheduledFamily; 13] = [
+        ScheduledFamily::Probe,
         ScheduledFamily::Steps,
         ScheduledFamily::Delivery,
         ScheduledFamily::Hops,
@@ -345,91 +423,230 @@ impl ScheduledFamily {
         HEADERS[self as usize]
     }
 
-    /// Writes this family's series of one target.
-    fn write(self, totals: &Totals, name_label: &str, buf: &mut String) {
-        let name = self.header().name;
+    /// Whether `layout` exports this family.
+    fn exported(self, layout: &Layout) -> bool {
         match self {
+            ScheduledFamily::Probe => layout.histograms.total(),
+            ScheduledFamily::Steps => layout.histograms.steps(),
+            _ => true,
+        }
+    }
+
+    /// Writes this family's series of one target.
+    fn write(self, row: &Row, copy: &Snapshot, buf: &mut String) {
+        let name = self.header().name;
+        let labels = copy.name_label(row);
+        match self {
+            ScheduledFamily::Probe => {
+                if let Some(h) = &row.probe {
+                    copy.write_histogram(h, buf, name, labels);
+                }
+            }
             ScheduledFamily::Steps => {
-                for (step, buckets) in &totals.steps {
-                    let labels = format!("{name_label},step=\"{step}\"");
-                    buckets.write(buf, name, &labels, &STEP_LE);
+                let mut step_labels = String::with_capacity(labels.len() + 32);
+                for (step, h) in &copy.steps[row.steps.0 as usize..row.steps.1 as usize] {
+                    step_labels.clear();
+                    step_labels.push_str(labels);
+                    step_labels.push_str(",step=\"");
+                    step_labels.push_str(step.as_str());
+                    step_labels.push('"');
+                    copy.write_histogram(h, buf, name, &step_labels);
                 }
             }
             ScheduledFamily::Delivery => {
-                if let Some(d) = &totals.delivery {
-                    d.write(buf, name, name_label, &DELIVERY_LE);
+                if let Some(h) = &row.delivery {
+                    copy.write_histogram(h, buf, name, labels);
                 }
             }
             ScheduledFamily::Hops => {
-                for (i, buckets) in totals.hops.iter().enumerate() {
-                    let labels = format!("{name_label},hop=\"{}\"", i + 1);
-                    buckets.write(buf, name, &labels, &HOP_LE);
+                let mut hop_labels = String::with_capacity(labels.len() + 16);
+                for (i, h) in copy.hops[row.hops.0 as usize..row.hops.1 as usize]
+                    .iter()
+                    .enumerate()
+                {
+                    hop_labels.clear();
+                    hop_labels.push_str(labels);
+                    hop_labels.push_str(",hop=\"");
+                    push_u64(&mut hop_labels, i as u64 + 1);
+                    hop_labels.push('"');
+                    copy.write_histogram(h, buf, name, &hop_labels);
                 }
             }
             ScheduledFamily::Late => {
-                if let Some(l) = &totals.late_lost {
-                    write_sample(buf, name, name_label, l.late.total());
+                if let Some((late, ..)) = &row.late_lost {
+                    write_sample(buf, name, labels, late.total);
                 }
             }
             ScheduledFamily::LateDuration => {
-                if let Some(l) = &totals.late_lost {
-                    l.late.write(buf, name, name_label, &LATE_LE);
+                if let Some((late, ..)) = &row.late_lost {
+                    copy.write_histogram(late, buf, name, labels);
                 }
             }
             ScheduledFamily::Lost => {
-                if let Some(l) = &totals.late_lost {
-                    write_sample(buf, name, name_label, l.lost);
+                if let Some((_, lost, _)) = row.late_lost {
+                    write_sample(buf, name, labels, lost);
                 }
             }
             ScheduledFamily::Pending => {
-                if let Some(l) = &totals.late_lost {
-                    write_sample(buf, name, name_label, l.pending);
+                if let Some((_, _, pending)) = row.late_lost {
+                    write_sample(buf, name, labels, pending);
                 }
             }
             ScheduledFamily::Probes => {
-                for (result, n) in [("success", totals.success), ("failure", totals.failure)] {
-                    let labels = format!("{name_label},result=\"{result}\"");
-                    write_sample(buf, name, &labels, n);
+                for (result, n) in [("success", row.success), ("failure", row.failure)] {
+                    buf.push_str(name);
+                    buf.push('{');
+                    buf.push_str(labels);
+                    buf.push_str(",result=\"");
+                    buf.push_str(result);
+                    buf.push_str("\"} ");
+                    push_u64(buf, n);
+                    buf.push('\n');
                 }
             }
             ScheduledFamily::Swept => {
-                if let Some((swept, _)) = totals.swept {
-                    write_sample(buf, name, name_label, swept);
+                if let Some((swept, _)) = row.swept {
+                    write_sample(buf, name, labels, swept);
                 }
             }
             ScheduledFamily::SweepErrors => {
-                if let Some((_, errors)) = totals.swept {
-                    write_sample(buf, name, name_label, errors);
+                if let Some((_, errors)) = row.swept {
+                    write_sample(buf, name, labels, errors);
                 }
             }
             ScheduledFamily::LastProbe => {
-                if let Some((finished, _)) = totals.last_probe {
-                    write_sample(buf, name, name_label, finished);
+                if let Some((finished, _)) = row.last_probe {
+                    write_sample(buf, name, labels, finished);
                 }
             }
             ScheduledFamily::Interval => {
-                if let Some((_, interval)) = totals.last_probe {
-                    write_sample(buf, name, name_label, interval);
+                if let Some((_, interval)) = row.last_probe {
+                    write_sample(buf, name, labels, interval);
                 }
             }
         }
     }
 }
 
-/// Writes the scheduled histograms and counters of every series: one family after the other,
-/// each with every target's series. Each target's numbers are read under its own lock, briefly.
+/// A histogram in a [`Snapshot`]: where its counts are, their sum and total, its scale.
+struct HistogramRef {
+    counts: (u32, u32),
+    sum: f64,
+    total: u64,
+    scale: Arc<Scale>,
+}
+
+/// One target's numbers in a [`Snapshot`].
+struct Row {
+    name: (u32, u32),
+    probe: Option<HistogramRef>,
+    steps: (u32, u32),
+    delivery: Option<HistogramRef>,
+    hops: (u32, u32),
+    /// Late mails, lost ones, pending ones.
+    late_lost: Option<(HistogramRef, u64, usize)>,
+    success: u64,
+    failure: u64,
+    swept: Option<(u64, u64)>,
+    last_probe: Option<(f64, f64)>,
+}
+
+/// Every target's numbers, copied under its lock in one pass, in target order: a few hundred
+/// bytes per target, where reading each target's own memory once per family would miss the
+/// caches at every step (10,000 targets, 8 families).
+#[derive(Default)]
+struct Snapshot {
+    rows: Vec<Row>,
+    names: String,
+    counts: Vec<u64>,
+    steps: Vec<(StepName, HistogramRef)>,
+    hops: Vec<HistogramRef>,
+}
+
+impl Snapshot {
+    fn of<'a>(series: impl Iterator<Item = &'a Series>, layout: &Layout) -> Snapshot {
+        let mut copy = Snapshot::default();
+        for s in series {
+            let t = lock(&s.totals);
+            let name = copy.names.len() as u32;
+            copy.names.push_str(&s.name_label);
+            let probe = t.probe.as_ref().map(|h| copy.histogram(h));
+            let delivery = t.delivery.as_ref().map(|h| copy.histogram(h));
+            let first_step = copy.steps.len() as u32;
+            if layout.histograms.steps() {
+                for (step, h) in &t.steps {
+                    let h = copy.histogram(h);
+                    copy.steps.push((*step, h));
+                }
+            }
+            let first_hop = copy.hops.len() as u32;
+            for h in &t.hops {
+                let h = copy.histogram(h);
+                copy.hops.push(h);
+            }
+            let late_lost = t
+                .late_lost
+                .as_ref()
+                .map(|l| (copy.histogram(&l.late), l.lost, l.pending));
+            copy.rows.push(Row {
+                name: (name, copy.names.len() as u32),
+                probe,
+                steps: (first_step, copy.steps.len() as u32),
+                delivery,
+                hops: (first_hop, copy.hops.len() as u32),
+                late_lost,
+                success: t.success,
+                failure: t.failure,
+                swept: t.swept,
+                last_probe: t.last_probe,
+            });
+        }
+        copy
+    }
+
+    fn histogram(&mut self, h: &Buckets) -> HistogramRef {
+        let at = self.counts.len() as u32;
+        self.counts.extend_from_slice(&h.counts);
+        HistogramRef {
+            counts: (at, self.counts.len() as u32),
+            sum: h.sum,
+            total: h.total(),
+            scale: h.scale.clone(),
+        }
+    }
+
+    fn name_label(&self, row: &Row) -> &str {
+        &self.names[row.name.0 as usize..row.name.1 as usize]
+    }
+
+    fn write_histogram(&self, h: &HistogramRef, buf: &mut String, name: &str, labels: &str) {
+        let counts = &self.counts[h.counts.0 as usize..h.counts.1 as usize];
+        let (counts, above) = counts.split_at(counts.len().saturating_sub(1));
+        let above = above.first().copied().unwrap_or(0);
+        write_histogram(buf, name, labels, &h.scale.le, counts, above, h.sum);
+    }
+}
+
+/// Writes the scheduled histograms and counters of every series that `layout` exports: one
+/// family after the other, each with every target's series. Each target's numbers are read
+/// under its own lock, briefly, once.
 pub(crate) fn write_totals<'a>(
-    series: impl Iterator<Item = &'a Series> + Clone,
+    series: impl Iterator<Item = &'a Series>,
+    layout: &Layout,
     out: &mut impl Sink,
 ) {
+    let copy = Snapshot::of(series, layout);
     // Per target, its text is built in a small buffer, then handed on.
     let mut buf = String::with_capacity(8 * 1024);
     for family in ScheduledFamily::ALL {
+        if !family.exported(layout) {
+            continue;
+        }
         let header_lines = family.header();
         let mut header = false;
-        for s in series.clone() {
+        for row in &copy.rows {
             buf.clear();
-            family.write(&lock(&s.totals), &s.name_label, &mut buf);
+            family.write(row, &copy, &mut buf);
             if buf.is_empty() {
                 continue;
             }
@@ -500,27 +717,44 @@ mod tests {
 
     use crate::headers::received::{Hop, Received};
 
+    fn layout(histograms: Histograms) -> Layout {
+        Layout::new(&SchedulerSettings {
+            histograms,
+            ..SchedulerSettings::default()
+        })
+    }
+
+    fn written(series: &Series, layout: &Layout) -> String {
+        let mut out = String::new();
+        write_totals([series].into_iter(), layout, &mut out);
+        out
+    }
+
     #[test]
     fn totals_are_written_as_histograms_and_counters() {
         let series = Series::new("x\"y");
         let minute = Duration::from_secs(60);
-        series.observe(&outcome(&[(StepName::Ehlo, 3)], true), true, minute);
+        let steps = layout(Histograms::Steps);
+        series.observe(&outcome(&[(StepName::Ehlo, 3)], true), true, minute, &steps);
         let last = outcome(&[(StepName::Ehlo, 700), (StepName::Quit, 20_000)], false);
         let finished = (last.started_at + last.duration)
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
-        series.observe(&last, true, minute);
+        series.observe(&last, true, minute, &steps);
         series.observe_sweep(Sweep::Deleted(2));
         series.observe_sweep(Sweep::Deleted(0));
         series.observe_sweep(Sweep::Failed);
         series.observe_late_lost(&[Duration::from_secs(200)], 0, 3);
         series.observe_late_lost(&[Duration::from_secs(4000)], 2, 1);
-        let mut out = String::new();
-        write_totals([&series].into_iter(), &mut out);
+        let out = written(&series, &steps);
         let lines: Vec<&str> = out.lines().collect();
         let n = r#"name="x\"y""#;
         for want in [
+            "# TYPE smtp_prober_probe_duration_seconds histogram".to_string(),
+            format!(r#"smtp_prober_probe_duration_seconds_bucket{{{n},le="0.05"}} 2"#),
+            format!(r#"smtp_prober_probe_duration_seconds_bucket{{{n},le="+Inf"}} 2"#),
+            format!(r#"smtp_prober_probe_duration_seconds_sum{{{n}}} 0.02"#),
             "# TYPE smtp_prober_step_duration_seconds histogram".to_string(),
             format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="0.0025"}} 0"#),
             format!(r#"smtp_prober_step_duration_seconds_bucket{{{n},step="ehlo",le="0.005"}} 1"#),
@@ -564,18 +798,129 @@ mod tests {
             assert!(lines.contains(&want.as_str()), "no {want:?} in\n{out}");
         }
         // Each family's header once, the families in a fixed order.
-        assert_eq!(out.matches("# TYPE ").count(), 12);
+        assert_eq!(out.matches("# TYPE ").count(), 13);
+    }
+
+    /// The series a full-send target exports besides its last probe's gauges, per setting.
+    #[test]
+    fn histograms_follow_the_setting() {
+        let minute = Duration::from_secs(60);
+        let steps = [
+            (StepName::Ehlo, 3),
+            (StepName::Mail, 4),
+            (StepName::Quit, 1),
+        ];
+        let series_of = |histograms: Histograms, delivery: bool| {
+            let series = Series::new("t");
+            let layout = layout(histograms);
+            let mut o = outcome(&steps, true);
+            if !delivery {
+                o.delivery = None;
+            }
+            series.observe(&o, delivery, minute, &layout);
+            let out = written(&series, &layout);
+            let samples = out.lines().filter(|l| !l.starts_with('#')).count();
+            (samples, out)
+        };
+        // Counters and gauges: probes by result (2), last probe, interval.
+        let (none, out) = series_of(Histograms::None, false);
+        assert_eq!(none, 4, "{out}");
+        assert!(!out.contains("_bucket"), "{out}");
+        // The probe histogram: a series per bound, +Inf, sum, count.
+        let probe = crate::config::PROBE_BUCKETS.len() + 3;
+        let (total, out) = series_of(Histograms::Total, false);
+        assert_eq!(total, 4 + probe, "{out}");
+        assert!(!out.contains("smtp_prober_step_duration_seconds"), "{out}");
+        // A target that checks delivery, whatever the setting: the histograms of its delivery
+        // time, of each hop (two here) and of late mails; the late, lost, pending and two sweep
+        // counters.
+        let delivery = crate::config::DELIVERY_BUCKETS.len() + 3;
+        let hops = 2 * (9 + 3);
+        let late = 10 + 3;
+        assert_eq!(
+            series_of(Histograms::None, true).0,
+            4 + delivery + hops + late + 3 + 2
+        );
+        assert_eq!(
+            series_of(Histograms::Total, true).0,
+            4 + probe + delivery + hops + late + 3 + 2
+        );
+        // Steps: one more histogram per step.
+        let step = crate::config::STEP_BUCKETS.len() + 3;
+        let (with_steps, out) = series_of(Histograms::Steps, false);
+        assert_eq!(with_steps, 4 + probe + 3 * step, "{out}");
+    }
+
+    #[test]
+    fn a_reload_that_changes_the_layout_changes_what_is_written() {
+        let minute = Duration::from_secs(60);
+        let series = Series::new("t");
+        let steps = layout(Histograms::Steps);
+        series.observe(
+            &outcome(&[(StepName::Ehlo, 3)], true),
+            false,
+            minute,
+            &steps,
+        );
+        series.observe(
+            &outcome(&[(StepName::Ehlo, 3)], true),
+            false,
+            minute,
+            &steps,
+        );
+        // Off: not written from the next scrape on, and dropped at the next probe.
+        let none = layout(Histograms::None);
+        let out = written(&series, &none);
+        assert!(!out.contains("smtp_prober_probe_duration_seconds"), "{out}");
+        assert!(!out.contains("smtp_prober_step_duration_seconds"), "{out}");
+        series.observe(&outcome(&[(StepName::Ehlo, 3)], true), false, minute, &none);
+        assert!(lock(&series.totals).steps.is_empty());
+        assert!(lock(&series.totals).probe.is_none());
+        // New bounds: the histogram starts again on them (a counter reset); equal bounds from
+        // a reload keep counting.
+        let total = layout(Histograms::Total);
+        series.observe(&outcome(&[], true), false, minute, &total);
+        series.observe(
+            &outcome(&[], true),
+            false,
+            minute,
+            &layout(Histograms::Total),
+        );
+        assert!(written(&series, &total)
+            .contains("smtp_prober_probe_duration_seconds_count{name=\"t\"} 2"));
+        let mut settings = SchedulerSettings {
+            histograms: Histograms::Total,
+            ..SchedulerSettings::default()
+        };
+        settings.buckets.probe = Bounds::new(&[0.5, 30.0]);
+        let wider = Layout::new(&settings);
+        series.observe(&outcome(&[], true), false, minute, &wider);
+        let out = written(&series, &wider);
+        assert!(
+            out.contains("smtp_prober_probe_duration_seconds_bucket{name=\"t\",le=\"30\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("smtp_prober_probe_duration_seconds_count{name=\"t\"} 1"),
+            "{out}"
+        );
+        assert!(!out.contains("le=\"0.05\""), "{out}");
     }
 
     #[test]
     fn sweep_counters_only_for_targets_that_check_delivery() {
         let series = Series::new("plain");
         let minute = Duration::from_secs(60);
-        series.observe(&outcome(&[(StepName::Ehlo, 3)], true), false, minute);
+        let total = layout(Histograms::Total);
+        series.observe(
+            &outcome(&[(StepName::Ehlo, 3)], true),
+            false,
+            minute,
+            &total,
+        );
         assert!(lock(&series.totals).swept.is_none());
-        assert!(lock(&series.totals).late_lost.is_none());
         let checking = Series::new("checking");
-        checking.observe(&outcome(&[(StepName::Ehlo, 3)], true), true, minute);
+        checking.observe(&outcome(&[(StepName::Ehlo, 3)], true), true, minute, &total);
         assert_eq!(lock(&checking.totals).swept, Some((0, 0)));
     }
 }

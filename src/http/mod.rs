@@ -315,9 +315,45 @@ const METRICS_PIECE: usize = 256 * 1024;
 /// `/metrics` text on its way to the client: handed on in pieces as it is written, so that a
 /// page of many megabytes (10,000 targets) is never held whole in memory.
 struct Streamed {
-    piece: String,
+    piece: Vec<u8>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
     closed: bool,
+}
+
+/// Piece buffers that were sent, back from the HTTP layer once written: a scrape of 10,000
+/// targets fills hundreds of pieces, and a fresh 256 KiB allocation for each costs page faults
+/// and zeroing (a sixth of the page's CPU). A few are kept (4 queued, 1 being written, 1 being
+/// filled), 1.5 MiB.
+static SPARE_PIECES: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+const SPARE_PIECES_KEPT: usize = 6;
+
+/// A sent piece: returns its buffer to [`SPARE_PIECES`] when the HTTP layer drops it.
+struct SentPiece(Vec<u8>);
+
+impl AsRef<[u8]> for SentPiece {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for SentPiece {
+    fn drop(&mut self) {
+        let mut spare = SPARE_PIECES.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < SPARE_PIECES_KEPT {
+            let mut buffer = std::mem::take(&mut self.0);
+            buffer.clear();
+            spare.push(buffer);
+        }
+    }
+}
+
+/// An empty piece buffer: a spare one, or a new one.
+fn piece_buffer() -> Vec<u8> {
+    SPARE_PIECES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pop()
+        .unwrap_or_else(|| Vec::with_capacity(METRICS_PIECE))
 }
 
 impl Streamed {
@@ -325,9 +361,18 @@ impl Streamed {
         if self.closed || self.piece.is_empty() {
             return;
         }
-        let piece = std::mem::replace(&mut self.piece, String::with_capacity(METRICS_PIECE));
+        let piece = std::mem::replace(&mut self.piece, piece_buffer());
         // Fails only when the client went away: stop sending.
-        self.closed = self.tx.blocking_send(Bytes::from(piece)).is_err();
+        let piece = Bytes::from_owner(SentPiece(piece));
+        self.closed = self.tx.blocking_send(piece).is_err();
+    }
+
+    /// Sends the piece first when `more` bytes would not fit in it: a piece is never
+    /// reallocated (and copied) while it is written.
+    fn room_for(&mut self, more: usize) {
+        if self.piece.len() + more > METRICS_PIECE {
+            self.flush();
+        }
     }
 }
 
@@ -336,10 +381,18 @@ impl Sink for Streamed {
         if self.closed {
             return;
         }
-        self.piece.push_str(text);
-        if self.piece.len() >= METRICS_PIECE {
-            self.flush();
+        self.room_for(text.len());
+        self.piece.extend_from_slice(text.as_bytes());
+    }
+
+    fn put_line(&mut self, name: &str, leading: &str, rest: &str) {
+        if self.closed {
+            return;
         }
+        self.room_for(name.len() + leading.len() + rest.len());
+        self.piece.extend_from_slice(name.as_bytes());
+        self.piece.extend_from_slice(leading.as_bytes());
+        self.piece.extend_from_slice(rest.as_bytes());
     }
 }
 
@@ -349,7 +402,7 @@ async fn metrics(State(app): State<App>) -> Response {
     // Writing copies megabytes for thousands of targets: keep it off the async worker threads.
     tokio::task::spawn_blocking(move || {
         let mut out = Streamed {
-            piece: String::with_capacity(METRICS_PIECE),
+            piece: piece_buffer(),
             tx,
             closed: false,
         };

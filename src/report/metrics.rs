@@ -10,7 +10,7 @@
 //! the page) and a `gauge` call where its value is known. Metrics that only scheduled mode has
 //! (histograms, counters over many probes) belong in `crate::exposition::scheduled`.
 
-use crate::exposition::{merge, Chunk, ChunkWriter, Family};
+use crate::exposition::{merge, Chunk, ChunkWriter, Family, LeadingLabels};
 use crate::probe::ProbeOutcome;
 use crate::smtp::reply::Reply;
 use crate::tls::{
@@ -42,9 +42,9 @@ families! {
     IpAddrHash: "probe_ip_addr_hash", "Hash of the IP address connected to (FNV-1a, as blackbox_exporter): it changes when the address does.";
     StepDuration: "probe_smtp_step_duration_seconds", "Duration of each probe step that ran.";
     StepReplyCode: "probe_smtp_step_reply_code", "Last SMTP reply code of each step.";
-    ReplyInfo: "probe_smtp_reply_info", "The reply of each step: code and enhanced status code.";
+    ReplyInfo: "probe_smtp_reply_info", "The reply of the failed step and of every step the server refused (4xx/5xx): code and enhanced status code.";
     FailedStep: "probe_smtp_failed_step_info", "The step the probe failed in and why.";
-    Extension: "probe_smtp_extension_info", "ESMTP extensions offered (after TLS when TLS is used).";
+    Extensions: "probe_smtp_extensions_info", "ESMTP extension keywords offered (after TLS when TLS is used), sorted, comma-separated.";
     AuthMechanism: "probe_smtp_auth_mechanism_info", "SASL mechanisms offered in AUTH.";
     MessageAccepted: "probe_smtp_message_accepted", "Whether the token mail got a 2xx reply after its content.";
     TlsVersion: "probe_tls_version_info", "Negotiated TLS version (blackbox_exporter's spelling: TLS 1.3).";
@@ -74,13 +74,13 @@ families! {
 /// The metrics of one probe as `/probe` returns them (and `probe --format=prometheus` prints).
 pub fn render(outcome: &ProbeOutcome) -> String {
     let mut page = String::with_capacity(4096);
-    merge(&[&chunk(outcome, &[])], &mut page);
+    merge(&[&chunk(outcome, LeadingLabels::default())], &mut page);
     page
 }
 
-/// Every metric of one probe outcome, each sample carrying `common` labels first.
-pub(crate) fn chunk(outcome: &ProbeOutcome, common: &[(&str, &str)]) -> Chunk {
-    let mut out = Gauges(ChunkWriter::new(&FAMILIES, common));
+/// Every metric of one probe outcome, each sample carrying the `leading` labels first.
+pub(crate) fn chunk(outcome: &ProbeOutcome, leading: LeadingLabels) -> Chunk {
+    let mut out = Gauges(ChunkWriter::new(&FAMILIES, leading));
     summary(&mut out, outcome);
     steps(&mut out, outcome);
     server(&mut out, outcome);
@@ -159,17 +159,22 @@ fn steps(out: &mut Gauges, o: &ProbeOutcome) {
             );
         }
     }
+    // The reply's enhanced status code says what went wrong; for a positive reply the code
+    // above says everything. So the full reply only for the failed step and refusals.
+    let failed = o.failure.as_ref().map(|f| f.step);
     for (name, _, reply) in &per_step {
-        if let Some(r) = reply {
-            let code = r.code.to_string();
-            let enhanced = r.enhanced.map(|e| e.to_string()).unwrap_or_default();
-            let labels = [
-                ("step", name.as_str()),
-                ("code", code.as_str()),
-                ("enhanced_code", enhanced.as_str()),
-            ];
-            out.info(F::ReplyInfo, &labels);
+        let Some(r) = reply else { continue };
+        if r.code < 400 && failed != Some(*name) {
+            continue;
         }
+        let code = r.code.to_string();
+        let enhanced = r.enhanced.map(|e| e.to_string()).unwrap_or_default();
+        let labels = [
+            ("step", name.as_str()),
+            ("code", code.as_str()),
+            ("enhanced_code", enhanced.as_str()),
+        ];
+        out.info(F::ReplyInfo, &labels);
     }
     if let Some(failure) = &o.failure {
         let labels = [
@@ -180,13 +185,34 @@ fn steps(out: &mut Gauges, o: &ProbeOutcome) {
     }
 }
 
+/// Longest `extensions` label value: an honest server's keywords take about 100 bytes; a
+/// hostile one's are cut here (whole keywords) rather than in the time series database.
+const MAX_EXTENSIONS_LABEL: usize = 512;
+
+/// The extension keywords as one label value: sorted (a server's order is not a change worth
+/// a new series), without repeats, comma-separated, bounded.
+fn extensions_label(server: &crate::smtp::extension::ServerInfo) -> String {
+    let mut keywords: Vec<&str> = server.extensions.iter().map(|e| e.keyword()).collect();
+    keywords.sort_unstable();
+    keywords.dedup();
+    let mut label = String::new();
+    for k in keywords {
+        if label.len() + k.len() + 1 > MAX_EXTENSIONS_LABEL {
+            break;
+        }
+        if !label.is_empty() {
+            label.push(',');
+        }
+        label.push_str(k);
+    }
+    label
+}
+
 /// What the server offered, and whether it took the token mail.
 fn server(out: &mut Gauges, o: &ProbeOutcome) {
     let s = &o.session;
     if let Some(server) = s.effective_server() {
-        for ext in &server.extensions {
-            out.info(F::Extension, &[("extension", ext.keyword())]);
-        }
+        out.info(F::Extensions, &[("extensions", &extensions_label(server))]);
         for mech in server.auth_mechanisms() {
             out.info(F::AuthMechanism, &[("mechanism", &mech)]);
         }
