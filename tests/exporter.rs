@@ -530,7 +530,10 @@ fn reload_applies_good_keeps_running_on_bad_and_ignores_unchanged() {
         page.contains("smtp_prober_probe_duration_seconds_bucket{name=\"b\",le=\"60\"}"),
         "{page}"
     );
-    assert!(!page.contains("le=\"0.05\""), "{page}");
+    assert!(
+        !page.contains("smtp_prober_probe_duration_seconds_bucket{name=\"b\",le=\"0.05\"}"),
+        "{page}"
+    );
     // And off again: nothing of them on the next scrape.
     let none = base.replace(
         "  min_send_interval: 0s\n",
