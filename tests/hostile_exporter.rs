@@ -665,6 +665,12 @@ fn server_text_is_escaped_and_bounded_in_every_output() {
     assert!(greeting.text().len() > 60_000);
 
     let text = report::text::render(&outcome);
+    eprintln!(
+        "after {took:?}, peak heap {} KiB; greeting {} bytes, transcript {} bytes",
+        peak / 1024,
+        greeting.text().len(),
+        text.len()
+    );
     assert_printable("probe --format=text", &text);
     assert!(text.contains("\\u{1b}[2J"), "{text}");
     assert!(text.len() < 16 * 1024, "{} bytes", text.len());
@@ -715,6 +721,12 @@ fn a_token_file_that_is_not_a_file_fails_the_probe_at_once() {
         let failure = outcome.failure.as_ref().expect("a failure");
         assert_eq!(failure.reason, Reason::OauthTokenFailed, "{failure:?}");
         assert!(failure.detail.contains(what), "{}", failure.detail);
+        eprintln!(
+            "{} after {took:?}, peak heap {} KiB: {}",
+            failure.reason,
+            peak / 1024,
+            failure.detail
+        );
         // Refused before a byte is read: no part of the 5 s deadline is spent waiting.
         assert!(took < Duration::from_millis(500), "{took:?}");
         assert!(peak < 1024 * 1024, "heap peak {peak} bytes");
@@ -766,6 +778,12 @@ fn assert_failed(
     ceiling: u64,
 ) {
     let failure = outcome.failure.as_ref().expect("a failure");
+    eprintln!(
+        "{} after {took:?}, peak heap {} KiB: {}",
+        failure.reason,
+        peak / 1024,
+        failure.detail
+    );
     assert_eq!(
         (failure.step, failure.reason),
         (step, reason),
@@ -775,7 +793,7 @@ fn assert_failed(
     assert!(peak < ceiling, "heap peak {peak} bytes");
 }
 
-/// Greeting and an EHLO reply offering `extensions`, then `rest` with the connection.
+/// Greeting and an EHLO reply offering `extensions`; the connection, for what follows.
 async fn after_ehlo(
     tcp: tokio::net::TcpStream,
     extensions: &'static str,
@@ -959,6 +977,11 @@ fn a_fifty_certificate_chain_is_analysed_within_bounds() {
     module.tls_config.insecure_skip_verify = false;
     let (outcome, took, peak) = measured(probe(module, addr));
     let failure = outcome.failure.as_ref().expect("a failure");
+    eprintln!(
+        "{} after {took:?}, peak heap {} KiB",
+        failure.reason,
+        peak / 1024
+    );
     assert!(failure.reason.is_certificate(), "{failure:?}");
     let tls = outcome.session.tls.as_ref().expect("the chain was seen");
     assert_eq!(tls.chain.sent.len(), 50);
@@ -983,6 +1006,12 @@ fn a_240_kb_certificate_is_bounded() {
     let addr = tls_server_with(vec![cert.der().clone()], &key);
     let (outcome, took, peak) = measured(probe(tls_module(), addr));
     let failure = outcome.failure.as_ref().expect("a failure");
+    eprintln!(
+        "{} after {took:?}, peak heap {} KiB: {}",
+        failure.reason,
+        peak / 1024,
+        failure.detail
+    );
     assert_eq!(failure.step, StepName::TlsHandshake, "{failure:?}");
     assert!(took < Duration::from_secs(5) + GRACE, "{took:?}");
     assert!(peak < 8 * 1024 * 1024, "heap peak {peak} bytes");
