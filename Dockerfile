@@ -3,7 +3,7 @@
 # smtp-prober container image.
 #
 #   docker build -t smtp-prober .
-#   docker run --rm -p 9741:9741 --read-only --tmpfs /tmp smtp-prober demo
+#   docker run --rm -p 9741:9741 --read-only --tmpfs /tmp smtp-prober demo --web.listen-address=:9741
 #   docker run --rm -p 9741:9741 --read-only \
 #       -v "$PWD/smtp-prober.yml:/etc/smtp-prober/smtp-prober.yml:ro" \
 #       -v "$PWD/secrets:/run/secrets:ro" smtp-prober

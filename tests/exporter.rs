@@ -658,6 +658,117 @@ fn check_config_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// The first run: no configuration file says where to start (before: "smtp-prober.yml: cannot
+/// read: No such file or directory"); an empty file is a warning, not "OK"; problems come in
+/// the file's order; a tab and an unclosed bracket are named at their own line and column; an
+/// unknown key gets a "did you mean".
+#[test]
+fn check_config_helps_the_first_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("smtp-prober runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [&[][..], &["check-config"]] {
+        let (code, _, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("smtp-prober demo") && stderr.contains("--config.file"),
+            "{args:?}: {stderr}"
+        );
+    }
+
+    let write = |text: &str| std::fs::write(dir.path().join("smtp-prober.yml"), text).unwrap();
+    write("# nothing yet\n");
+    let (code, stdout, stderr) = run(&["check-config"]);
+    assert_eq!(code, Some(0));
+    assert!(!stdout.contains("OK"), "{stdout}");
+    assert!(
+        stderr.contains("warning: no modules and no targets"),
+        "{stderr}"
+    );
+
+    write(
+        "modules:\n  z:\n    timeout: 0s\n  a:\n    timeout: 0s\n    \
+         auth: {username: u, password_file: /nonexistent/password}\n",
+    );
+    let (code, _, stderr) = run(&["check-config"]);
+    assert_eq!(code, Some(2));
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with("smtp-prober.yml:3: modules.z.timeout"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("smtp-prober.yml:5: modules.a.timeout"),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with("smtp-prober.yml:6: modules.a.auth.password_file"),
+        "{stderr}"
+    );
+    // Without the secrets, --syntax-only checks the rest.
+    let (code, stdout, stderr) = run(&["check-config", "--syntax-only"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(stderr.lines().count(), 2, "{stdout}{stderr}");
+
+    for (text, expected) in [
+        (
+            "modules:\n  a:\n\ttimeout: 5s\n",
+            "smtp-prober.yml:3:1: modules: a tab in the indentation",
+        ),
+        (
+            "modules:\n  a:\n    tls_config:\n      trust: [system, bundled\n      ca_files: []\n",
+            "smtp-prober.yml:4:14: modules.a.tls_config.trust: this '[' is never closed",
+        ),
+        (
+            "modules:\n  a:\n    timout: 5s\n",
+            "smtp-prober.yml:3: modules.a.timout: unknown key \"timout\" (did you mean \"timeout\"?)",
+        ),
+    ] {
+        write(text);
+        let (code, _, stderr) = run(&["check-config", "--syntax-only"]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.starts_with(expected), "{stderr}");
+    }
+}
+
+/// The README's `check-config` example is true: run as written on the shipped example, it
+/// exits 0 (before: ten errors about secret files and variables this machine does not have).
+#[test]
+fn the_readme_check_config_example_exits_zero() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("smtp-prober check-config") && l.contains("config/smtp-prober.yml"))
+        .expect("a check-config example of the shipped configuration");
+    let command = line.split('#').next().unwrap();
+    assert!(line.contains("exit 0"), "{line}");
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let out = Command::new(BIN)
+        .args(&args)
+        .current_dir(root)
+        .env_clear()
+        .output()
+        .expect("check-config");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{line}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn demo_command_probes_a_healthy_and_a_broken_server() {
     let exporter = Exporter::start(&["demo", "--interval=1s"]);

@@ -106,8 +106,9 @@ pub(crate) enum LogFormat {
 /// The HTTP server's flags, shared by `serve` and `demo`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct WebArgs {
-    /// Address to listen on: `HOST:PORT`, or `:PORT` for every address.
-    #[arg(long = "web.listen-address", default_value = ":9741")]
+    /// Address to listen on: `HOST:PORT`, or `:PORT` for every address (`demo`: loopback by
+    /// default, since its /probe is unrestricted).
+    #[arg(long = "web.listen-address", default_value = SERVE_LISTEN_ADDRESS)]
     pub(crate) listen_address: String,
     /// Exporter-toolkit web configuration file: TLS, client certificates, basic auth.
     #[arg(long = "web.config.file")]
@@ -269,6 +270,13 @@ pub(crate) fn one_shot(args: &ConnectionArgs) -> anyhow::Result<OneShot> {
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
+
+/// Where `serve` listens unless told otherwise: every address.
+pub(crate) const SERVE_LISTEN_ADDRESS: &str = ":9741";
+
+/// Where `demo` listens unless told otherwise: loopback only, since its `/probe` lets anyone who
+/// reaches it make the machine connect anywhere.
+pub(crate) const DEMO_LISTEN_ADDRESS: &str = "127.0.0.1:9741";
 
 impl WebArgs {
     /// `--web.config.file`, read and checked; plain HTTP without it.

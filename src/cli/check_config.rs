@@ -1,5 +1,6 @@
 //! `smtp-prober check-config`: validates the configuration (and the web configuration) the way
-//! `serve` would load them, TLS clients included.
+//! `serve` would load them, TLS clients included; with `--syntax-only`, the file alone, for a
+//! machine that does not hold the secrets (CI, a laptop).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::{DEFAULT_CONFIG_FILE, EXIT_USAGE};
-use crate::config::Config;
+use crate::config::{Checks, Config};
 use crate::exporter::Loaded;
 use crate::http::web_config::WebConfig;
 
@@ -20,24 +21,53 @@ pub(crate) struct CheckConfigArgs {
     /// Also check this exporter-toolkit web configuration file.
     #[arg(long = "web.config.file")]
     web_config_file: Option<PathBuf>,
+    /// Check the file alone: its syntax and every value, but not the secret, CA and token
+    /// files it names nor its ${ENV} variables (for a machine without the secrets, such as CI).
+    #[arg(long = "syntax-only")]
+    syntax_only: bool,
 }
 
 pub(crate) async fn run_check_config(args: &CheckConfigArgs) -> ExitCode {
+    if let Some(missing) = super::no_config_file(&args.config_file) {
+        eprintln!("error: {missing}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let path = args.config_file.clone();
-    let checked = tokio::task::spawn_blocking(move || -> anyhow::Result<Loaded> {
-        let config = Config::load(&path)?;
-        Loaded::prepare(config).with_context(|| path.display().to_string())
+    let checks = if args.syntax_only {
+        Checks::SyntaxOnly
+    } else {
+        Checks::All
+    };
+    let checked = tokio::task::spawn_blocking(move || -> anyhow::Result<Config> {
+        let config = Config::load_checking(&path, checks)?;
+        if checks == Checks::All {
+            // What serve builds before it runs a probe: the TLS clients, from the CA files.
+            Loaded::prepare(config.clone()).with_context(|| path.display().to_string())?;
+        }
+        Ok(config)
     })
     .await
     .unwrap_or_else(|e| Err(anyhow::Error::new(e).context("checking was interrupted")));
+    let file = args.config_file.display();
     let mut ok = match checked {
-        Ok(loaded) => {
+        Ok(config) if config.modules.is_empty() && config.targets.is_empty() => {
+            eprintln!(
+                "{file}: warning: no modules and no targets, so the exporter would probe \
+                 nothing (an empty file?)"
+            );
+            true
+        }
+        Ok(config) => {
+            let what = if args.syntax_only {
+                "syntax OK (secret, CA and token files and ${ENV} variables not checked)"
+            } else {
+                "OK"
+            };
             println!(
-                "{}: OK, {} modules, {} targets (checksum {})",
-                args.config_file.display(),
-                loaded.modules.len(),
-                loaded.config.targets.len(),
-                &loaded.config.checksum_hex()[..12]
+                "{file}: {what}, {} modules, {} targets (checksum {})",
+                config.modules.len(),
+                config.targets.len(),
+                &config.checksum_hex()[..12]
             );
             true
         }

@@ -182,3 +182,25 @@ pub(crate) async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     broken.shutdown().await;
     code
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn demo_listens_on_loopback_unless_told() {
+        let demo = |args: &[&str]| match crate::cli::Cli::try_parse_from(args).unwrap().command {
+            Some(crate::cli::Command::Demo(demo)) => demo.web.listen_address,
+            _ => panic!("not demo"),
+        };
+        assert_eq!(demo(&["smtp-prober", "demo"]), "127.0.0.1:9741");
+        assert_eq!(
+            demo(&["smtp-prober", "demo", "--web.listen-address=:9741"]),
+            ":9741"
+        );
+        let help = crate::cli::Cli::try_parse_from(["smtp-prober", "serve", "--help"])
+            .unwrap_err()
+            .to_string();
+        assert!(help.contains("[default: :9741]"), "{help}");
+    }
+}

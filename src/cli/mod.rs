@@ -24,6 +24,22 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 /// The default configuration file.
 const DEFAULT_CONFIG_FILE: &str = "smtp-prober.yml";
 
+/// What to say when the configuration file is not there: the first run, usually.
+fn no_config_file(path: &std::path::Path) -> Option<anyhow::Error> {
+    if path.exists() {
+        return None;
+    }
+    Some(anyhow::anyhow!(
+        "no configuration file at {}.\n\
+         For a first look, run `smtp-prober demo`: an embedded mail server and the exporter \
+         probing it, with the URLs to open.\n\
+         To probe your servers, write a configuration (config/smtp-prober.yml in the source \
+         shows every option) and give it with --config.file=PATH; \
+         `smtp-prober probe HOST:PORT` runs one probe without any.",
+        path.display()
+    ))
+}
+
 /// smtp-prober: Prometheus exporter and synthetic SMTP delivery prober.
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +68,7 @@ enum Command {
     /// Validate a configuration file: exit 0, or 2 with every problem found.
     CheckConfig(check_config::CheckConfigArgs),
     /// Start an embedded STARTTLS server and the exporter probing it: the zero-setup first run.
+    #[command(mut_arg("listen_address", |a| a.default_value(args::DEMO_LISTEN_ADDRESS)))]
     Demo(demo::DemoArgs),
 }
 

@@ -71,6 +71,9 @@ pub(crate) fn init_logging(args: &LogArgs) {
 }
 
 pub(crate) async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(missing) = super::no_config_file(&args.config_file) {
+        return Err(missing);
+    }
     init_logging(&args.log);
     let settings = args.web.probe_settings()?;
     let web = args.web.web_config()?;
@@ -90,9 +93,10 @@ pub(crate) async fn serve_until_signal(
     started: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{signal, SignalKind};
-    let listener = web::bind(&args.listen_address)
+    let listen = &args.listen_address;
+    let listener = web::bind(listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen_address))?;
+        .with_context(|| format!("listening on {listen}"))?;
     let address = listener.local_addr().context("listening address")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut terminate =

@@ -188,11 +188,25 @@ impl Default for HistogramBuckets {
     }
 }
 
+/// What loading a configuration checks.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Checks {
+    /// The file and everything it refers to: secret, CA and token files must be readable and
+    /// `${ENV}` variables set, as `serve` needs them.
+    #[default]
+    All,
+    /// The file alone: its syntax and every value, but not the files and variables it names
+    /// (`check-config --syntax-only`, for a machine without the secrets, such as CI).
+    SyntaxOnly,
+}
+
 /// One problem in a configuration file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     /// 1-based line, when known.
     pub line: Option<u64>,
+    /// 1-based column, when the problem is a character of that line (a tab, a bracket).
+    pub column: Option<u64>,
     /// Field path such as `modules.submission.auth.password_file` or `targets[2].interval`;
     /// empty when the problem is the file itself.
     pub field: String,
@@ -216,6 +230,7 @@ impl ConfigError {
             file: file.to_string(),
             problems: vec![Problem {
                 line: None,
+                column: None,
                 field: String::new(),
                 message,
             }],
@@ -232,6 +247,9 @@ impl fmt::Display for ConfigError {
             f.write_str(&self.file)?;
             if let Some(line) = problem.line {
                 write!(f, ":{line}")?;
+                if let Some(column) = problem.column {
+                    write!(f, ":{column}")?;
+                }
             }
             if !problem.field.is_empty() {
                 write!(f, ": {}", problem.field)?;
@@ -247,10 +265,15 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads, decodes and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_checking(path, Checks::All)
+    }
+
+    /// Reads, decodes and validates a configuration file, checking what `checks` says.
+    pub fn load_checking(path: &Path, checks: Checks) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let bytes = crate::local_file::read(path, MAX_CONFIG_BYTES)
             .map_err(|why| ConfigError::file_problem(&file, format!("cannot read: {why}")))?;
-        Config::parse(&bytes, &file, path.parent(), &expand::process_env)
+        Config::parse_checking(&bytes, &file, path.parent(), &expand::process_env, checks)
     }
 
     /// Decodes and validates configuration text; `name` is the file name used in errors.
@@ -266,6 +289,18 @@ impl Config {
         base_dir: Option<&Path>,
         env: expand::Env<'_>,
     ) -> Result<Config, ConfigError> {
+        Config::parse_checking(bytes, file, base_dir, env, Checks::All)
+    }
+
+    /// [`Config::parse`], checking what `checks` says. Problems come sorted by line (those of
+    /// the file as a whole first), however the checks walked the file.
+    pub(crate) fn parse_checking(
+        bytes: &[u8],
+        file: &str,
+        base_dir: Option<&Path>,
+        env: expand::Env<'_>,
+        checks: Checks,
+    ) -> Result<Config, ConfigError> {
         let checksum: [u8; 32] = Sha256::digest(bytes).into();
         let text = std::str::from_utf8(bytes).map_err(|e| {
             ConfigError::file_problem(
@@ -278,11 +313,14 @@ impl Config {
             problems: vec![problem],
         })?;
         let base_dir = base_dir.filter(|dir| !dir.as_os_str().is_empty());
-        let valid = validate::Validator::new(env, base_dir)
+        let valid = validate::Validator::new(env, base_dir, checks)
             .config(&raw)
-            .map_err(|problems| ConfigError {
-                file: file.to_string(),
-                problems,
+            .map_err(|mut problems| {
+                problems.sort_by_key(|p| (p.line, p.column));
+                ConfigError {
+                    file: file.to_string(),
+                    problems,
+                }
             })?;
         Ok(Config {
             modules: valid.modules,

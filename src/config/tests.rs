@@ -55,21 +55,23 @@ fn invalid_files_name_file_line_and_field() {
         (
             "unknown top-level key",
             "modules: {}\nmodulez: {}\n".into(),
-            "config.yml:2: modulez: unknown key \"modulez\", expected one of modules, targets, \
+            "config.yml:2: modulez: unknown key \"modulez\" (did you mean \"modules\"?), expected one of modules, targets, \
              scheduler"
                 .into(),
         ),
         (
             "unknown nested key",
             "modules:\n  submission:\n    tls_config:\n      sever_name: smtp.example.com\n".into(),
-            "config.yml:4: modules.submission.tls_config.sever_name: unknown key \"sever_name\", \
+            "config.yml:4: modules.submission.tls_config.sever_name: unknown key \"sever_name\" \
+             (did you mean \"server_name\"?), \
              expected one of server_name, trust, ca_files, min_version, insecure_skip_verify"
                 .into(),
         ),
         (
             "bad enum",
             "modules:\n  submission:\n    port: 587\n    tls: startls\n".into(),
-            "config.yml:4: modules.submission.tls: unknown variant \"startls\", expected one of \
+            "config.yml:4: modules.submission.tls: unknown variant \"startls\" (did you mean \
+             \"starttls\"?), expected one of \
              none, starttls, implicit"
                 .into(),
         ),
@@ -743,7 +745,8 @@ fn load_resolves_relative_paths_and_names_the_file() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}:3: modules.m.tls: unknown variant \"startls\", expected one of none, starttls, \
+            "{}:3: modules.m.tls: unknown variant \"startls\" (did you mean \"starttls\"?), \
+             expected one of none, starttls, \
              implicit",
             path.display()
         )

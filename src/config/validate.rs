@@ -7,7 +7,7 @@ use super::raw::{
     At, RawAuth, RawConfig, RawDelivery, RawGraph, RawMessage, RawMinVersion, RawModule, RawOAuth2,
     RawScheduler, RawTarget, RawTlsConfig,
 };
-use super::{Bounds, Problem, SchedulerSettings, Target, MAX_BUCKETS};
+use super::{Bounds, Checks, Problem, SchedulerSettings, Target, MAX_BUCKETS};
 use crate::probe::module::{
     AuthSettings, Credential, DeliverySettings, Expect, GraphAccess, ImapAccess, ImapTls,
     MailboxAccess, MechanismChoice, MessageSettings, Module, OAuth2Settings, TlsMode,
@@ -151,16 +151,25 @@ pub(crate) struct Validated {
 pub(crate) struct Validator<'a> {
     env: Env<'a>,
     base_dir: Option<&'a Path>,
+    /// Whether what the file refers to outside itself is checked too (secret, CA and token
+    /// files, `${ENV}` variables), or only the file ([`Checks::SyntaxOnly`]).
+    checks: Checks,
     problems: Vec<Problem>,
 }
 
 impl<'a> Validator<'a> {
-    pub(crate) fn new(env: Env<'a>, base_dir: Option<&'a Path>) -> Self {
+    pub(crate) fn new(env: Env<'a>, base_dir: Option<&'a Path>, checks: Checks) -> Self {
         Validator {
             env,
             base_dir,
+            checks,
             problems: Vec::new(),
         }
+    }
+
+    /// Whether only the file itself is checked.
+    fn syntax_only(&self) -> bool {
+        self.checks == Checks::SyntaxOnly
     }
 
     /// Validates the whole file; the problems when anything is wrong.
@@ -187,6 +196,7 @@ impl<'a> Validator<'a> {
     fn report(&mut self, line: Option<u64>, field: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             line,
+            column: None,
             field: field.to_string(),
             message: message.into(),
         });
@@ -229,6 +239,8 @@ impl<'a> Validator<'a> {
     fn expanded(&mut self, at: &At<String>, field: &str) -> Option<String> {
         match expand::expand(&at.value, self.env) {
             Ok(text) => Some(text),
+            // Where the variables are not set, the value cannot be checked: it is skipped.
+            Err(expand::ExpandError::Unset(_)) if self.syntax_only() => None,
             Err(why) => {
                 self.report(line(at), field, why.to_string());
                 None
@@ -264,6 +276,9 @@ impl<'a> Validator<'a> {
     /// `max` bytes.
     fn readable_path(&mut self, at: &At<String>, field: &str, max: u64) -> Option<PathBuf> {
         let path = self.path(at, field)?;
+        if self.syntax_only() {
+            return Some(path);
+        }
         if let Err(why) = expand::check_readable(&path, max) {
             self.report(line(at), field, why.to_string());
             return None;
@@ -274,6 +289,9 @@ impl<'a> Validator<'a> {
     /// A secret read from a `*_file` field.
     fn secret_file(&mut self, at: &At<String>, field: &str) -> Option<Secret> {
         let path = self.path(at, field)?;
+        if self.syntax_only() {
+            return Some(Secret::new(super::REDACTED));
+        }
         match expand::read_secret_file(&path) {
             Ok(secret) => Some(secret),
             Err(why) => {
@@ -297,6 +315,7 @@ impl<'a> Validator<'a> {
         };
         match (self.env)(name) {
             Some(value) if !value.is_empty() => Some(Secret::new(value)),
+            _ if self.syntax_only() => Some(Secret::new(super::REDACTED)),
             Some(_) => {
                 self.report(
                     line(at),

@@ -34,15 +34,128 @@ pub(crate) fn decode<T: DeserializeOwned>(
         // A limit of the whole file: where the parser happened to be says nothing.
         Some(message) => Problem {
             line: None,
+            column: None,
             field: String::new(),
             message,
         },
-        None => Problem {
-            line: e.location().map(|l| l.line()).filter(|&l| l > 0),
-            field: failed_at.map(|path| field_path(&path)).unwrap_or_default(),
-            message: yaml_message(&e),
-        },
+        None => {
+            // The parser's column is where it noticed the error: only a lexical cause gets one.
+            let parsed = Problem {
+                line: e.location().map(|l| l.line()).filter(|&l| l > 0),
+                column: None,
+                field: failed_at.map(|path| field_path(&path)).unwrap_or_default(),
+                message: yaml_message(&e),
+            };
+            lexical_cause(text, parsed)
+        }
     })
+}
+
+/// The cause of a syntax error that the parser reports where it noticed it rather than where
+/// it is: a tab in the indentation, or a flow bracket (`[`, `{`) never closed, which the parser
+/// only notices lines later. When one sits at or before where the parser stopped, it is the
+/// problem, at its own line and column.
+fn lexical_cause(text: &str, parsed: Problem) -> Problem {
+    let before = |line: u64| parsed.line.is_none_or(|at| line <= at);
+    let cause = indentation_tab(text)
+        .filter(|(line, _)| before(*line))
+        .map(|(line, column)| {
+            (
+                line,
+                column,
+                "a tab in the indentation: YAML indents with spaces only".to_string(),
+            )
+        })
+        .or_else(|| {
+            unclosed_bracket(text)
+                .filter(|(line, _, _)| before(*line))
+                .map(|(line, column, open)| {
+                    let (what, close) = if open == '[' {
+                        ("list", ']')
+                    } else {
+                        ("mapping", '}')
+                    };
+                    (
+                        line,
+                        column,
+                        format!("this {open:?} is never closed: end the {what} with {close:?}"),
+                    )
+                })
+        });
+    match cause {
+        Some((line, column, message)) => Problem {
+            line: Some(line),
+            column: Some(column),
+            message,
+            ..parsed
+        },
+        None => parsed,
+    }
+}
+
+/// The first tab in a line's leading whitespace, as (line, column), 1-based.
+fn indentation_tab(text: &str) -> Option<(u64, u64)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        line[..indent]
+            .find('\t')
+            .map(|col| (i as u64 + 1, col as u64 + 1))
+    })
+}
+
+/// The first flow collection (`[a, b]`, `{k: v}`) opened and never closed, as (line, column,
+/// bracket), 1-based. Brackets inside quotes, comments and block scalars (`body: |`) do not
+/// count; a `[` or `{` opens a flow collection only where a value starts (after `key: `, `- `
+/// or inside another one).
+fn unclosed_bracket(text: &str) -> Option<(u64, u64, char)> {
+    let mut open: Vec<(u64, u64, char)> = Vec::new();
+    // The indentation of a `key: |` or `key: >` whose block scalar lines follow: text, not YAML.
+    let mut block_scalar: Option<usize> = None;
+    for (i, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start().len();
+        match block_scalar {
+            Some(parent) if indent > parent || line.trim().is_empty() => continue,
+            _ => block_scalar = None,
+        }
+        let value = line.split_once(": ").map_or("", |(_, v)| v).trim();
+        if open.is_empty() && (value.starts_with('|') || value.starts_with('>')) {
+            block_scalar = Some(indent);
+            continue;
+        }
+        let mut quote: Option<char> = None;
+        let mut value_starts = true;
+        let mut previous = ' ';
+        for (col, c) in line.char_indices() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '#') if previous == ' ' || col == 0 => break,
+                (None, '"' | '\'') if value_starts || !open.is_empty() => quote = Some(c),
+                (None, '[' | '{') if value_starts || !open.is_empty() => {
+                    open.push((i as u64 + 1, col as u64 + 1, c));
+                }
+                (None, ']' | '}') => match open.pop() {
+                    // `[a}`: the `[` is the one left open.
+                    Some(top) if (top.2 == '[') != (c == ']') => return Some(top),
+                    _ => {}
+                },
+                _ => {}
+            }
+            if quote.is_none() && c != ' ' {
+                // A value starts after `: `, `- ` or the line's indentation.
+                value_starts = matches!(c, ':' | '-' | ',') && !(c == '-' && previous != ' ');
+            }
+            previous = c;
+        }
+        // A line that starts a new key while a bracket is open: the bracket was left open.
+        if let Some(&first) = open.first() {
+            let next = text.lines().nth(i + 1).unwrap_or_default().trim_start();
+            if next.split_once(": ").is_some() && !next.starts_with(['"', '\'', '[', '{']) {
+                return Some(first);
+            }
+        }
+    }
+    open.first().copied()
 }
 
 /// Most YAML nodes (maps, sequences, scalars) one file may hold. A scheduled target with ten
@@ -107,15 +220,17 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
         Error::SerdeUnknownVariant {
             variant, expected, ..
         } => format!(
-            "unknown variant {:?}, expected one of {}",
+            "unknown variant {:?}{}, expected one of {}",
             variant,
+            did_you_mean(variant, expected),
             expected.join(", ")
         ),
         Error::SerdeUnknownField {
             field, expected, ..
         } => format!(
-            "unknown key {:?}, expected one of {}",
+            "unknown key {:?}{}, expected one of {}",
             field,
+            did_you_mean(field, expected),
             expected.join(", ")
         ),
         Error::Message { msg, .. } => msg.clone(),
@@ -126,6 +241,25 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// ` (did you mean "timeout"?)` when one of `expected`, and only one, is a likely typo of
+/// `given` (an edit
+/// distance, swaps counting once, of at most a third of its length), else nothing.
+fn did_you_mean(given: &str, expected: &[&str]) -> String {
+    let close: Vec<(usize, &&str)> = expected
+        .iter()
+        .map(|e| (strsim::osa_distance(given, e), e))
+        .filter(|(d, e)| *d > 0 && *d <= (e.len() / 3).max(1))
+        .collect();
+    let Some(best) = close.iter().map(|(d, _)| *d).min() else {
+        return String::new();
+    };
+    // Two equally close candidates (`TLS14`: `TLS12`, `TLS13`): no guess.
+    match close.iter().filter(|(d, _)| *d == best).collect::<Vec<_>>()[..] {
+        [(_, e)] => format!(" (did you mean {e:?}?)"),
+        _ => String::new(),
+    }
 }
 
 /// Renders a tracked serde path as `a.b[2].c`, dropping the `value` keys that located values
@@ -162,4 +296,37 @@ pub(crate) fn render_path<'a>(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lexical_causes_are_found_where_they_are() {
+        assert_eq!(indentation_tab("a:\n  b: 1\n \tc: 2\n"), Some((3, 2)));
+        assert_eq!(indentation_tab("a: \"x\ty\"\n"), None);
+        let unclosed = "modules:\n  a:\n    trust: [system, bundled\n    ca_files: []\n";
+        assert_eq!(unclosed_bracket(unclosed), Some((3, 12, '[')));
+        assert_eq!(unclosed_bracket("a: {b: [1, 2}\n"), Some((1, 8, '[')));
+        assert_eq!(unclosed_bracket("a: [1, 2]\nb: {c: d}\n"), None);
+        // Brackets in quotes, comments, block scalars and plain words are text.
+        let text = "a: \"[x\"\nb: c # [\nd: |\n  [not yaml\n  {either\ne: x[1]\n";
+        assert_eq!(unclosed_bracket(text), None);
+    }
+
+    #[test]
+    fn a_typo_gets_a_suggestion_and_a_stranger_none() {
+        let keys = ["timeout", "port", "tls", "ehlo"];
+        assert_eq!(
+            did_you_mean("timout", &keys),
+            " (did you mean \"timeout\"?)"
+        );
+        assert_eq!(did_you_mean("tsl", &keys), " (did you mean \"tls\"?)");
+        assert_eq!(did_you_mean("colour", &keys), "");
+        assert_eq!(
+            did_you_mean("TLS14", &["TLS10", "TLS11", "TLS12", "TLS13"]),
+            ""
+        );
+    }
 }

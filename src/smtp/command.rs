@@ -36,6 +36,28 @@ pub fn reject_line_breaks(what: &'static str, value: &str) -> Result<(), Invalid
     Ok(())
 }
 
+/// The fully qualified form of the host name `host`: itself when it has a dot, else the name
+/// with a dot that `hosts` (the text of `/etc/hosts`) lists for it, as `hostname -f` finds it
+/// there (Debian writes `127.0.1.1 mail.example.com mail`); else `host` itself. Only local
+/// files: a DNS query at start could hang a machine without a resolver.
+fn qualified_name(host: &str, hosts: &str) -> String {
+    if host.contains('.') {
+        return host.to_string();
+    }
+    let prefix = format!("{host}.");
+    hosts
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .filter_map(|line| {
+            let names: Vec<&str> = line.split_whitespace().skip(1).collect();
+            names.contains(&host).then_some(names)
+        })
+        .flatten()
+        .find(|name| name.starts_with(&prefix) && name.len() > prefix.len())
+        .unwrap_or(host)
+        .to_string()
+}
+
 /// The name the client gives in EHLO: a domain or an address literal such as `[192.0.2.1]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientName(String);
@@ -59,12 +81,20 @@ impl ClientName {
         Ok(ClientName(name.to_string()))
     }
 
-    /// The machine's host name, or `localhost` when it has none usable.
+    /// This machine's name: its fully qualified name when it has one (RFC 5321 §4.1.1.1 asks
+    /// for it, and servers such as Postfix with `reject_non_fqdn_helo_hostname` or Exchange
+    /// refuse a bare `EHLO vm`), else its host name, else `localhost`. Looked up once.
     pub fn from_hostname() -> ClientName {
-        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .unwrap_or_default();
-        ClientName::new(name.trim()).unwrap_or_else(|_| ClientName("localhost".into()))
+        static NAME: std::sync::OnceLock<ClientName> = std::sync::OnceLock::new();
+        NAME.get_or_init(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+                .unwrap_or_default();
+            let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            let name = qualified_name(host.trim(), &hosts);
+            ClientName::new(&name).unwrap_or_else(|_| ClientName("localhost".into()))
+        })
+        .clone()
     }
 
     /// The name as sent.
@@ -264,6 +294,23 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ehlo_name_is_the_qualified_one_when_the_machine_knows_it() {
+        let hosts = "127.0.0.1 localhost\n127.0.1.1 mail1.example.com mail1 # the installer\n";
+        assert_eq!(qualified_name("mail1", hosts), "mail1.example.com");
+        assert_eq!(
+            qualified_name("mail1.example.org", hosts),
+            "mail1.example.org"
+        );
+        // A bare name with no qualified form stays bare; another host's names are not taken.
+        assert_eq!(qualified_name("vm", "127.0.0.1 localhost vm\n"), "vm");
+        assert_eq!(
+            qualified_name("vm", "10.0.0.2 vmhost.example.com vmhost\n"),
+            "vm"
+        );
+        assert_eq!(qualified_name("vm", ""), "vm");
+    }
 
     #[test]
     fn wire_lines() {

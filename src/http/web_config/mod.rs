@@ -168,6 +168,7 @@ impl WebConfig {
             file: file.clone(),
             problems: vec![Problem {
                 line: None,
+                column: None,
                 field: String::new(),
                 message: format!("cannot read: {why}"),
             }],
@@ -176,6 +177,7 @@ impl WebConfig {
             file: file.clone(),
             problems: vec![Problem {
                 line: None,
+                column: None,
                 field: String::new(),
                 message: format!("not UTF-8 text (at byte {})", e.utf8_error().valid_up_to()),
             }],
@@ -343,6 +345,7 @@ impl Checker<'_> {
     fn problem(&mut self, line: Option<u64>, field: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             line,
+            column: None,
             field: field.to_string(),
             message: message.into(),
         });

@@ -101,7 +101,8 @@ fn invalid_files_name_file_line_and_field() {
     let cases: &[(String, &str)] = &[
         (
             "tls_server_config:\n  cert_fil: server.crt\n".into(),
-            "web.yml:2: tls_server_config.cert_fil: unknown key \"cert_fil\", expected one of \
+            "web.yml:2: tls_server_config.cert_fil: unknown key \"cert_fil\" (did you mean \
+             \"cert_file\"?), expected one of \
              cert, key, client_ca, cert_file, key_file, client_auth_type, client_ca_file, \
              client_allowed_sans, min_version, max_version, cipher_suites, \
              prefer_server_cipher_suites, curve_preferences",
@@ -190,7 +191,8 @@ fn invalid_files_name_file_line_and_field() {
         ),
         (
             "http_server_config:\n  http3: true\n".into(),
-            "web.yml:2: http_server_config.http3: unknown key \"http3\", expected one of http2, \
+            "web.yml:2: http_server_config.http3: unknown key \"http3\" (did you mean \"http2\"?), \
+             expected one of http2, \
              headers",
         ),
         (
