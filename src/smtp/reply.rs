@@ -203,16 +203,18 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Option<(Reply, us
         let rest = &buf[pos..];
         let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
             // A partial line: check what can be checked now, so garbage or a giant line fails
-            // fast instead of waiting for the deadline.
+            // fast instead of waiting for the deadline. A bad start is named first, as it is
+            // when the line's first bytes arrive alone.
+            check_prefix(rest)?;
             if rest.len() >= limits.max_line {
                 return Err(ReplyError::LineTooLong(limits.max_line));
             }
             if pos + rest.len() > limits.max_bytes {
                 return Err(ReplyError::TooLarge(limits.max_bytes));
             }
-            check_prefix(rest)?;
             return Ok(None);
         };
+        check_prefix(&rest[..nl])?;
         if nl + 1 > limits.max_line {
             return Err(ReplyError::LineTooLong(limits.max_line));
         }
@@ -611,6 +613,28 @@ mod tests {
             }
         }
         assert_eq!(outcome, Err(ReplyError::LineTooLong(64)));
+    }
+
+    /// Found by fuzzing: a long line that starts badly was `LineTooLong` when it arrived whole
+    /// and `Malformed` when its first bytes arrived alone. The bad start is named either way.
+    #[test]
+    fn a_bad_start_is_named_whether_the_line_comes_whole_or_in_pieces() {
+        let limits = ReplyLimits {
+            max_line: 64,
+            max_lines: 8,
+            max_bytes: 256,
+        };
+        let line = format!("7535 5.7.1{}\r\n", "x".repeat(100));
+        let whole = parse_reply(line.as_bytes(), &limits);
+        assert!(matches!(whole, Err(ReplyError::Malformed(_))), "{whole:?}");
+        let partial = parse_reply(&line.as_bytes()[..80], &limits);
+        assert!(
+            matches!(partial, Err(ReplyError::Malformed(_))),
+            "{partial:?}"
+        );
+        let mut rb = ReplyBuffer::new(limits);
+        rb.extend(&line.as_bytes()[..2]);
+        assert!(matches!(rb.next_reply(), Err(ReplyError::Malformed(_))));
     }
 
     #[test]
