@@ -308,6 +308,12 @@ mod tests {
         assert!(Reason::TlsModeMismatch
             .hint_for(Audience::Cli)
             .contains("--tls=implicit"));
+        // The probe's hint promises no export: when no trust source holds the root, `chain
+        // --export-dir` has nothing to write (before: "see `smtp-prober chain --export-dir`").
+        for audience in [Audience::Cli, Audience::Config] {
+            let hint = Reason::CertUnknownIssuer.hint_for(audience);
+            assert!(!hint.contains("--export-dir"), "{hint}");
+        }
     }
 
     #[test]
