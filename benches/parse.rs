@@ -3,6 +3,10 @@
 //! garbage, a line that never ends, and replies that arrive a little at a time, the way the
 //! session's read loop hands them to the parser (it parses the whole buffer after every read).
 //!
+//! Then the delivered mail's trace: what reading a real header block costs (unfolding its
+//! `Received:` and `Authentication-Results:` fields, the hop split, the verdicts), and the
+//! worst the delivery check lets a mailbox hand it (48 KiB of trace fields).
+//!
 //! Prints figures; asserts only that each case parses (or fails) the way it should.
 
 #[path = "common/mod.rs"]
@@ -207,6 +211,50 @@ fn main() {
             .to_lowercase();
         result(
             &format!("parse.feed.{}", key.trim_matches('_')),
+            p.median.as_nanos() as f64 / 1e3,
+            "µs",
+        );
+    }
+
+    mail_trace(budget);
+}
+
+/// A header block as a mail that crossed Exchange Online into a Postfix relay and a Dovecot
+/// mailbox carries it: six hops and two Authentication-Results fields.
+const TRACE: &str = "Received: from mx1.example.org ([127.0.0.1]) by imap1.example.org with LMTP id 0Ci9KxYtZ2X4BQAA0J78UA (envelope-from <probe@example.net>) for <inbox@example.org>; Mon, 30 Nov 2026 13:00:06 +0000\r\n\
+Authentication-Results: mx1.example.org; dkim=pass header.d=example.net header.s=s1; spf=pass smtp.mailfrom=probe@example.net; dmarc=pass header.from=example.net\r\n\
+Received: from relay.example.net (relay.example.net [IPv6:2001:db8::25])\r\n\tby mx1.example.org (Postfix) with ESMTPS id 4QbXz01kq5z1xyz\r\n\tfor <inbox@example.org>; Mon, 30 Nov 2026 14:00:05 +0100 (CET)\r\n\
+Received: from AM6PR02MB1234.eurprd02.prod.outlook.com (2603:10a6:20b:100::12) by DB9PR02MB5678.eurprd02.prod.outlook.com (2603:10a6:10:1f0::16) with Microsoft SMTP Server (version=TLS1_2, cipher=TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384) id 15.20.7633.20; Mon, 30 Nov 2026 13:00:04 +0000\r\n\
+Authentication-Results: spf=pass (sender IP is 192.0.2.10) smtp.mailfrom=example.net; dkim=none (message not signed) header.d=none;dmarc=bestguesspass action=none header.from=example.net;compauth=pass reason=109\r\n\
+Received: from mx1.example.net (192.0.2.25) by AM4PEPF00027A5F.mail.protection.outlook.com (10.167.16.85) with Microsoft SMTP Server (version=TLS1_3, cipher=TLS_AES_256_GCM_SHA384) id 15.20.7633.15 via Frontend Transport; Mon, 30 Nov 2026 13:00:03 +0000\r\n\
+Received: from client.example.net (client.example.net [192.0.2.10]) (using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)) (Authenticated sender: probe@example.net) by smtp.example.net (Postfix) with ESMTPSA id 4QbXyZ1abcz9sT; Mon, 30 Nov 2026 05:00:01 -0800 (PST)\r\n\
+Received: by 2002:a05:6a10:1234:b0:5a1:2b3c:4d5e with SMTP id x12csp123456pxb; Mon, 30 Nov 2026 13:00:00 +0000\r\n\
+Subject: MFA delivery probe 12345678\r\n\r\n";
+
+/// The cost of reading a delivered mail's trace, as the delivery check does once per mail.
+fn mail_trace(budget: Duration) {
+    use smtp_prober::headers::{auth_results, received, unfold};
+    let read = |block: &[u8]| {
+        let trace = unfold(block, "received");
+        let hops = received::hops(&trace, 1_796_043_599.5, 0.1);
+        let verdicts = auth_results::verdicts(&unfold(block, "authentication-results"));
+        (hops.len(), verdicts.len())
+    };
+    heading("delivered mail's trace (unfold, hop split, verdicts)");
+    assert_eq!(read(TRACE.as_bytes()), (6, 3));
+    // The most the check reads: 48 KiB of trace fields (it keeps 32 of them).
+    let line = "Received: from relay.example.net by mx.example.org with ESMTP; Mon, 30 Nov 2026 13:00:00 +0000\r\n";
+    let flood: String = line.repeat(48 * 1024 / line.len());
+    for (name, block) in [
+        ("six_hops", TRACE.as_bytes()),
+        ("flood_48k", flood.as_bytes()),
+    ] {
+        let p = per_call(budget, || {
+            let _ = black_box(read(black_box(block)));
+        });
+        println!("{name:<14} {:>6} bytes  {}", block.len(), p.show());
+        result(
+            &format!("parse.trace.{name}"),
             p.median.as_nanos() as f64 / 1e3,
             "µs",
         );

@@ -1138,6 +1138,136 @@ mod tests {
         assert_eq!(short, "short");
     }
 
+    /// A delivery-checking probe's outcome: its mail `id` accepted a second after the start,
+    /// found or not, with the earlier mails it found late and when it searched for them.
+    fn delivery_outcome(
+        id: &str,
+        found: bool,
+        late: Vec<crate::probe::delivery::LateMail>,
+        searched: Option<std::time::SystemTime>,
+    ) -> ProbeOutcome {
+        let started = std::time::Instant::now();
+        let mut session = crate::smtp::session::SessionReport::empty(started);
+        session.message_accepted_at = Some(started + Duration::from_secs(1));
+        ProbeOutcome {
+            target: "127.0.0.1:25".into(),
+            module: "token".into(),
+            started_at: SystemTime::now(),
+            duration: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            session,
+            failure: None,
+            probe_id: Some(id.into()),
+            delivery: Some(crate::probe::DeliveryReport {
+                success: found,
+                late,
+                pending_searched_at: searched,
+                ..crate::probe::DeliveryReport::default()
+            }),
+            cancelled: false,
+            message_configured: true,
+        }
+    }
+
+    fn pending_ids(state: &TargetState) -> Vec<String> {
+        lock(&state.history.pending)
+            .iter()
+            .map(|p| p.probe_id.clone())
+            .collect()
+    }
+
+    fn totals_text(state: &TargetState) -> String {
+        let mut out = String::new();
+        let layout = scheduled::Layout::default();
+        scheduled::write_totals([&state.history.series].into_iter(), &layout, &mut out);
+        out
+    }
+
+    #[test]
+    fn pending_mail_counts_late_lost_and_stays_bounded() {
+        let m = modules();
+        let spec = spec("t", 25, 60_000);
+        let state = TargetState {
+            leading: leading_labels(&spec),
+            spec,
+            delivery: true,
+            module: Mutex::new(m["plain"].clone()),
+            latest: Mutex::default(),
+            history: Arc::new(History::new("t")),
+        };
+        let hour = Duration::from_secs(3600);
+        let id = |n: usize| format!("{n:032x}");
+        // A found mail leaves nothing pending; a missing one is pending.
+        account_pending(&state, &delivery_outcome(&id(0), true, vec![], None), hour);
+        assert!(pending_ids(&state).is_empty());
+        for n in 1..=PENDING_PER_TARGET + 1 {
+            account_pending(&state, &delivery_outcome(&id(n), false, vec![], None), hour);
+        }
+        // Bounded: the oldest was given up as lost to make room.
+        let pending = pending_ids(&state);
+        assert_eq!(pending.len(), PENDING_PER_TARGET);
+        assert_eq!(pending[0], id(2));
+        let text = totals_text(&state);
+        assert!(
+            text.contains("smtp_prober_delivery_lost_total{name=\"t\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("smtp_prober_delivery_pending{name=\"t\"} 64"),
+            "{text}"
+        );
+
+        // The next probe finds one of them: late, with the time from its acceptance to its
+        // arrival; a search before lost_after gives up on none.
+        let accepted = lock(&state.history.pending)[0].accepted_at;
+        let arrived = crate::clock::unix_seconds(accepted) + 120;
+        let late = crate::probe::delivery::LateMail {
+            probe_id: id(2),
+            mailbox: "INBOX".into(),
+            arrived_at: Some(arrived),
+            cleaned_up: true,
+        };
+        let now = SystemTime::now();
+        account_pending(
+            &state,
+            &delivery_outcome(&id(99), true, vec![late], Some(now)),
+            hour,
+        );
+        let text = totals_text(&state);
+        assert!(
+            text.contains("smtp_prober_delivery_late_total{name=\"t\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "smtp_prober_delivery_late_duration_seconds_bucket{name=\"t\",le=\"300\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("smtp_prober_delivery_lost_total{name=\"t\"} 1"),
+            "{text}"
+        );
+        assert_eq!(pending_ids(&state).len(), PENDING_PER_TARGET - 1);
+
+        // A search past lost_after of every pending mail: all of them lost, none left.
+        account_pending(
+            &state,
+            &delivery_outcome(&id(100), true, vec![], Some(now + hour + hour)),
+            hour,
+        );
+        assert!(pending_ids(&state).is_empty());
+        let text = totals_text(&state);
+        assert!(
+            text.contains("smtp_prober_delivery_lost_total{name=\"t\"} 64"),
+            "{text}"
+        );
+        assert!(
+            text.contains("smtp_prober_delivery_pending{name=\"t\"} 0"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn jitter_stays_within_the_interval() {
         for _ in 0..100 {
