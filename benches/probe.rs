@@ -26,7 +26,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cpu_time, heading, micros, result, show, Percentiles};
+use common::{cpu_time, heading, micros, read_addr, result, show, start_role, Percentiles};
 use smtp_prober::demo::{DemoPki, DemoServer, ServerConfig, TlsMode as ServerTls};
 use smtp_prober::probe::module::{AuthSettings, Credential, MechanismChoice, Module, TlsMode};
 use smtp_prober::probe::target::{parse_target, Target};
@@ -418,30 +418,12 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(dir: &Path) -> ServerProcess {
-        let exe = std::env::current_exe().expect("this benchmark's path");
-        let mut child = Command::new(exe)
-            .env(SERVER_ROLE, dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting the server process");
-        let stdin = child.stdin.take();
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut addr = |what: &str| -> SocketAddr {
-            let line = lines
-                .next()
-                .and_then(Result::ok)
-                .expect("the server process's addresses");
-            line.strip_prefix(what)
-                .and_then(|a| a.trim().parse().ok())
-                .unwrap_or_else(|| panic!("expected {what}ADDR, got {line:?}"))
-        };
-        let starttls = addr("starttls ");
-        let plain = addr("plain ");
+        let (child, stdin, mut lines) = start_role(SERVER_ROLE, dir);
+        let starttls = read_addr(&mut lines, "starttls ");
+        let plain = read_addr(&mut lines, "plain ");
         ServerProcess {
             child,
-            stdin,
+            stdin: Some(stdin),
             starttls,
             plain,
             root: dir.join("server-root.pem"),

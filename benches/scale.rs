@@ -60,7 +60,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
-use common::{cpu_time, heading, result};
+use common::{cpu_time, heading, read_addr, result, start_role};
 use http_body_util::{BodyExt as _, Empty};
 use smtp_prober::config::Config;
 use smtp_prober::demo::{DemoPki, DemoServer, ServerConfig, Verb};
@@ -227,27 +227,9 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(dir: &Path) -> ServerProcess {
-        let exe = std::env::current_exe().expect("this benchmark's path");
-        let mut child = Command::new(exe)
-            .env(SERVER_ROLE, dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting the server process");
-        let stdin = child.stdin.take();
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut addr = |what: &str| -> SocketAddr {
-            let line = lines
-                .next()
-                .and_then(Result::ok)
-                .expect("the server process's addresses");
-            line.strip_prefix(what)
-                .and_then(|a| a.trim().parse().ok())
-                .unwrap_or_else(|| panic!("expected {what}ADDR, got {line:?}"))
-        };
-        let fast = addr("fast ");
-        let stalled = addr("stalled ");
+        let (child, stdin, mut lines) = start_role(SERVER_ROLE, dir);
+        let fast = read_addr(&mut lines, "fast ");
+        let stalled = read_addr(&mut lines, "stalled ");
         let ticks = Arc::new(Mutex::new(Vec::new()));
         let sink = ticks.clone();
         std::thread::spawn(move || {
@@ -266,7 +248,7 @@ impl ServerProcess {
         });
         ServerProcess {
             child,
-            stdin,
+            stdin: Some(stdin),
             fast,
             stalled,
             root: dir.join("root.pem"),
@@ -838,7 +820,12 @@ fn record(
             result(&format!("{base}.ratio_to_blackbox"), ratio, "");
             figures.insert(format!("{base}.ratio_to_blackbox"), ratio);
         }
-        if let Some(b) = bare.and_then(|b| medians.get(&(concurrency, b))) {
+        // The bare probe runs this build's library: a ratio for this build's binary only.
+        let this_build = contenders[i].label.starts_with("this build");
+        if let Some(b) = bare
+            .and_then(|b| medians.get(&(concurrency, b)))
+            .filter(|_| this_build)
+        {
             let ratio = m.prober_us / b.prober_us;
             result(&format!("{base}.ratio_to_bare"), ratio, "");
             figures.insert(format!("{base}.ratio_to_bare"), ratio);

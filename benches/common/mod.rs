@@ -4,6 +4,10 @@
 //! Benchmarks print figures; they assert nothing about time. Timing is plain `std::time`.
 #![allow(dead_code)]
 
+use std::io::{BufRead as _, BufReader, Lines};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 /// Clock ticks per second of the `utime`/`stime` fields of `/proc/<pid>/stat`. Linux reports
@@ -134,4 +138,34 @@ pub fn heading(text: &str) {
 /// it runs, with tiny counts, as `cargo test --benches` does for harness-less benches.
 pub fn quick() -> bool {
     !std::env::args().any(|a| a == "--bench")
+}
+
+/// This benchmark started again in another role: `role` set to `dir` in its environment, its
+/// stdin piped (closing it asks the child to stop) and its stdout read line by line.
+pub fn start_role(role: &str, dir: &Path) -> (Child, ChildStdin, Lines<BufReader<ChildStdout>>) {
+    let exe = std::env::current_exe().expect("this benchmark's path");
+    let mut child = Command::new(exe)
+        .env(role, dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting the child process");
+    let stdin = child.stdin.take().expect("stdin");
+    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    (child, stdin, lines)
+}
+
+/// The next line the child printed, which must be `what ADDRESS`.
+pub fn read_addr(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    what: &str,
+) -> SocketAddr {
+    let line = lines
+        .next()
+        .and_then(Result::ok)
+        .expect("the child process's addresses");
+    line.strip_prefix(what)
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("expected {what}ADDR, got {line:?}"))
 }

@@ -21,7 +21,112 @@ use x509_parser::certificate::X509Certificate;
 const MAX_CHAIN_LEN: usize = 8;
 
 /// Verifies `sent` (leaf first, as received) against `store` at `now` and names `server_name`.
+/// A chain this store verified before is answered from its [`Verdicts`].
 pub(crate) fn analyze(
+    store: &TrustStore,
+    algorithms: &[&dyn SignatureVerificationAlgorithm],
+    sent: &[CertificateDer<'static>],
+    server_name: &str,
+    now: UnixTime,
+) -> ChainReport {
+    let key = Verdicts::key(sent, server_name);
+    let seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    if let Some(report) = store.verdicts.get(&key, seconds) {
+        return report;
+    }
+    let report = analyze_anew(store, algorithms, sent, server_name, now);
+    if report.error.is_none() {
+        store.verdicts.keep(key, &report);
+    }
+    report
+}
+
+/// How many verdicts a trust store keeps: the chains of a few hundred servers.
+const VERDICTS_KEPT: usize = 256;
+/// How long a verdict is used at most.
+const VERDICT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The chains a trust store (a module's TLS client) verified, with their reports. A server sends
+/// the same chain on every probe, and verifying it again (a signature per certificate, parsing
+/// and hashing each) was a third of a probe's CPU. A verdict is used only for the very same
+/// certificates (SHA-256 of their DER) checked for the same name, while `now` is within every
+/// certificate's validity, and for an hour at most; the oldest goes first beyond
+/// [`VERDICTS_KEPT`]. Chains that did not verify are analysed every time: their diagnosis
+/// depends on more than that. The handshake's own signature, which proves the server holds the
+/// leaf's key, is checked on every handshake regardless.
+#[derive(Debug, Default)]
+pub(crate) struct Verdicts(std::sync::Mutex<VerdictMap>);
+
+#[derive(Debug, Default)]
+struct VerdictMap {
+    by_key: std::collections::HashMap<[u8; 32], Kept>,
+    /// Keys, oldest first.
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    report: ChainReport,
+    /// The latest notBefore and the earliest notAfter of its certificates (Unix seconds).
+    valid: (i64, i64),
+    until: std::time::Instant,
+}
+
+impl Verdicts {
+    /// What a verdict is kept under: the name and every certificate, length-prefixed.
+    fn key(sent: &[CertificateDer<'_>], server_name: &str) -> [u8; 32] {
+        use sha2::{Digest as _, Sha256};
+        let mut hash = Sha256::new();
+        for part in std::iter::once(server_name.as_bytes()).chain(sent.iter().map(|d| d.as_ref())) {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
+        }
+        hash.finalize().into()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VerdictMap> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The report kept under `key`, when it still holds at `now` (Unix seconds).
+    fn get(&self, key: &[u8; 32], now: i64) -> Option<ChainReport> {
+        let map = self.lock();
+        let kept = map.by_key.get(key)?;
+        let fresh = std::time::Instant::now() < kept.until;
+        (fresh && kept.valid.0 <= now && now < kept.valid.1).then(|| kept.report.clone())
+    }
+
+    /// How many verdicts are kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().by_key.len()
+    }
+
+    /// Keeps `report`, a chain that verified.
+    fn keep(&self, key: [u8; 32], report: &ChainReport) {
+        let certificates = report.sent.iter().chain(report.built.iter());
+        let valid = certificates.fold((i64::MIN, i64::MAX), |(from, to), c| {
+            (from.max(c.not_before), to.min(c.not_after))
+        });
+        let kept = Kept {
+            report: report.clone(),
+            valid,
+            until: std::time::Instant::now() + VERDICT_LIFETIME,
+        };
+        let mut map = self.lock();
+        if map.by_key.insert(key, kept).is_none() {
+            map.order.push_back(key);
+        }
+        while map.order.len() > VERDICTS_KEPT {
+            if let Some(oldest) = map.order.pop_front() {
+                map.by_key.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// [`analyze`] without the verdicts kept.
+fn analyze_anew(
     store: &TrustStore,
     algorithms: &[&dyn SignatureVerificationAlgorithm],
     sent: &[CertificateDer<'static>],
@@ -137,13 +242,7 @@ fn verified_chain(
         // A pinned self-signed leaf is its own anchor: list it once.
         if stored.der.as_ref() != sent[0].as_ref() {
             let sent_too = sent.iter().any(|s| s.as_ref() == stored.der.as_ref());
-            let depth = built.len();
-            built.push(CertFacts::from_der(
-                &stored.der,
-                depth,
-                sent_too,
-                stored.source.clone(),
-            ));
+            built.push(stored.facts(built.len(), sent_too));
         }
     }
     (built, used_local)

@@ -790,6 +790,44 @@ fn verify_chain_without_a_handshake() {
     assert_eq!(reason(&report), Some((Reason::CertExpired, Some(0))));
 }
 
+#[test]
+fn a_kept_verdict_answers_only_for_the_same_chain_name_and_time() {
+    let p = pki(Alg::Ecdsa);
+    let files = ca_files(&[p.root.pem()]);
+    let client = client(&files, MinVersion::Tls12);
+    let chain = [p.leaf.der.clone(), p.int.der.clone()];
+    let first = client.verify_chain(&chain, NAME, now());
+    assert!(first.valid());
+    assert_eq!(client.inner.store.verdicts.len(), 1);
+    // The same chain for the same name: the kept report, with the same facts.
+    let again = client.verify_chain(&chain, NAME, now());
+    assert!(again.valid());
+    assert_eq!(again.built.len(), first.built.len());
+    for (a, b) in again.built.iter().zip(&first.built) {
+        assert_eq!(
+            (a.depth, &a.fingerprint_sha256, a.sent),
+            (b.depth, &b.fingerprint_sha256, b.sent)
+        );
+    }
+    assert_eq!(again.sent_complete, first.sent_complete);
+    // Another name, fewer certificates, a later time: analysed, not answered from the kept one.
+    let other_name = client.verify_chain(&chain, "other.example.test", now());
+    assert_eq!(
+        reason(&other_name),
+        Some((Reason::CertHostnameMismatch, Some(0)))
+    );
+    let leaf_only = client.verify_chain(&chain[..1], NAME, now());
+    assert_eq!(
+        reason(&leaf_only),
+        Some((Reason::CertIncompleteChain, None))
+    );
+    let later = UNIX_EPOCH + Duration::from_secs(unix(2041, 1, 1) as u64);
+    let expired = client.verify_chain(&chain, NAME, later);
+    assert_eq!(reason(&expired), Some((Reason::CertExpired, Some(0))));
+    // Chains that did not verify are not kept.
+    assert_eq!(client.inner.store.verdicts.len(), 1);
+}
+
 #[tokio::test]
 async fn server_without_the_leaf_key_fails_the_handshake() {
     // The server presents a valid chain but signs the handshake with another key: the chain

@@ -8,7 +8,7 @@
 //! certificates) rather than from `webpki-roots`, which only ships the subject and key.
 
 use super::cert::{is_self_signed, parse};
-use super::{CertSource, TlsSetupError, TrustKind};
+use super::{CertFacts, CertSource, TlsSetupError, TrustKind};
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -32,6 +32,32 @@ pub(crate) struct StoredCert {
     pub(crate) source: CertSource,
     /// The raw subject Name (DER), for matching a child's issuer byte for byte as webpki does.
     pub(crate) subject: Vec<u8>,
+    /// Its facts, worked out the first time a chain ends at it: parsing, hashing and checking
+    /// the self-signature of the same root on every probe was a fifth of a probe's CPU.
+    facts: std::sync::OnceLock<CertFacts>,
+}
+
+impl StoredCert {
+    fn new(der: CertificateDer<'static>, source: CertSource, subject: Vec<u8>) -> StoredCert {
+        StoredCert {
+            der,
+            source,
+            subject,
+            facts: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Its facts at `depth` of a chain, `sent` when the server sent it too.
+    pub(crate) fn facts(&self, depth: usize, sent: bool) -> CertFacts {
+        let facts = self
+            .facts
+            .get_or_init(|| CertFacts::from_der(&self.der, 0, false, self.source.clone()));
+        CertFacts {
+            depth,
+            sent,
+            ..facts.clone()
+        }
+    }
 }
 
 /// Anchors and locally available intermediates.
@@ -49,6 +75,8 @@ pub(crate) struct TrustStore {
     seen: HashSet<[u8; 32]>,
     /// Why the system store could not be read, when it could not.
     pub(crate) system_problems: Vec<String>,
+    /// The chains it verified lately (see [`super::chain::Verdicts`]).
+    pub(crate) verdicts: super::chain::Verdicts,
 }
 
 impl TrustStore {
@@ -133,11 +161,7 @@ impl TrustStore {
             .or_default()
             .push(index);
         self.webpki_anchors.push(anchor);
-        self.anchors.push(StoredCert {
-            der,
-            source,
-            subject,
-        });
+        self.anchors.push(StoredCert::new(der, source, subject));
         true
     }
 
@@ -168,11 +192,8 @@ impl TrustStore {
                     )));
                 }
             } else if self.seen.insert(digest(&der)) {
-                self.intermediates.push(StoredCert {
-                    der,
-                    source,
-                    subject,
-                });
+                self.intermediates
+                    .push(StoredCert::new(der, source, subject));
             }
         }
         if count == 0 {
