@@ -21,6 +21,17 @@ pub struct NetworkPolicy {
 )]
 pub struct NetworkError(String);
 
+/// Why a policy keeps a probe from an address.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unreachable {
+    /// The address is in a denied network.
+    #[error("{addr} is in {net}, which --probe.denied-networks denies")]
+    Denied { addr: IpAddr, net: ipnet::IpNet },
+    /// Networks are allowed and the address is in none of them.
+    #[error("{addr} is in none of --probe.allowed-networks")]
+    NotAllowed { addr: IpAddr },
+}
+
 impl NetworkPolicy {
     /// A policy from CIDR texts; a bare address is a network of one address.
     pub fn new(allowed: &[String], denied: &[String]) -> Result<NetworkPolicy, NetworkError> {
@@ -48,16 +59,14 @@ impl NetworkPolicy {
         self.allowed.is_empty() && self.denied.is_empty()
     }
 
-    /// `Ok` when `addr` may be reached, else why not, in words.
-    pub fn check(&self, addr: IpAddr) -> Result<(), String> {
+    /// `Ok` when `addr` may be reached, else why not.
+    pub fn check(&self, addr: IpAddr) -> Result<(), Unreachable> {
         let addr = addr.to_canonical();
         if let Some(net) = self.denied.iter().find(|n| n.contains(&addr)) {
-            return Err(format!(
-                "{addr} is in {net}, which --probe.denied-networks denies"
-            ));
+            return Err(Unreachable::Denied { addr, net: *net });
         }
         if !self.allowed.is_empty() && !self.allowed.iter().any(|n| n.contains(&addr)) {
-            return Err(format!("{addr} is in none of --probe.allowed-networks"));
+            return Err(Unreachable::NotAllowed { addr });
         }
         Ok(())
     }
@@ -77,7 +86,7 @@ mod tests {
         assert!(policy.check([192, 0, 2, 7].into()).is_ok());
         assert!(policy.check("2001:db8::25".parse().unwrap()).is_ok());
         assert_eq!(
-            policy.check([127, 0, 0, 1].into()).unwrap_err(),
+            policy.check([127, 0, 0, 1].into()).unwrap_err().to_string(),
             "127.0.0.1 is in 127.0.0.0/8, which --probe.denied-networks denies"
         );
         // The mapped form of a denied IPv4 address is that address.
@@ -85,7 +94,10 @@ mod tests {
         assert!(policy.check("::ffff:192.0.2.1".parse().unwrap()).is_ok());
         assert!(policy.check("::1".parse().unwrap()).is_err());
         assert_eq!(
-            policy.check([198, 51, 100, 1].into()).unwrap_err(),
+            policy
+                .check([198, 51, 100, 1].into())
+                .unwrap_err()
+                .to_string(),
             "198.51.100.1 is in none of --probe.allowed-networks"
         );
         assert!(NetworkPolicy::new(&["10.0.0.0/33".into()], &[]).is_err());

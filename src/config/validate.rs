@@ -115,27 +115,32 @@ fn line<T>(at: &At<T>) -> Option<u64> {
     (line > 0).then_some(line)
 }
 
+/// Why a list of histogram bucket bounds is refused.
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum BoundsError {
+    #[error("needs at least one bound (to export no histogram, set scheduler.histograms)")]
+    Empty,
+    #[error("{0} bounds; at most {MAX_BUCKETS} (each is a series per target)")]
+    TooMany(usize),
+    #[error("{0} is not a positive number of seconds")]
+    NotPositive(f64),
+    #[error("bounds must increase: {0} is followed by {1}")]
+    NotIncreasing(f64, f64),
+}
+
 /// Bucket bounds must be positive, finite, strictly increasing, and at most [`MAX_BUCKETS`].
-fn check_bounds(bounds: &[f64]) -> Result<(), String> {
+fn check_bounds(bounds: &[f64]) -> Result<(), BoundsError> {
     if bounds.is_empty() {
-        return Err("needs at least one bound (to export no histogram, set \
-                    scheduler.histograms)"
-            .into());
+        return Err(BoundsError::Empty);
     }
     if bounds.len() > MAX_BUCKETS {
-        return Err(format!(
-            "{} bounds; at most {MAX_BUCKETS} (each is a series per target)",
-            bounds.len()
-        ));
+        return Err(BoundsError::TooMany(bounds.len()));
     }
     if let Some(b) = bounds.iter().find(|b| !b.is_finite() || **b <= 0.0) {
-        return Err(format!("{b} is not a positive number of seconds"));
+        return Err(BoundsError::NotPositive(*b));
     }
     if let Some(w) = bounds.windows(2).find(|w| w[0] >= w[1]) {
-        return Err(format!(
-            "bounds must increase: {} is followed by {}",
-            w[0], w[1]
-        ));
+        return Err(BoundsError::NotIncreasing(w[0], w[1]));
     }
     Ok(())
 }
@@ -393,7 +398,7 @@ impl<'a> Validator<'a> {
                     let field = format!("scheduler.buckets.{name}");
                     match check_bounds(&at.value) {
                         Ok(()) => *into = Bounds::new(&at.value),
-                        Err(why) => self.report(line(at), &field, why),
+                        Err(why) => self.report(line(at), &field, why.to_string()),
                     }
                 }
             };

@@ -283,6 +283,14 @@ async fn probe_handler(
         .into_response()
 }
 
+/// A `/probe` target that resolves to an address the network policy keeps probes from.
+#[derive(Debug, thiserror::Error)]
+#[error("target {target:?} is not allowed: {why}")]
+struct TargetNotAllowed {
+    target: String,
+    why: crate::networks::Unreachable,
+}
+
 /// Checks every address `target` resolves to against `networks`, so that `/probe` answers 403
 /// before probing; the session checks the address it connects to again (a name may resolve
 /// differently a moment later).
@@ -290,7 +298,7 @@ async fn check_networks(
     target: &Target,
     networks: &NetworkPolicy,
     deadline: std::time::Instant,
-) -> Result<(), String> {
+) -> Result<(), TargetNotAllowed> {
     let host = target.host.as_str();
     let lookup = tokio::time::timeout_at(
         deadline.into(),
@@ -302,9 +310,10 @@ async fn check_networks(
         return Ok(());
     };
     for addr in addrs {
-        networks
-            .check(addr.ip())
-            .map_err(|why| format!("target {:?} is not allowed: {why}", target.to_string()))?;
+        networks.check(addr.ip()).map_err(|why| TargetNotAllowed {
+            target: target.to_string(),
+            why,
+        })?;
     }
     Ok(())
 }
