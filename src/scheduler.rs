@@ -355,16 +355,7 @@ impl Scheduler {
         settings: &SchedulerSettings,
     ) -> Result<ApplyReport, ScheduleError> {
         // Check everything before changing anything: a failed apply leaves the old set running.
-        let mut resolved = Vec::with_capacity(targets.len());
-        for spec in targets {
-            let module = modules
-                .get(&spec.module)
-                .ok_or_else(|| ScheduleError::UnknownModule {
-                    target: spec.name.clone(),
-                    module: spec.module.clone(),
-                })?;
-            resolved.push((spec, module));
-        }
+        let resolved = resolve(targets, modules)?;
         let mut running = lock(&self.running);
         let mut fresh: HashMap<String, Arc<History>> = resolved
             .iter()
@@ -396,19 +387,7 @@ impl Scheduler {
                 }
                 Some(old) => {
                     report.changed += 1;
-                    let history = old.state.history.clone();
-                    // The restarted target starts without a latest result: its transcript
-                    // joins the older ones.
-                    if let Some(latest) = old.state.latest() {
-                        old.state.keep_log(&latest.outcome, log_budget);
-                    }
-                    if old.state.module().module.delivery != module.module.delivery {
-                        // Other mailboxes, or another way to them: the ids are not awaited
-                        // there. Mail that arrives anyway is swept.
-                        lock(&history.pending).clear();
-                    }
-                    self.retire(old);
-                    history
+                    self.restart(old, module, log_budget)
                 }
                 None => {
                     report.added += 1;
@@ -450,6 +429,24 @@ impl Scheduler {
         *running = next;
         *write(&self.view) = Arc::new(view);
         Ok(report)
+    }
+
+    /// Stops `old`, a target whose settings changed to `module`, and hands over its history
+    /// for the restarted one.
+    fn restart(&self, old: Running, module: &PreparedModule, log_budget: usize) -> Arc<History> {
+        let history = old.state.history.clone();
+        // The restarted target starts without a latest result: its transcript joins the older
+        // ones.
+        if let Some(latest) = old.state.latest() {
+            old.state.keep_log(&latest.outcome, log_budget);
+        }
+        if old.state.module().module.delivery != module.module.delivery {
+            // Other mailboxes, or another way to them: the ids are not awaited there. Mail that
+            // arrives anyway is swept.
+            lock(&history.pending).clear();
+        }
+        self.retire(old);
+        history
     }
 
     fn set_max_concurrency(&self, max: usize) {
@@ -809,6 +806,25 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Each target with its module; an unknown module is an error.
+fn resolve<'a>(
+    targets: &'a [Target],
+    modules: &'a BTreeMap<String, Arc<PreparedModule>>,
+) -> Result<Vec<(&'a Target, &'a Arc<PreparedModule>)>, ScheduleError> {
+    targets
+        .iter()
+        .map(|spec| {
+            let module = modules
+                .get(&spec.module)
+                .ok_or_else(|| ScheduleError::UnknownModule {
+                    target: spec.name.clone(),
+                    module: spec.module.clone(),
+                })?;
+            Ok((spec, module))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -165,39 +165,7 @@ const SMTPS_PORT: u16 = 465;
 /// `--target-name` is given, else defaults; then the flags override. `--tls=auto` (the default
 /// without a configuration) chooses implicit TLS for port 465.
 pub(crate) fn one_shot(args: &ConnectionArgs) -> anyhow::Result<OneShot> {
-    let (name, mut module, configured_target) =
-        match (&args.config_file, &args.module, &args.target_name) {
-            (Some(path), _, Some(target_name)) => {
-                let config = load_config(path)?;
-                let Some(target) = config.targets.iter().find(|t| &t.name == target_name) else {
-                    let known: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
-                    bail!(
-                        "no target named {target_name:?} in {} (targets: {})",
-                        path.display(),
-                        known.join(", ")
-                    );
-                };
-                let module = config.module(&target.module).cloned().unwrap_or_default();
-                (target.module.clone(), module, Some(target.address.clone()))
-            }
-            (Some(path), Some(name), None) => {
-                let config = load_config(path)?;
-                let Some(module) = config.module(name) else {
-                    let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
-                    bail!(
-                        "module {name:?} is not in {} (modules: {})",
-                        path.display(),
-                        known.join(", ")
-                    );
-                };
-                (name.clone(), module.clone(), None)
-            }
-            (Some(_), None, None) => bail!(
-                "--config.file needs --module=NAME (with a TARGET) or --target-name=NAME for a \
-                 one-shot probe"
-            ),
-            _ => ("cli".to_string(), Module::default(), None),
-        };
+    let (name, mut module, configured_target) = configured(args)?;
     let from_config = args.config_file.is_some();
     // The port the target names (a bare host: the module's), for --tls=auto.
     let port = match (&configured_target, &args.target) {
@@ -263,6 +231,43 @@ pub(crate) fn one_shot(args: &ConnectionArgs) -> anyhow::Result<OneShot> {
         name,
         module,
         target,
+    })
+}
+
+/// The module name, module and target a one-shot command starts from: a configured target's
+/// (`--target-name`), a configured module (`--module`), or the defaults.
+fn configured(args: &ConnectionArgs) -> anyhow::Result<(String, Module, Option<Target>)> {
+    Ok(match (&args.config_file, &args.module, &args.target_name) {
+        (Some(path), _, Some(target_name)) => {
+            let config = load_config(path)?;
+            let Some(target) = config.targets.iter().find(|t| &t.name == target_name) else {
+                let known: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+                bail!(
+                    "no target named {target_name:?} in {} (targets: {})",
+                    path.display(),
+                    known.join(", ")
+                );
+            };
+            let module = config.module(&target.module).cloned().unwrap_or_default();
+            (target.module.clone(), module, Some(target.address.clone()))
+        }
+        (Some(path), Some(name), None) => {
+            let config = load_config(path)?;
+            let Some(module) = config.module(name) else {
+                let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
+                bail!(
+                    "module {name:?} is not in {} (modules: {})",
+                    path.display(),
+                    known.join(", ")
+                );
+            };
+            (name.clone(), module.clone(), None)
+        }
+        (Some(_), None, None) => bail!(
+            "--config.file needs --module=NAME (with a TARGET) or --target-name=NAME for a \
+             one-shot probe"
+        ),
+        _ => ("cli".to_string(), Module::default(), None),
     })
 }
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::{cert_json, listed_certificates, openssl_verdict, CertJson, SessionJson};
 use crate::clock::{rfc3339, rfc3339_millis};
 use crate::printable::shown;
+use crate::probe::delivery::DeliveryReport;
 use crate::probe::ProbeOutcome;
 use crate::vocab::Audience;
 
@@ -170,46 +171,52 @@ impl<'a> ProbeJson<'a> {
                     .map(cert_json)
                     .collect(),
             }),
-            delivery: o.delivery.as_ref().map(|d| DeliveryJson {
-                success: d.success,
-                duration_seconds: d.duration.map(|d| d.as_secs_f64()),
-                mailbox: d.mailbox.as_deref(),
-                junk: d.junk,
-                hops: d
-                    .hops
-                    .iter()
-                    .map(|h| HopJson {
-                        hop: h.index,
-                        by: h.received.by.as_deref(),
-                        from: h.received.from.as_deref(),
-                        from_ip: h.received.from_ip.as_deref(),
-                        with: h.received.with.as_deref(),
-                        received_at: h.received.date.map(rfc3339),
-                        seconds: h.seconds,
-                        clock_skew: h.clock_skew,
-                    })
-                    .collect(),
-                auth_results: d
-                    .auth
-                    .iter()
-                    .map(|v| AuthJson {
-                        method: v.method,
-                        result: v.result,
-                        authserv_id: v.authserv_id.as_deref(),
-                        property: v.property.as_deref(),
-                    })
-                    .collect(),
-                late: d
-                    .late
-                    .iter()
-                    .map(|l| LateJson {
-                        probe_id: &l.probe_id,
-                        mailbox: &l.mailbox,
-                        arrived_at: l.arrived_at.map(rfc3339),
-                        cleaned_up: l.cleaned_up,
-                    })
-                    .collect(),
-            }),
+            delivery: o.delivery.as_ref().map(DeliveryJson::new),
+        }
+    }
+}
+
+impl<'a> DeliveryJson<'a> {
+    fn new(d: &'a DeliveryReport) -> DeliveryJson<'a> {
+        DeliveryJson {
+            success: d.success,
+            duration_seconds: d.duration.map(|d| d.as_secs_f64()),
+            mailbox: d.mailbox.as_deref(),
+            junk: d.junk,
+            hops: d
+                .hops
+                .iter()
+                .map(|h| HopJson {
+                    hop: h.index,
+                    by: h.received.by.as_deref(),
+                    from: h.received.from.as_deref(),
+                    from_ip: h.received.from_ip.as_deref(),
+                    with: h.received.with.as_deref(),
+                    received_at: h.received.date.map(rfc3339),
+                    seconds: h.seconds,
+                    clock_skew: h.clock_skew,
+                })
+                .collect(),
+            auth_results: d
+                .auth
+                .iter()
+                .map(|v| AuthJson {
+                    method: v.method,
+                    result: v.result,
+                    authserv_id: v.authserv_id.as_deref(),
+                    property: v.property.as_deref(),
+                })
+                .collect(),
+            late: d
+                .late
+                .iter()
+                .map(|l| LateJson {
+                    probe_id: &l.probe_id,
+                    mailbox: &l.mailbox,
+                    arrived_at: l.arrived_at.map(rfc3339),
+                    cleaned_up: l.cleaned_up,
+                })
+                .collect(),
         }
     }
 }
