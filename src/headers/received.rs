@@ -168,9 +168,10 @@ pub struct Hop {
     pub index: usize,
     /// The `Received:` field of the hop.
     pub received: Received,
-    /// Seconds from the previous stamp (for the first hop: from the moment the submission
-    /// server accepted the mail) to this hop's stamp. `None` when either date is unreadable.
-    /// Negative when the clocks disagree: reported as it is.
+    /// Seconds from the previous stamp (for the first hop: from the second in which the
+    /// submission server accepted the mail, since the stamps are whole seconds) to this hop's
+    /// stamp. `None` when either date is unreadable. Negative when the clocks disagree:
+    /// reported as it is.
     pub seconds: Option<f64>,
     /// Whether the hop is negative beyond the dates' resolution (and, for the first hop, the
     /// time the submission itself took): the hosts' clocks disagree.
@@ -181,9 +182,12 @@ pub struct Hop {
 /// when the submission server accepted the mail (Unix seconds, with fraction) and `submitting`
 /// how long the transaction took before that (MAIL to the final reply): the first server stamps
 /// when it began to receive, so its stamp may come up to that much (plus the resolution) before
-/// `accepted` without any clock being wrong.
+/// `accepted` without any clock being wrong. The stamps have whole seconds, so the first hop
+/// counts from the whole second of `accepted`: a mail stamped in the second it was accepted
+/// took 0 s there, not minus the fraction. The hops add up to the delivery time within a
+/// second.
 pub fn hops(newest_first: &[String], accepted: f64, submitting: f64) -> Vec<Hop> {
-    let mut previous = Some(accepted);
+    let mut previous = Some(accepted.floor());
     newest_first
         .iter()
         .rev()
@@ -335,12 +339,14 @@ mod tests {
         assert_eq!(split.len(), 2);
         assert_eq!(split[0].index, 1);
         assert_eq!(split[0].received.by.as_deref(), Some("mail.example.test"));
-        assert_eq!(split[0].seconds, Some(-0.25));
+        // Stamped in the second it was accepted: 0 s, not -0.25 s.
+        assert_eq!(split[0].seconds, Some(0.0));
         assert!(!split[0].clock_skew);
         assert_eq!(split[1].received.by.as_deref(), Some("host"));
         assert_eq!(split[1].seconds, Some(2.0));
         let sum: f64 = split.iter().filter_map(|h| h.seconds).sum();
-        assert_eq!(sum, (T + 2) as f64 - accepted);
+        assert_eq!(sum, 2.0);
+        assert!((sum - ((T + 2) as f64 - accepted)).abs() < 1.0);
     }
 
     #[test]
@@ -352,7 +358,7 @@ mod tests {
         ];
         let split = hops(&trace, T as f64 + 0.5, 0.2);
         let seconds: Vec<Option<f64>> = split.iter().map(|h| h.seconds).collect();
-        assert_eq!(seconds, [Some(-0.5), Some(-10.0), Some(15.0)]);
+        assert_eq!(seconds, [Some(0.0), Some(-10.0), Some(15.0)]);
         let skewed: Vec<bool> = split.iter().map(|h| h.clock_skew).collect();
         assert_eq!(skewed, [false, true, false]);
         // The first hop is allowed the resolution plus the submission's own time.
