@@ -201,31 +201,18 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Option<(Reply, us
     let mut lines = Vec::new();
     loop {
         let rest = &buf[pos..];
-        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-            // A partial line: check what can be checked now, so garbage or a giant line fails
-            // fast instead of waiting for the deadline. A bad start is named first, as it is
-            // when the line's first bytes arrive alone.
-            check_prefix(rest)?;
-            if rest.len() >= limits.max_line {
-                return Err(ReplyError::LineTooLong(limits.max_line));
-            }
-            if pos + rest.len() > limits.max_bytes {
-                return Err(ReplyError::TooLarge(limits.max_bytes));
-            }
+        let nl = rest.iter().position(|&b| b == b'\n');
+        // What can be checked now, so garbage or a giant line fails fast instead of waiting
+        // for the deadline, even before the line ends.
+        check_line(rest, nl, pos, limits)?;
+        let Some(nl) = nl else {
             return Ok(None);
         };
-        check_prefix(&rest[..nl])?;
-        if nl + 1 > limits.max_line {
-            return Err(ReplyError::LineTooLong(limits.max_line));
-        }
         let mut line = &rest[..nl];
         if line.last() == Some(&b'\r') {
             line = &line[..line.len() - 1];
         }
         pos += nl + 1;
-        if pos > limits.max_bytes {
-            return Err(ReplyError::TooLarge(limits.max_bytes));
-        }
         let (line_code, last, text) = parse_line(line)?;
         match code {
             None => code = Some(line_code),
@@ -331,6 +318,45 @@ impl ReplyBuffer {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
+}
+
+/// Checks a line starting `pos` bytes into the reply: `rest` is what has arrived of it (and
+/// after it), `nl` where it ends, if it has. Of the problems found (a bad start, a line over
+/// `max_line`, a reply over `max_bytes`), the one named is the one whose byte came first, so
+/// the verdict is the same whether the bytes arrive whole or in pieces of any size.
+fn check_line(
+    rest: &[u8],
+    nl: Option<usize>,
+    pos: usize,
+    limits: &ReplyLimits,
+) -> Result<(), ReplyError> {
+    let content = nl.unwrap_or(rest.len());
+    let arrived = nl.map_or(rest.len(), |n| n + 1);
+    // (the byte count of the reply at which the problem shows, the problem); the first wins,
+    // and on a tie the one listed first.
+    let mut first: Option<(usize, ReplyError)> = None;
+    let mut note = |at: usize, problem: ReplyError| {
+        if first.as_ref().is_none_or(|(seen, _)| at < *seen) {
+            first = Some((at, problem));
+        }
+    };
+    // A bad start shows at its first bad byte (one of the first four).
+    if let Some(k) = (1..=content.min(4)).find(|&k| check_prefix(&rest[..k]).is_err()) {
+        if let Err(e) = check_prefix(&rest[..content]) {
+            note(pos + k, e);
+        }
+    }
+    // Too long: `max_line` bytes and no line end among them.
+    if content >= limits.max_line {
+        note(
+            pos + limits.max_line,
+            ReplyError::LineTooLong(limits.max_line),
+        );
+    }
+    if pos + arrived > limits.max_bytes {
+        note(limits.max_bytes + 1, ReplyError::TooLarge(limits.max_bytes));
+    }
+    first.map_or(Ok(()), |(_, problem)| Err(problem))
 }
 
 /// Checks the start of a line that has not ended yet.
@@ -635,6 +661,55 @@ mod tests {
         let mut rb = ReplyBuffer::new(limits);
         rb.extend(&line.as_bytes()[..2]);
         assert!(matches!(rb.next_reply(), Err(ReplyError::Malformed(_))));
+    }
+
+    /// Found by fuzzing: a long last line past the reply's byte limit was `LineTooLong` when it
+    /// arrived whole and `TooLarge` when it came in small pieces. The limit whose byte came
+    /// first is named either way.
+    #[test]
+    fn the_limit_crossed_first_is_named_whole_or_in_pieces() {
+        let limits = ReplyLimits {
+            max_line: 64,
+            max_lines: 8,
+            max_bytes: 256,
+        };
+        let verdicts = |reply: &str| {
+            let whole = parse_reply(reply.as_bytes(), &limits).map(|r| r.map(|(r, _)| r));
+            let pieces: Vec<_> = [1, 6, 16]
+                .iter()
+                .map(|&size| {
+                    let mut rb = ReplyBuffer::new(limits);
+                    for piece in reply.as_bytes().chunks(size) {
+                        rb.extend(piece);
+                        match rb.next_reply() {
+                            Ok(None) => continue,
+                            other => return other,
+                        }
+                    }
+                    Ok(None)
+                })
+                .collect();
+            (whole, pieces)
+        };
+        let line = |n: usize| format!("250-{}\r\n", "x".repeat(n));
+        // 248 bytes, then a line of 86: the 257th byte comes before the line's 64th.
+        let late = format!("{}{}", line(56).repeat(4), line(80));
+        let (whole, pieces) = verdicts(&late);
+        assert_eq!(whole, Err(ReplyError::TooLarge(256)));
+        assert!(
+            pieces.iter().all(|p| *p == Err(ReplyError::TooLarge(256))),
+            "{pieces:?}"
+        );
+        // 124 bytes, then a line of 106: its 64th byte comes first.
+        let early = format!("{}{}", line(56).repeat(2), line(100));
+        let (whole, pieces) = verdicts(&early);
+        assert_eq!(whole, Err(ReplyError::LineTooLong(64)));
+        assert!(
+            pieces
+                .iter()
+                .all(|p| *p == Err(ReplyError::LineTooLong(64))),
+            "{pieces:?}"
+        );
     }
 
     #[test]
