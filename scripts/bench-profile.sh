@@ -70,7 +70,7 @@ pids+=("$exporter")
 for _ in $(seq 100); do grep -q 'listening' "$work/exporter.log" 2>/dev/null && break; sleep 0.1; done
 address=$(sed -n 's/.*address=\([0-9.:]*\).*/\1/p' "$work/exporter.log" | head -n 1)
 url="http://$address/probe?module=starttls&target=$server"
-curl -fsS "$url" | grep -q '^probe_success 1$' || { log "the probe does not succeed"; exit 1; }
+curl -fsS "$url" | grep '^probe_success 1$' >/dev/null || { log "the probe does not succeed"; exit 1; }
 
 log "profiling $binary for ${seconds}s at concurrency $concurrency"
 wrk -t 2 -c "$concurrency" -d "$((seconds + 2))s" "$url" >"$work/wrk.out" &
