@@ -946,16 +946,20 @@ fn alerts_fire_at_the_webhook_and_resolve_after_a_fix() {
         days_left("expired") < 0.0 && days_left("expiring") > 9.0 && days_left("expiring") < 10.0
     );
     let mut queries = outcomes.len();
-    let outcomes = run_dashboard(
-        &prometheus,
-        "smtp-target.json",
-        window,
-        &[
-            ("job", Choice::Value("smtp-prober".into())),
-            ("instance", Choice::Value(exporter_instance.clone())),
-            ("name", Choice::Value("password".into())),
-        ],
-    );
+    // The target dashboard of one scheduled target of the exporter.
+    let target_dashboard = |name: &str| {
+        run_dashboard(
+            &prometheus,
+            "smtp-target.json",
+            window,
+            &[
+                ("job", Choice::Value("smtp-prober".into())),
+                ("instance", Choice::Value(exporter_instance.clone())),
+                ("name", Choice::Value(name.into())),
+            ],
+        )
+    };
+    let outcomes = target_dashboard("password");
     assert_has_data(
         "smtp-target.json",
         &outcomes,
@@ -963,16 +967,7 @@ fn alerts_fire_at_the_webhook_and_resolve_after_a_fix() {
     );
     queries += outcomes.len();
     // The Junk target's mail carries the failing verdicts the stack stamps on it.
-    let outcomes = run_dashboard(
-        &prometheus,
-        "smtp-target.json",
-        window,
-        &[
-            ("job", Choice::Value("smtp-prober".into())),
-            ("instance", Choice::Value(exporter_instance.clone())),
-            ("name", Choice::Value("junk".into())),
-        ],
-    );
+    let outcomes = target_dashboard("junk");
     assert_has_data(
         "smtp-target.json",
         &outcomes,

@@ -24,6 +24,7 @@ use smtp_prober::probe::{self, Budget, PreparedModule, ProbeOutcome};
 use smtp_prober::report;
 use smtp_prober::vocab::{Reason, StepName};
 use support::exporter::{Exporter, Files, BIN};
+use support::measure::measured;
 
 /// How long past its deadline an answer may take.
 const GRACE: Duration = Duration::from_millis(100);
@@ -523,18 +524,6 @@ fn denied_networks_catch_every_spelling_of_loopback() {
 
 /// A CN that tries to draw a fake verdict line on the reader's terminal.
 const EVIL_CN: &str = "localhost\n\x1b[2J\x1b[31mFAKE: verdict: SUCCESS";
-
-/// Runs `work` on a current-thread runtime of its own: its result, wall time and heap peak.
-fn measured<T>(work: impl std::future::Future<Output = T>) -> (T, Duration, u64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut out = None;
-    let began = Instant::now();
-    let info = allocation_counter::measure(|| out = Some(rt.block_on(work)));
-    (out.unwrap(), began.elapsed(), info.bytes_max)
-}
 
 /// An implicit-TLS SMTP server whose certificate has [`EVIL_CN`] and 2,500 SANs, and whose
 /// greeting and EHLO reply carry escapes and 60 KB of text.

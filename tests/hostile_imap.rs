@@ -10,6 +10,8 @@
 //! (as process RSS would). Everything the check holds (async-imap's buffer, the transport's,
 //! the TLS session's, what the check collects) is allocated on that thread.
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -26,6 +28,7 @@ use smtp_prober::smtp::command::Mailbox;
 use smtp_prober::smtp::transcript::Failure;
 use smtp_prober::tls::TlsSettings;
 use smtp_prober::vocab::{Reason, StepName};
+use support::measure::measured;
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -416,18 +419,6 @@ fn client(port: u16, timeout: Duration) -> (DeliverySettings, MailboxClient) {
     let s = settings(port, timeout, ca);
     let tls = MailboxClient::new(&s).unwrap();
     (s, tls)
-}
-
-/// Runs `work` on a current-thread runtime of this thread, measuring its time and heap peak.
-fn measured<T>(work: impl std::future::Future<Output = T>) -> (T, Duration, u64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut out = None;
-    let began = Instant::now();
-    let info = allocation_counter::measure(|| out = Some(rt.block_on(work)));
-    (out.unwrap(), began.elapsed(), info.bytes_max)
 }
 
 /// A server following `script` and the settings and TLS client to reach it.

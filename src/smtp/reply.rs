@@ -341,10 +341,11 @@ fn check_line(
         }
     };
     // A bad start shows at its first bad byte (one of the first four).
-    if let Some(k) = (1..=content.min(4)).find(|&k| check_prefix(&rest[..k]).is_err()) {
-        if let Err(e) = check_prefix(&rest[..content]) {
-            note(pos + k, e);
-        }
+    if let Some(bad) = bad_prefix_byte(&rest[..content]) {
+        note(
+            pos + bad + 1,
+            ReplyError::Malformed(lossy(&rest[..content])),
+        );
     }
     // Too long: `max_line` bytes and no line end among them.
     if content >= limits.max_line {
@@ -359,20 +360,14 @@ fn check_line(
     first.map_or(Ok(()), |(_, problem)| Err(problem))
 }
 
-/// Checks the start of a line that has not ended yet.
-fn check_prefix(partial: &[u8]) -> Result<(), ReplyError> {
-    let head = &partial[..partial.len().min(4)];
-    for (i, &b) in head.iter().enumerate() {
-        let ok = match i {
-            0 => (b'2'..=b'5').contains(&b),
-            1 | 2 => b.is_ascii_digit(),
-            _ => b == b' ' || b == b'-' || b == b'\r',
-        };
-        if !ok {
-            return Err(ReplyError::Malformed(lossy(partial)));
-        }
-    }
-    Ok(())
+/// Where the start of a line (code and separator, its first four bytes) goes wrong, if it
+/// does: the index of the first byte that cannot begin a reply line.
+fn bad_prefix_byte(line: &[u8]) -> Option<usize> {
+    line.iter().take(4).enumerate().position(|(i, &b)| match i {
+        0 => !(b'2'..=b'5').contains(&b),
+        1 | 2 => !b.is_ascii_digit(),
+        _ => !(b == b' ' || b == b'-' || b == b'\r'),
+    })
 }
 
 /// Splits `250-text` into (250, false, "text"); `250 text` or `250` ends the reply.

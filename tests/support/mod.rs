@@ -5,6 +5,7 @@
 pub mod dashboards;
 pub mod exporter;
 pub mod mailstack;
+pub mod measure;
 pub mod outcome;
 pub mod programs;
 pub mod prometheus;
