@@ -619,9 +619,6 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>, cancel: Cancel
             // Stopped by a shutdown or a reload: the verdict of a half-run probe means nothing.
             return;
         }
-        if let Some(settings) = &module.module.delivery {
-            account_pending(&state, &outcome, settings.lost_after);
-        }
         tracing::debug!(
             target_name = %state.spec.name,
             success = outcome.success(),
@@ -651,6 +648,11 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>, cancel: Cancel
         let layout = read(&shared.layout).clone();
         let log_budget = shared.log_budget.load(std::sync::atomic::Ordering::Relaxed);
         state.record(outcome, &layout, log_budget);
+        // The pending list and its counters change after the result is in: a scrape that sees
+        // the change sees the result that made it.
+        if let (Some(settings), Some(latest)) = (&module.module.delivery, state.latest()) {
+            account_pending(&state, &latest.outcome, settings.lost_after);
+        }
         // Still holding the permit and the probe lock: a sweep is IMAP work like a probe's, and
         // it must not overlap this target's next probe (which searches the same mailboxes).
         if Instant::now() >= next_sweep {
