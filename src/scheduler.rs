@@ -70,6 +70,38 @@ pub struct ResultMark {
     pub failure: Option<(crate::vocab::StepName, crate::vocab::Reason)>,
 }
 
+/// A [`ResultMark`] as kept: 16 bytes where the mark takes 40 (20 of them per target).
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    /// Start, milliseconds since the Unix epoch (0 for a clock before it).
+    started_ms: u64,
+    /// Duration in microseconds (saturating: about 71 minutes at most, far beyond any timeout).
+    duration_us: u32,
+    failure: Option<(crate::vocab::StepName, crate::vocab::Reason)>,
+}
+
+impl Mark {
+    fn new(mark: &ResultMark) -> Mark {
+        let since_epoch = mark
+            .started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Mark {
+            started_ms: u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
+            duration_us: u32::try_from(mark.duration.as_micros()).unwrap_or(u32::MAX),
+            failure: mark.failure,
+        }
+    }
+
+    fn result(&self) -> ResultMark {
+        ResultMark {
+            started_at: std::time::UNIX_EPOCH + Duration::from_millis(self.started_ms),
+            duration: Duration::from_micros(u64::from(self.duration_us)),
+            failure: self.failure,
+        }
+    }
+}
+
 /// The sweep of stale probe mail runs at least this far apart: a tiny `sweep_older_than` must
 /// not turn into an IMAP login after every probe.
 const SWEEP_EVERY_MIN: Duration = Duration::from_secs(10 * 60);
@@ -106,7 +138,7 @@ struct History {
     /// Newest last.
     logs: Mutex<VecDeque<Arc<str>>>,
     /// Newest last.
-    results: Mutex<VecDeque<ResultMark>>,
+    results: Mutex<VecDeque<Mark>>,
     /// Held while probing, so that a restarted target's new task never overlaps the old one's
     /// last probe.
     probing: tokio::sync::Mutex<()>,
@@ -213,7 +245,10 @@ impl TargetState {
 
     /// The last [`RESULTS_PER_TARGET`] results, oldest first.
     pub fn results(&self) -> Vec<ResultMark> {
-        lock(&self.history.results).iter().copied().collect()
+        lock(&self.history.results)
+            .iter()
+            .map(|m| m.result())
+            .collect()
     }
 
     /// Keeps a finished probe's outcome with its metrics rendered, feeds the histograms and the
@@ -229,14 +264,19 @@ impl TargetState {
             duration: outcome.duration,
             failure: outcome.failure.as_ref().map(|f| (f.step, f.reason)),
         };
-        keep_last(&mut lock(&self.history.results), mark, RESULTS_PER_TARGET);
+        keep_last(
+            &mut lock(&self.history.results),
+            Mark::new(&mark),
+            RESULTS_PER_TARGET,
+        );
         // The DER of every certificate is the bulk of an outcome and nothing downstream of the
-        // scheduler reads it; dropping it keeps 10,000 targets at a few KiB each. For the same
-        // reason the transcript is cloned: a clone's step list has no spare capacity.
+        // scheduler reads it; the facts without it are shared by every kept result that holds
+        // the same certificate (`tls::kept`). For the same reason the transcript is cloned: a
+        // clone's step list has no spare capacity.
         outcome.session.transcript = outcome.session.transcript.clone();
         if let Some(tls) = outcome.session.tls.as_mut() {
             for cert in tls.chain.sent.iter_mut().chain(tls.chain.built.iter_mut()) {
-                cert.der = rustls_pki_types::CertificateDer::from(Vec::new());
+                *cert = crate::tls::kept::kept(cert);
             }
         }
         let previous = lock(&self.latest).replace(Arc::new(Latest { outcome, metrics }));
@@ -598,73 +638,88 @@ async fn run_target(state: Arc<TargetState>, shared: Arc<Shared>, cancel: Cancel
         let Some((_permit, _probing)) = waited else {
             return;
         };
-        let module = state.module();
-        let pending: Vec<String> = lock(&state.history.pending)
-            .iter()
-            .map(|p| p.probe_id.clone())
-            .collect();
-        let outcome = {
-            let _flight = InFlight::enter(&shared.in_flight);
-            // A probe's future is kilobytes; boxed, it is allocated while the probe runs instead
-            // of living inline in every idle target's task (10,000 of them).
-            Box::pin(probe::run_awaiting(
-                &module,
-                &state.spec.address,
-                Budget::new(module.module.timeout).cancelled_by(cancel.clone()),
-                &pending,
-            ))
-            .await
-        };
-        if outcome.cancelled {
-            // Stopped by a shutdown or a reload: the verdict of a half-run probe means nothing.
+        // Boxed: what a probe and its aftermath hold (the outcome, the sweep) is allocated while
+        // they run, instead of living in every idle target's task (10,000 of them).
+        if !Box::pin(probe_once(&state, &shared, &cancel, &mut next_sweep)).await {
             return;
         }
-        tracing::debug!(
-            target_name = %state.spec.name,
-            success = outcome.success(),
-            duration_seconds = outcome.duration.as_secs_f64(),
-            "scheduled probe done"
-        );
-        // At info level only changes are logged (failing, failing differently, recovered):
-        // 10,000 targets failing every minute would otherwise drown the log.
-        let verdict = |f: Option<&crate::smtp::transcript::Failure>| f.map(|f| (f.step, f.reason));
-        let before = state.latest().map(|l| verdict(l.outcome.failure.as_ref()));
-        let now = verdict(outcome.failure.as_ref());
-        if before != Some(now) {
-            match &outcome.failure {
-                Some(f) => tracing::info!(
-                    target_name = %state.spec.name,
-                    step = f.step.as_str(),
-                    reason = f.reason.as_str(),
-                    detail = %f.detail,
-                    "scheduled probe failed"
-                ),
-                None if before.is_some() => {
-                    tracing::info!(target_name = %state.spec.name, "scheduled probe succeeded again")
-                }
-                None => {}
+    }
+}
+
+/// One scheduled probe of `state` with its permit and probe lock held: runs it, records the
+/// result, accounts pending mail, and sweeps when `next_sweep` has come. `false` when the probe
+/// was cancelled (the task ends).
+async fn probe_once(
+    state: &Arc<TargetState>,
+    shared: &Shared,
+    cancel: &Cancel,
+    next_sweep: &mut Instant,
+) -> bool {
+    let module = state.module();
+    let pending: Vec<String> = lock(&state.history.pending)
+        .iter()
+        .map(|p| p.probe_id.clone())
+        .collect();
+    let outcome = {
+        let _flight = InFlight::enter(&shared.in_flight);
+        probe::run_awaiting(
+            &module,
+            &state.spec.address,
+            Budget::new(module.module.timeout).cancelled_by(cancel.clone()),
+            &pending,
+        )
+        .await
+    };
+    if outcome.cancelled {
+        // Stopped by a shutdown or a reload: the verdict of a half-run probe means nothing.
+        return false;
+    }
+    tracing::debug!(
+        target_name = %state.spec.name,
+        success = outcome.success(),
+        duration_seconds = outcome.duration.as_secs_f64(),
+        "scheduled probe done"
+    );
+    // At info level only changes are logged (failing, failing differently, recovered):
+    // 10,000 targets failing every minute would otherwise drown the log.
+    let verdict = |f: Option<&crate::smtp::transcript::Failure>| f.map(|f| (f.step, f.reason));
+    let before = state.latest().map(|l| verdict(l.outcome.failure.as_ref()));
+    let now = verdict(outcome.failure.as_ref());
+    if before != Some(now) {
+        match &outcome.failure {
+            Some(f) => tracing::info!(
+                target_name = %state.spec.name,
+                step = f.step.as_str(),
+                reason = f.reason.as_str(),
+                detail = %f.detail,
+                "scheduled probe failed"
+            ),
+            None if before.is_some() => {
+                tracing::info!(target_name = %state.spec.name, "scheduled probe succeeded again")
             }
-        }
-        let layout = read(&shared.layout).clone();
-        let log_budget = shared.log_budget.load(std::sync::atomic::Ordering::Relaxed);
-        state.record(outcome, &layout, log_budget);
-        // The pending list and its counters change after the result is in: a scrape that sees
-        // the change sees the result that made it.
-        if let (Some(settings), Some(latest)) = (&module.module.delivery, state.latest()) {
-            account_pending(&state, &latest.outcome, settings.lost_after);
-        }
-        // Still holding the permit and the probe lock: a sweep is IMAP work like a probe's, and
-        // it must not overlap this target's next probe (which searches the same mailboxes).
-        if Instant::now() >= next_sweep {
-            if let Some(period) = sweep(&state, &module).await {
-                next_sweep = Instant::now() + period;
-            } else {
-                // Nothing to sweep with this module; a reload that adds delivery restarts the
-                // task.
-                next_sweep = Instant::now() + SWEEP_EVERY_MAX;
-            }
+            None => {}
         }
     }
+    let layout = read(&shared.layout).clone();
+    let log_budget = shared.log_budget.load(std::sync::atomic::Ordering::Relaxed);
+    state.record(outcome, &layout, log_budget);
+    // The pending list and its counters change after the result is in: a scrape that sees
+    // the change sees the result that made it.
+    if let (Some(settings), Some(latest)) = (&module.module.delivery, state.latest()) {
+        account_pending(state, &latest.outcome, settings.lost_after);
+    }
+    // Still holding the permit and the probe lock: a sweep is IMAP work like a probe's, and
+    // it must not overlap this target's next probe (which searches the same mailboxes).
+    if Instant::now() >= *next_sweep {
+        if let Some(period) = sweep(state, &module).await {
+            *next_sweep = Instant::now() + period;
+        } else {
+            // Nothing to sweep with this module; a reload that adds delivery restarts the
+            // task.
+            *next_sweep = Instant::now() + SWEEP_EVERY_MAX;
+        }
+    }
+    true
 }
 
 /// Updates the target's pending list after a probe: the earlier mails it found count as late,
@@ -843,7 +898,7 @@ mod tests {
             },
             module: "plain".into(),
             interval: Duration::from_millis(interval_ms),
-            labels: BTreeMap::from([("site".to_string(), "hq".to_string())]),
+            labels: [("site".to_string(), "hq".to_string())].into(),
         }
     }
 
@@ -1034,33 +1089,33 @@ mod tests {
     /// The series budget (README "What a target costs"): with the default settings, a
     /// scheduled full send (STARTTLS, AUTH, a token mail; no delivery check) exports at most 60
     /// series; `total` and `steps` cost what the README says.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_send_stays_within_the_series_budget() {
-        use crate::config::{Config, Histograms, PROBE_BUCKETS, STEP_BUCKETS};
-        use crate::demo::{DemoServer, ServerConfig};
-        let server = DemoServer::start(ServerConfig {
-            max_received: 0,
-            ..ServerConfig::default()
-        })
-        .await
-        .expect("demo server");
-        let dir = tempfile::tempdir().expect("a directory");
-        let root = dir.path().join("root.pem");
-        let password = dir.path().join("password");
+    /// A full send (STARTTLS, AUTH, a token mail) every second against `server`, one target per
+    /// name, with its files in `dir`.
+    fn full_send(
+        server: &crate::demo::DemoServer,
+        dir: &std::path::Path,
+        names: &[&str],
+    ) -> (crate::config::Config, BTreeMap<String, Arc<PreparedModule>>) {
+        let root = dir.join("root.pem");
+        let password = dir.join("password");
         std::fs::write(&root, server.pki().root_pem()).expect("root");
         std::fs::write(&password, "secret\n").expect("password");
-        let yaml = format!(
+        let mut yaml = format!(
             "scheduler: {{min_send_interval: 0s}}\nmodules:\n  send:\n    tls: starttls\n    \
              ehlo: prober.test\n    tls_config: {{server_name: localhost, trust: [], ca_files: \
              [\"{}\"]}}\n    auth: {{mechanism: plain, username: probe, password_file: \"{}\"}}\n    \
-             message: {{from: probe@prober.test, to: [inbox@prober.test]}}\ntargets:\n  - \
-             {{name: t, target: \"{}\", module: send, interval: 1s, labels: {{site: hq}}}}\n",
+             message: {{from: probe@prober.test, to: [inbox@prober.test]}}\ntargets:\n",
             root.display(),
             password.display(),
-            server.addr()
         );
-        let config = Config::from_str(&yaml, "budget").expect("configuration");
-        let modules: BTreeMap<String, Arc<PreparedModule>> = config
+        for name in names {
+            yaml.push_str(&format!(
+                "  - {{name: {name}, target: \"{}\", module: send, interval: 1s, labels: {{site: hq}}}}\n",
+                server.addr()
+            ));
+        }
+        let config = crate::config::Config::from_str(&yaml, "full send").expect("configuration");
+        let modules = config
             .modules
             .iter()
             .map(|(n, m)| {
@@ -1070,6 +1125,89 @@ mod tests {
                 )
             })
             .collect();
+        (config, modules)
+    }
+
+    async fn demo_server() -> crate::demo::DemoServer {
+        crate::demo::DemoServer::start(crate::demo::ServerConfig {
+            max_received: 0,
+            ..crate::demo::ServerConfig::default()
+        })
+        .await
+        .expect("demo server")
+    }
+
+    /// Kept results hold their certificates' facts without DER, once: the chain built from the
+    /// server's certificates shares them with the sent list, and two targets of one server
+    /// share them with each other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kept_results_share_certificate_facts() {
+        let server = demo_server().await;
+        let dir = tempfile::tempdir().expect("a directory");
+        let (config, modules) = full_send(&server, dir.path(), &["a", "b"]);
+        let s = Scheduler::new(4, IntGauge::new("t_in_flight6", "t").expect("gauge"));
+        s.apply(&config.targets, &modules, &config.scheduler)
+            .expect("apply");
+        let chain = |name: &str| {
+            let state = s.target(name).expect("target");
+            async move {
+                let latest = wait_for_result(&state).await;
+                let tls = latest.outcome.session.tls.as_ref().expect("a TLS session");
+                tls.chain.clone()
+            }
+        };
+        let (a, b) = (chain("a").await, chain("b").await);
+        assert_eq!((a.sent.len(), a.built.len()), (2, 3), "{a:?}");
+        for cert in a.sent.iter().chain(&a.built) {
+            assert!(cert.der.is_empty(), "DER kept: {}", cert.subject);
+        }
+        // Leaf and intermediate: one copy for `sent` and `built`; the root comes from the trust
+        // store.
+        assert!(Arc::ptr_eq(&a.sent[0], &a.built[0]));
+        assert!(Arc::ptr_eq(&a.sent[1], &a.built[1]));
+        for (x, y) in a.built.iter().zip(&b.built) {
+            assert!(Arc::ptr_eq(x, y), "{} kept twice", x.subject);
+        }
+        s.shutdown();
+    }
+
+    #[test]
+    fn result_marks_are_kept_small_and_read_back() {
+        use crate::vocab::{Reason, StepName};
+        assert_eq!(std::mem::size_of::<Mark>(), 16);
+        let mark = ResultMark {
+            started_at: std::time::UNIX_EPOCH + Duration::from_millis(1_764_000_000_123),
+            duration: Duration::from_micros(1_234_567),
+            failure: Some((StepName::TlsHandshake, Reason::CertExpired)),
+        };
+        assert_eq!(Mark::new(&mark).result(), mark);
+    }
+
+    /// An idle target's task holds no probe: what a probe needs is allocated while it runs.
+    #[test]
+    fn an_idle_target_task_is_small() {
+        let (_canceller, cancel) = crate::cancel::Canceller::new();
+        let s = Scheduler::new(1, IntGauge::new("t_in_flight7", "t").expect("gauge"));
+        let spec = spec("a", 1, 1000);
+        let state = Arc::new(TargetState {
+            leading: leading_labels(&spec),
+            spec,
+            delivery: false,
+            module: Mutex::new(modules()["plain"].clone()),
+            latest: Mutex::default(),
+            history: Arc::new(History::new("a")),
+        });
+        let task = run_target(state, s.shared.clone(), cancel);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 512, "an idle target's task takes {size} bytes");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_send_stays_within_the_series_budget() {
+        use crate::config::{Histograms, PROBE_BUCKETS, STEP_BUCKETS};
+        let server = demo_server().await;
+        let dir = tempfile::tempdir().expect("a directory");
+        let (config, modules) = full_send(&server, dir.path(), &["t"]);
         let s = Scheduler::new(4, IntGauge::new("t_in_flight5", "t").expect("gauge"));
         s.apply(&config.targets, &modules, &config.scheduler)
             .expect("apply");

@@ -503,11 +503,11 @@ fn example_config_loads_with_every_option() {
     let first = &config.targets[0];
     assert_eq!(first.interval, Duration::from_secs(300));
     assert_eq!(
-        first.labels,
-        BTreeMap::from([
+        *first.labels,
+        [
             ("site".into(), "hq".into()),
             ("team".into(), "identity".into())
-        ])
+        ]
     );
     let ipv6 = &config.targets[3];
     assert_eq!(

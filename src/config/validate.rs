@@ -1039,7 +1039,7 @@ impl<'a> Validator<'a> {
                 address: address?,
                 module: module?.0.to_string(),
                 interval,
-                labels,
+                labels: labels.into_iter().collect(),
             })
         })
         .flatten()

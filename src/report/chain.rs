@@ -629,7 +629,7 @@ pub fn exportable(chain: &ChainReport) -> Vec<(&CertFacts, ExportRole)> {
             } else {
                 ExportRole::Intermediate
             };
-            (c, role)
+            (&**c, role)
         })
         .collect();
     match chain.error.as_ref().map(|e| e.reason) {

@@ -168,7 +168,7 @@ impl<'a> ProbeJson<'a> {
                 certs_sent: t.chain.sent.len(),
                 certificates: listed_certificates(&t.chain)
                     .iter()
-                    .map(cert_json)
+                    .map(|c| cert_json(c))
                     .collect(),
             }),
             delivery: o.delivery.as_ref().map(DeliveryJson::new),

@@ -253,7 +253,7 @@ fn session_tls(out: &mut Gauges, tls: &TlsReport) {
 fn certificates(out: &mut Gauges, chain: &ChainReport) {
     // Every certificate of the built chain; when building stopped early, the sent ones it did
     // not reach are still shown, since their dates matter as much.
-    let mut shown: Vec<&CertFacts> = chain.built.iter().collect();
+    let mut shown: Vec<&CertFacts> = chain.built.iter().map(|c| &**c).collect();
     for c in &chain.sent {
         if !shown
             .iter()

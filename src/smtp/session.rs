@@ -682,12 +682,18 @@ impl Session<'_> {
             Some(Ok(reply)) => Some(reply),
             _ => None,
         };
+        let answered = reply.is_some();
         self.step(StepName::Quit, began)
             .sent("QUIT".to_string())
             .reply(reply)
             .ok();
         if let Some(mut conn) = self.conn.take() {
-            conn.shutdown().await;
+            // A server that answered QUIT closes the connection (RFC 5321 4.1.1.10): a TLS
+            // close_notify after that only meets a closed socket and earns a reset. It is sent
+            // when the server did not answer.
+            if !answered {
+                conn.shutdown().await;
+            }
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ use super::{CertFacts, CertSource, ChainError, ChainReport};
 use crate::clock::rfc3339;
 use crate::vocab::Reason;
 use rustls_pki_types::{CertificateDer, ServerName, SignatureVerificationAlgorithm, UnixTime};
+use std::sync::Arc;
 use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::certificate::X509Certificate;
 
@@ -133,10 +134,10 @@ fn analyze_anew(
     server_name: &str,
     now: UnixTime,
 ) -> ChainReport {
-    let sent_facts: Vec<CertFacts> = sent
+    let sent_facts: Vec<Arc<CertFacts>> = sent
         .iter()
         .enumerate()
-        .map(|(i, der)| CertFacts::from_der(der, i, true, CertSource::Server))
+        .map(|(i, der)| Arc::new(CertFacts::from_der(der, i, true, CertSource::Server)))
         .collect();
     let mut report = ChainReport {
         sent: sent_facts,
@@ -195,7 +196,7 @@ fn analyze_anew(
             let sent_path = matches!(walk.end, WalkEnd::Anchor)
                 && walk.built.iter().rev().skip(1).all(|c| c.sent);
             report.sent_complete = sent_path || sent_reaches_anchor(store, sent, now);
-            report.built = walk.built;
+            report.built = walk.built.into_iter().map(Arc::new).collect();
             report.error = Some(diagnose(&report.built, walk.end, &webpki_error, now));
         }
     }
@@ -207,19 +208,21 @@ fn analyze_anew(
 fn verified_chain(
     store: &TrustStore,
     sent: &[CertificateDer<'static>],
-    sent_facts: &[CertFacts],
+    sent_facts: &[Arc<CertFacts>],
     path: &webpki::VerifiedPath<'_>,
-) -> (Vec<CertFacts>, bool) {
+) -> (Vec<Arc<CertFacts>>, bool) {
     let mut used_local = false;
     let mut built = vec![sent_facts[0].clone()];
     for cert in path.intermediate_certificates() {
         let der = cert.der();
         let depth = built.len();
         let facts = match sent.iter().position(|s| s.as_ref() == der.as_ref()) {
-            Some(i) => CertFacts {
+            // The server's own certificate: shared with `sent` when it sits at the same depth.
+            Some(i) if sent_facts[i].depth == depth => sent_facts[i].clone(),
+            Some(i) => Arc::new(CertFacts {
                 depth,
-                ..sent_facts[i].clone()
-            },
+                ..(*sent_facts[i]).clone()
+            }),
             None => {
                 used_local = true;
                 let stored = store
@@ -227,7 +230,7 @@ fn verified_chain(
                     .iter()
                     .find(|s| s.der.as_ref() == der.as_ref());
                 let source = stored.map_or(CertSource::Server, |s| s.source.clone());
-                CertFacts::from_der(&der.into_owned(), depth, false, source)
+                Arc::new(CertFacts::from_der(&der.into_owned(), depth, false, source))
             }
         };
         built.push(facts);
@@ -242,7 +245,7 @@ fn verified_chain(
         // A pinned self-signed leaf is its own anchor: list it once.
         if stored.der.as_ref() != sent[0].as_ref() {
             let sent_too = sent.iter().any(|s| s.as_ref() == stored.der.as_ref());
-            built.push(stored.facts(built.len(), sent_too));
+            built.push(Arc::new(stored.facts(built.len(), sent_too)));
         }
     }
     (built, used_local)
@@ -512,7 +515,7 @@ fn is_valid_at(cert: &X509Certificate<'_>, now: UnixTime) -> bool {
 /// as webpki does not check an anchor's dates) outside its validity period names the depth;
 /// otherwise webpki's own error is mapped.
 fn diagnose(
-    built: &[CertFacts],
+    built: &[Arc<CertFacts>],
     end: WalkEnd,
     webpki_error: &webpki::Error,
     now: UnixTime,
@@ -585,7 +588,7 @@ fn diagnose(
 
 /// The first certificate of a chain built to an anchor, from the leaf up (the anchor excluded,
 /// as webpki does not check an anchor's dates), that is outside its validity period at `now`.
-fn date_fault(built: &[CertFacts], now: UnixTime) -> Option<ChainError> {
+fn date_fault(built: &[Arc<CertFacts>], now: UnixTime) -> Option<ChainError> {
     let now = now.as_secs() as i64;
     let checked = if built.len() > 1 {
         built.len() - 1

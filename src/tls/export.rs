@@ -30,7 +30,12 @@ pub struct MissingIssuer {
 /// `dir` (created when missing), named `<depth>-<common name>.pem`. Returns the paths written,
 /// leaf side first. A chain the server sent complete, root included, writes nothing.
 pub fn export_missing(report: &ChainReport, dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let missing: Vec<&CertFacts> = report.built.iter().filter(|c| !c.sent).collect();
+    let missing: Vec<&CertFacts> = report
+        .built
+        .iter()
+        .filter(|c| !c.sent)
+        .map(|c| &**c)
+        .collect();
     export(&missing, dir)
 }
 

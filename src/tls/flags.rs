@@ -9,6 +9,7 @@
 
 use super::trust::is_public_root;
 use super::{CertFacts, CertSource, ChainReport};
+use std::sync::Arc;
 
 /// The longest leaf lifetime the CA/Browser Forum Baseline Requirements allow for certificates
 /// issued since 2020-09-01, in days.
@@ -60,7 +61,7 @@ impl ChainReport {
             .map(|c| c.fingerprint_sha256.as_str())
             .collect();
         // When building did not even start, the chain is what the server sent.
-        let chain: &[CertFacts] = if self.built.is_empty() {
+        let chain: &[Arc<CertFacts>] = if self.built.is_empty() {
             &self.sent
         } else {
             &self.built
@@ -117,7 +118,7 @@ pub fn long_lived_leaf(leaf: &CertFacts, public_anchor: bool) -> Option<i64> {
 }
 
 /// Position after the leaf of the first self-signed CA certificate.
-pub fn root_position(sent: &[CertFacts]) -> Option<usize> {
+pub fn root_position(sent: &[Arc<CertFacts>]) -> Option<usize> {
     sent.iter()
         .enumerate()
         .skip(1)

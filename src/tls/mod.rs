@@ -12,6 +12,7 @@ mod cert;
 mod chain;
 pub mod export;
 pub mod flags;
+pub(crate) mod kept;
 mod ocsp;
 mod trust;
 mod verifier;
@@ -84,7 +85,7 @@ impl Default for TlsSettings {
 }
 
 /// Where a certificate of a built chain came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum CertSource {
     /// Sent by the server in the handshake.
     Server,
@@ -180,9 +181,9 @@ pub fn openssl_verify_text(code: u32) -> &'static str {
 #[derive(Clone, Debug)]
 pub struct ChainReport {
     /// The certificates as the server sent them, in its order.
-    pub sent: Vec<CertFacts>,
+    pub sent: Vec<Arc<CertFacts>>,
     /// The chain built from the leaf towards a trust anchor (as far as it got when invalid).
-    pub built: Vec<CertFacts>,
+    pub built: Vec<Arc<CertFacts>>,
     /// `None` when the chain verified.
     pub error: Option<ChainError>,
     /// Whether the sent certificates alone reach a trust anchor, by issuer name and signature:

@@ -265,7 +265,7 @@ fn reason(report: &ChainReport) -> Option<(Reason, Option<usize>)> {
     report.error.as_ref().map(|e| (e.reason, e.depth))
 }
 
-fn fingerprints(certs: &[CertFacts]) -> Vec<String> {
+fn fingerprints(certs: &[Arc<CertFacts>]) -> Vec<String> {
     certs.iter().map(|c| c.fingerprint_sha256.clone()).collect()
 }
 
