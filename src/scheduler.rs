@@ -1078,7 +1078,10 @@ mod tests {
         }
         s.shutdown();
         assert_eq!(most, 2, "probes in flight peaked at {most}");
-        assert!(most_sessions <= 2, "{most_sessions} sessions at once");
+        // The server's view: a session the prober has finished (QUIT answered, socket closed)
+        // may still be closing on the server's side when the next probe connects, so one more
+        // than the cap can show there; without the cap all four would.
+        assert!(most_sessions <= 3, "{most_sessions} sessions at once");
         assert!(
             server.sessions() >= 4,
             "only {} probes ran",
