@@ -18,6 +18,7 @@ pub mod exposition;
 pub mod headers;
 pub(crate) mod http;
 pub mod imap;
+pub(crate) mod intern;
 pub mod local_file;
 pub mod networks;
 pub mod printable;

@@ -336,7 +336,7 @@ async fn chain_as_json_with_the_sent_certificates() {
         tls["openssl_verify_text"],
         "unable to get local issuer certificate"
     );
-    assert_eq!(tls["cipher"], "TLS_AES_256_GCM_SHA384");
+    assert_eq!(tls["cipher"], "TLS_AES_128_GCM_SHA256");
     assert_eq!(tls["ocsp"]["cert_status"], "good");
     let sent = tls["sent"].as_array().unwrap();
     assert_eq!(sent.len(), 2);

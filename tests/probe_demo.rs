@@ -133,7 +133,7 @@ async fn starttls_auth_and_token_send() {
         // blackbox_exporter's hash of 127.0.0.1, and its label spellings.
         r#"probe_ip_addr_hash 3668918509"#,
         r#"probe_tls_version_info{version="TLS 1.3"} 1"#,
-        r#"probe_tls_cipher_info{cipher="TLS_AES_256_GCM_SHA384"} 1"#,
+        r#"probe_tls_cipher_info{cipher="TLS_AES_128_GCM_SHA256"} 1"#,
         r#"probe_tls_handshake_info{key_exchange_group="X25519",signature_scheme="ecdsa_secp256r1_sha256"} 1"#,
         "probe_tls_ocsp_stapled 0",
         "probe_ssl_last_chain_expiry_timestamp_seconds ",
@@ -557,8 +557,8 @@ async fn transcript_and_json_carry_openssl_facts() {
     .await;
     let cli = report::text::render_for(&o, Audience::Cli);
     for line in [
-        "tls_handshake    TLSv1.3 TLS_AES_256_GCM_SHA384",
-        "TLS: TLSv1.3 TLS_AES_256_GCM_SHA384, key exchange X25519, server signature \
+        "tls_handshake    TLSv1.3 TLS_AES_128_GCM_SHA256",
+        "TLS: TLSv1.3 TLS_AES_128_GCM_SHA256, key exchange X25519, server signature \
          ecdsa_secp256r1_sha256",
         "OCSP: good, produced ",
         "  openssl: Verify return code: 20 (unable to get local issuer certificate)",
@@ -580,7 +580,7 @@ async fn transcript_and_json_carry_openssl_facts() {
     assert!(age.whole_seconds().abs() < 60, "{started}");
     let tls = &json["tls"];
     assert_eq!(tls["version"], "TLSv1.3");
-    assert_eq!(tls["cipher"], "TLS_AES_256_GCM_SHA384");
+    assert_eq!(tls["cipher"], "TLS_AES_128_GCM_SHA256");
     assert_eq!(tls["key_exchange_group"], "X25519");
     assert_eq!(tls["signature_scheme"], "ecdsa_secp256r1_sha256");
     assert_eq!(tls["ocsp"]["cert_status"], "good");

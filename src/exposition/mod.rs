@@ -53,11 +53,24 @@ impl LeadingLabels {
 /// `} 1` or `,step="ehlo"} 0.5`; without, ` 1` or `{step="ehlo"} 0.5`. [`merge`] puts the three
 /// pieces back together. At 10,000 targets this keeps a target's latest result at a third of
 /// its size as full lines.
+///
+/// Families whose samples many chunks have in common (those of a certificate chain, the same
+/// for every target that presents it) can be written apart, into a [`Samples`] that all those
+/// chunks share.
 #[derive(Clone, Debug, Default)]
 pub struct Chunk {
-    /// The table the family indexes in `parts` point into.
+    /// The table the family indexes in `own` point into.
     families: &'static [Family],
     leading: LeadingLabels,
+    /// This chunk's own samples.
+    own: Samples,
+    /// Samples shared with other chunks, of families `own` has none of.
+    shared: Option<Arc<Samples>>,
+}
+
+/// Sample text of some families, without leading labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Samples {
     /// The rest of each sample line, each ending in `\n`, family after family.
     text: Box<str>,
     /// `(family index, start, end)`: the byte range of each family's samples in `text`, in
@@ -66,21 +79,35 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// The size of the stored samples, in bytes (the leading labels are shared).
+    /// The size of the stored samples, in bytes (the leading labels and shared samples are
+    /// stored once for many chunks).
     pub fn len(&self) -> usize {
-        self.text.len()
+        self.own.text.len()
     }
 
     /// Whether there are no samples.
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
+        self.own.text.is_empty() && self.shared.as_ref().is_none_or(|s| s.text.is_empty())
     }
 
     /// How many samples it holds.
     pub fn samples(&self) -> usize {
-        self.text.matches('\n').count()
+        self.pieces()
+            .map(|(text, _)| text.matches('\n').count())
+            .sum()
+    }
+
+    /// The chunk's sample texts with their family ranges: its own, then the shared ones.
+    fn pieces(&self) -> impl Iterator<Item = (&str, &[(u16, u32, u32)])> {
+        std::iter::once(&self.own)
+            .chain(self.shared.as_deref())
+            .map(|s| (&*s.text, &*s.parts))
     }
 }
+
+/// Shared copies of [`Samples`] that many chunks have in common.
+static SHARED: std::sync::LazyLock<crate::intern::Interner<Samples>> =
+    std::sync::LazyLock::new(crate::intern::Interner::default);
 
 /// Writes one result's samples into a [`Chunk`], every sample carrying the same leading labels
 /// (in scheduled mode the target's `name`, `target`, `module` and own labels).
@@ -91,6 +118,8 @@ pub(crate) struct ChunkWriter {
     parts: Vec<(u16, u32, u32)>,
     /// The family being written and where its samples start.
     current: Option<(u16, usize)>,
+    /// Samples shared with other chunks.
+    shared: Option<Arc<Samples>>,
 }
 
 impl ChunkWriter {
@@ -102,6 +131,7 @@ impl ChunkWriter {
             text: String::with_capacity(4096),
             parts: Vec::with_capacity(families.len()),
             current: None,
+            shared: None,
         }
     }
 
@@ -143,18 +173,50 @@ impl ChunkWriter {
         }
     }
 
-    /// The chunk written, without spare capacity (it may be kept for a long time).
-    pub(crate) fn finish(mut self) -> Chunk {
+    /// The samples written, without spare capacity (they may be kept for a long time).
+    fn samples(mut self) -> Samples {
         self.close();
         if !self.parts.is_sorted_by_key(|&(id, _, _)| id) {
             // Merge walks every chunk in table order.
             self.parts.sort_by_key(|&(id, _, _)| id);
         }
-        Chunk {
-            families: self.families,
-            leading: self.leading,
+        Samples {
             text: self.text.into_boxed_str(),
             parts: self.parts.into_boxed_slice(),
+        }
+    }
+
+    /// A writer for samples that many chunks have in common, to be added to this one's chunk
+    /// with [`ChunkWriter::share`]: same table, same leading labels.
+    pub(crate) fn for_sharing(&self) -> ChunkWriter {
+        ChunkWriter::new(self.families, self.leading.clone())
+    }
+
+    /// Adds the samples of `shared` (from [`ChunkWriter::for_sharing`]; families this writer
+    /// writes none of) as a copy shared with every chunk that has the same ones.
+    pub(crate) fn share(&mut self, shared: ChunkWriter) {
+        debug_assert!(std::ptr::eq(self.families, shared.families));
+        let samples = shared.samples();
+        if samples.text.is_empty() {
+            return;
+        }
+        // Without leading labels the chunk is a `/probe` answer, gone after one request: there
+        // is nothing to share it with.
+        self.shared = Some(if self.leading.as_str().is_empty() {
+            Arc::new(samples)
+        } else {
+            SHARED.intern(samples)
+        });
+    }
+
+    /// The chunk written.
+    pub(crate) fn finish(mut self) -> Chunk {
+        let shared = self.shared.take();
+        Chunk {
+            families: self.families,
+            leading: self.leading.clone(),
+            own: self.samples(),
+            shared,
         }
     }
 }
@@ -211,7 +273,7 @@ fn merge_in_groups(chunks: &[&Chunk], out: &mut impl Sink, buffer: usize) {
     };
     debug_assert!(chunks
         .iter()
-        .all(|c| c.parts.is_empty() || std::ptr::eq(c.families, families)));
+        .all(|c| c.is_empty() || std::ptr::eq(c.families, families)));
     // The bytes of each family's samples, and every chunk's leading labels in one buffer.
     let mut bytes = vec![0usize; families.len()];
     let mut leading = String::with_capacity(chunks.len() * 96);
@@ -219,9 +281,11 @@ fn merge_in_groups(chunks: &[&Chunk], out: &mut impl Sink, buffer: usize) {
     for c in chunks {
         leading_at.push(leading.len() as u32);
         leading.push_str(c.leading.as_str());
-        for &(id, start, end) in c.parts.iter() {
-            if let Some(n) = bytes.get_mut(usize::from(id)) {
-                *n += (end - start) as usize;
+        for (_, parts) in c.pieces() {
+            for &(id, start, end) in parts {
+                if let Some(n) = bytes.get_mut(usize::from(id)) {
+                    *n += (end - start) as usize;
+                }
             }
         }
     }
@@ -243,14 +307,16 @@ fn merge_in_groups(chunks: &[&Chunk], out: &mut impl Sink, buffer: usize) {
             ends.clear();
         }
         for (i, c) in chunks.iter().enumerate() {
-            for &(id, start, end) in c.parts.iter() {
-                let id = usize::from(id);
-                if id < first || id > last {
-                    continue;
+            for (samples, parts) in c.pieces() {
+                for &(id, start, end) in parts {
+                    let id = usize::from(id);
+                    if id < first || id > last {
+                        continue;
+                    }
+                    let (text, ends) = &mut buffers[id - first];
+                    text.push_str(&samples[start as usize..end as usize]);
+                    ends.push((i as u32, text.len() as u32));
                 }
-                let (text, ends) = &mut buffers[id - first];
-                text.push_str(&c.text[start as usize..end as usize]);
-                ends.push((i as u32, text.len() as u32));
             }
         }
         for (f, (text, ends)) in buffers.iter().enumerate() {
@@ -548,6 +614,33 @@ mod tests {
             ));
         }
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn shared_samples_merge_like_own_ones_and_are_kept_once() {
+        let write = |target: &str, shared: bool| {
+            let mut f = ChunkWriter::new(&TWO, LeadingLabels::new(&[("name", target)]));
+            f.sample(0, &[], 1.0);
+            if shared {
+                let mut s = f.for_sharing();
+                s.sample(1, &[("step", "ehlo")], 0.5);
+                f.share(s);
+            } else {
+                f.sample(1, &[("step", "ehlo")], 0.5);
+            }
+            f.finish()
+        };
+        let (a, b) = (write("a", true), write("b\"q", true));
+        let (sa, sb) = (a.shared.as_ref().unwrap(), b.shared.as_ref().unwrap());
+        assert!(Arc::ptr_eq(sa, sb));
+        assert_eq!((a.samples(), a.len()), (2, "} 1\n".len()));
+        let mut shared_page = String::new();
+        merge(&[&a, &b], &mut shared_page);
+        let mut own_page = String::new();
+        merge(&[&write("a", false), &write("b\"q", false)], &mut own_page);
+        assert_eq!(shared_page, own_page);
+        assert!(shared_page
+            .contains("test_exposition_step_seconds{name=\"b\\\"q\",step=\"ehlo\"} 0.5\n"));
     }
 
     #[test]

@@ -86,7 +86,11 @@ pub(crate) fn chunk(outcome: &ProbeOutcome, leading: LeadingLabels) -> Chunk {
     server(&mut out, outcome);
     if let Some(tls) = &outcome.session.tls {
         session_tls(&mut out, tls);
-        certificates(&mut out, &tls.chain);
+        // The chain's samples are the same for every target that presents it: kept once for
+        // all of them.
+        let mut chain = Gauges(out.0.for_sharing());
+        certificates(&mut chain, &tls.chain);
+        out.0.share(chain.0);
         ocsp(&mut out, tls.ocsp.as_ref());
     }
     delivery(&mut out, outcome);

@@ -10,6 +10,7 @@
 
 mod cert;
 mod chain;
+mod deferred;
 pub mod export;
 pub mod flags;
 pub(crate) mod kept;
@@ -28,6 +29,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_rustls::TlsConnector;
 use trust::TrustStore;
+
+pub use deferred::Deferred;
 use verifier::ChainDeferringVerifier;
 
 pub(crate) use cert::{alt_names_of_der, AltName};
@@ -98,7 +101,7 @@ pub enum CertSource {
 }
 
 /// The facts of one certificate, as shown in transcripts, JSON and metrics.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CertFacts {
     /// Position in the built chain (0 = leaf), or in the sent list for `ChainReport::sent`.
     pub depth: usize,
@@ -274,6 +277,29 @@ impl std::fmt::Debug for TlsClient {
     }
 }
 
+/// The client's cryptography: rustls's ring provider with AES-128-GCM first among the cipher
+/// suites, in the order Go's crypto/tls (and so blackbox_exporter) offers them. A server that
+/// follows the client's order (OpenSSL's default, Postfix's `tls_preempt_cipherlist = no`) then
+/// negotiates what blackbox_exporter reports, and the TLS 1.3 key schedule runs on SHA-256,
+/// which processors accelerate, instead of SHA-384: a twentieth of a probe's CPU.
+fn client_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::CipherSuite as S;
+    let mut provider = rustls::crypto::ring::default_provider();
+    // Stable: the other suites keep rustls's order.
+    provider.cipher_suites.sort_by_key(|s| {
+        !matches!(
+            s.suite(),
+            S::TLS13_AES_128_GCM_SHA256
+                | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    provider
+}
+
+/// A client TLS stream over `S`, as [`TlsClient::handshake`] returns it.
+pub type TlsStream<S> = tokio_rustls::client::TlsStream<Deferred<S>>;
+
 impl TlsClient {
     /// Loads the trust sources and builds the rustls configuration.
     pub fn new(settings: &TlsSettings) -> Result<TlsClient, TlsSetupError> {
@@ -281,7 +307,7 @@ impl TlsClient {
             parse_server_name(name).map_err(|_| TlsSetupError::ServerName(name.clone()))?;
         }
         let store = TrustStore::load(&settings.trust, &settings.ca_files)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(client_provider());
         let algorithms = provider.signature_verification_algorithms;
         let versions: &[&'static rustls::SupportedProtocolVersion] = match settings.min_version {
             MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -363,7 +389,7 @@ impl TlsClient {
         stream: S,
         server_name: &str,
         now: SystemTime,
-    ) -> Result<(tokio_rustls::client::TlsStream<S>, TlsReport), HandshakeFailure>
+    ) -> Result<(TlsStream<S>, TlsReport), HandshakeFailure>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -376,9 +402,23 @@ impl TlsClient {
             ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
             _ => server_name.to_owned(),
         };
-        let (connected, observed) =
-            verifier::observing(self.inner.connector.connect(name, stream)).await;
-        let tls = connected.map_err(handshake_failure)?;
+        let connecting = self
+            .inner
+            .connector
+            .connect(name, Deferred::holding(stream))
+            .into_fallible();
+        let (connected, observed) = verifier::observing(connecting).await;
+        let mut tls = match connected {
+            Ok(tls) => tls,
+            Err((error, mut stream)) => {
+                // Our alert, if any, is held: the server learns why we gave up.
+                stream.release();
+                let _ = tokio::io::AsyncWriteExt::flush(&mut stream).await;
+                return Err(handshake_failure(error));
+            }
+        };
+        // The client's last flight leaves with its first request.
+        tls.get_mut().0.release();
         let (_, connection) = tls.get_ref();
         let key_exchange_group = connection
             .negotiated_key_exchange_group()
