@@ -10,7 +10,6 @@
 
 mod cert;
 mod chain;
-mod deferred;
 pub mod export;
 pub mod flags;
 pub(crate) mod kept;
@@ -29,8 +28,6 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_rustls::TlsConnector;
 use trust::TrustStore;
-
-pub use deferred::Deferred;
 use verifier::ChainDeferringVerifier;
 
 pub(crate) use cert::{alt_names_of_der, AltName};
@@ -298,7 +295,7 @@ fn client_provider() -> rustls::crypto::CryptoProvider {
 }
 
 /// A client TLS stream over `S`, as [`TlsClient::handshake`] returns it.
-pub type TlsStream<S> = tokio_rustls::client::TlsStream<Deferred<S>>;
+pub type TlsStream<S> = tokio_rustls::client::TlsStream<S>;
 
 impl TlsClient {
     /// Loads the trust sources and builds the rustls configuration.
@@ -402,23 +399,12 @@ impl TlsClient {
             ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
             _ => server_name.to_owned(),
         };
-        let connecting = self
-            .inner
-            .connector
-            .connect(name, Deferred::holding(stream))
-            .into_fallible();
-        let (connected, observed) = verifier::observing(connecting).await;
-        let mut tls = match connected {
-            Ok(tls) => tls,
-            Err((error, mut stream)) => {
-                // Our alert, if any, is held: the server learns why we gave up.
-                stream.release();
-                let _ = tokio::io::AsyncWriteExt::flush(&mut stream).await;
-                return Err(handshake_failure(error));
-            }
-        };
-        // The client's last flight leaves with its first request.
-        tls.get_mut().0.release();
+        // The client's last flight (its Finished) is sent on its own, not held back to leave
+        // with the first request: that saves a write per handshake, but Postfix (OpenSSL 3)
+        // then answered the EHLO sent with it about 40 ms late, every time.
+        let (connected, observed) =
+            verifier::observing(self.inner.connector.connect(name, stream)).await;
+        let tls = connected.map_err(handshake_failure)?;
         let (_, connection) = tls.get_ref();
         let key_exchange_group = connection
             .negotiated_key_exchange_group()
