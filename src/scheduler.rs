@@ -922,6 +922,18 @@ mod tests {
         )])
     }
 
+    /// A target's state as `apply` builds it, without a task.
+    fn state(spec: Target, delivery: bool) -> TargetState {
+        TargetState {
+            leading: leading_labels(&spec),
+            history: Arc::new(History::new(&spec.name)),
+            spec,
+            delivery,
+            module: Mutex::new(modules()["plain"].clone()),
+            latest: Mutex::default(),
+        }
+    }
+
     /// A port nobody listens on: bound, then closed.
     fn closed_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -1089,9 +1101,6 @@ mod tests {
         );
     }
 
-    /// The series budget (README "What a target costs"): with the default settings, a
-    /// scheduled full send (STARTTLS, AUTH, a token mail; no delivery check) exports at most 60
-    /// series; `total` and `steps` cost what the README says.
     /// A full send (STARTTLS, AUTH, a token mail) every second against `server`, one target per
     /// name, with its files in `dir`.
     fn full_send(
@@ -1191,20 +1200,15 @@ mod tests {
     fn an_idle_target_task_is_small() {
         let (_canceller, cancel) = crate::cancel::Canceller::new();
         let s = Scheduler::new(1, IntGauge::new("t_in_flight7", "t").expect("gauge"));
-        let spec = spec("a", 1, 1000);
-        let state = Arc::new(TargetState {
-            leading: leading_labels(&spec),
-            spec,
-            delivery: false,
-            module: Mutex::new(modules()["plain"].clone()),
-            latest: Mutex::default(),
-            history: Arc::new(History::new("a")),
-        });
+        let state = Arc::new(state(spec("a", 1, 1000), false));
         let task = run_target(state, s.shared.clone(), cancel);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 512, "an idle target's task takes {size} bytes");
     }
 
+    /// The series budget (README "What a target costs"): with the default settings, a
+    /// scheduled full send (STARTTLS, AUTH, a token mail; no delivery check) exports at most 60
+    /// series; `total` and `steps` cost what the README says.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_send_stays_within_the_series_budget() {
         use crate::config::{Histograms, PROBE_BUCKETS, STEP_BUCKETS};
@@ -1344,16 +1348,7 @@ mod tests {
 
     #[test]
     fn pending_mail_counts_late_lost_and_stays_bounded() {
-        let m = modules();
-        let spec = spec("t", 25, 60_000);
-        let state = TargetState {
-            leading: leading_labels(&spec),
-            spec,
-            delivery: true,
-            module: Mutex::new(m["plain"].clone()),
-            latest: Mutex::default(),
-            history: Arc::new(History::new("t")),
-        };
+        let state = state(spec("t", 25, 60_000), true);
         let hour = Duration::from_secs(3600);
         let id = |n: usize| format!("{n:032x}");
         // A found mail leaves nothing pending; a missing one is pending.

@@ -174,15 +174,15 @@ impl ChunkWriter {
     }
 
     /// The samples written, without spare capacity (they may be kept for a long time).
-    fn samples(mut self) -> Samples {
+    fn take_samples(&mut self) -> Samples {
         self.close();
         if !self.parts.is_sorted_by_key(|&(id, _, _)| id) {
             // Merge walks every chunk in table order.
             self.parts.sort_by_key(|&(id, _, _)| id);
         }
         Samples {
-            text: self.text.into_boxed_str(),
-            parts: self.parts.into_boxed_slice(),
+            text: std::mem::take(&mut self.text).into_boxed_str(),
+            parts: std::mem::take(&mut self.parts).into_boxed_slice(),
         }
     }
 
@@ -194,9 +194,9 @@ impl ChunkWriter {
 
     /// Adds the samples of `shared` (from [`ChunkWriter::for_sharing`]; families this writer
     /// writes none of) as a copy shared with every chunk that has the same ones.
-    pub(crate) fn share(&mut self, shared: ChunkWriter) {
+    pub(crate) fn share(&mut self, mut shared: ChunkWriter) {
         debug_assert!(std::ptr::eq(self.families, shared.families));
-        let samples = shared.samples();
+        let samples = shared.take_samples();
         if samples.text.is_empty() {
             return;
         }
@@ -211,12 +211,12 @@ impl ChunkWriter {
 
     /// The chunk written.
     pub(crate) fn finish(mut self) -> Chunk {
-        let shared = self.shared.take();
+        let own = self.take_samples();
         Chunk {
             families: self.families,
-            leading: self.leading.clone(),
-            own: self.samples(),
-            shared,
+            leading: self.leading,
+            own,
+            shared: self.shared,
         }
     }
 }

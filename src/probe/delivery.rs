@@ -554,7 +554,7 @@ impl async_imap::Authenticator for Xoauth2 {
 }
 
 type Transport<S> = BoundedStream<S>;
-type TlsTransport = Transport<crate::tls::TlsStream<TcpStream>>;
+type TlsTransport = Transport<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// A logged-in IMAP session over the bounded transport, with the deadline of its exchanges.
 struct Store {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{cert_json, listed_certificates, openssl_verdict, CertJson, SessionJson};
+use super::{cert_json, openssl_verdict, CertJson, SessionJson};
 use crate::clock::{rfc3339, rfc3339_millis};
 use crate::printable::shown;
 use crate::probe::delivery::DeliveryReport;
@@ -166,10 +166,7 @@ impl<'a> ProbeJson<'a> {
                 openssl_verify_text: openssl_verdict(&t.chain).map(|(_, text)| text),
                 chain_sent_complete: t.chain.sent_complete,
                 certs_sent: t.chain.sent.len(),
-                certificates: listed_certificates(&t.chain)
-                    .iter()
-                    .map(|c| cert_json(c))
-                    .collect(),
+                certificates: t.chain.listed().iter().map(|c| cert_json(c)).collect(),
             }),
             delivery: o.delivery.as_ref().map(DeliveryJson::new),
         }

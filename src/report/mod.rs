@@ -242,13 +242,3 @@ impl<'a> SessionJson<'a> {
         }
     }
 }
-
-/// The certificates a report lists: the chain built to a trust anchor, or what the server sent
-/// when nothing could be built.
-pub(crate) fn listed_certificates(chain: &ChainReport) -> &[std::sync::Arc<CertFacts>] {
-    if chain.built.is_empty() {
-        &chain.sent
-    } else {
-        &chain.built
-    }
-}

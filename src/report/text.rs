@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use super::{
-    handshake_words, listed_certificates, local_phase_words, millis, ocsp_words, openssl_words,
-    reply_text, source_name, tls_words, validity_words,
+    handshake_words, local_phase_words, millis, ocsp_words, openssl_words, reply_text, source_name,
+    tls_words, validity_words,
 };
 use crate::clock::{rfc3339, unix_seconds};
 use crate::probe::{DeliveryReport, ProbeOutcome};
@@ -239,7 +239,7 @@ fn session_tls(out: &mut String, tls: &TlsReport) {
             }
         }
     }
-    for c in listed_certificates(chain) {
+    for c in chain.listed() {
         let _ = writeln!(
             out,
             "  {} {:<7} {}\n              issuer {}\n              valid {} .. {} ({}), {}, {}",

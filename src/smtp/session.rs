@@ -349,7 +349,10 @@ impl Session<'_> {
         }
     }
 
-    async fn handshake(&mut self, tcp: TcpStream) -> StepResult<crate::tls::TlsStream<TcpStream>> {
+    async fn handshake(
+        &mut self,
+        tcp: TcpStream,
+    ) -> StepResult<tokio_rustls::client::TlsStream<TcpStream>> {
         let began = Instant::now();
         let tls = self.plan.tls;
         let name =
@@ -874,7 +877,7 @@ enum ReadError {
 
 enum Stream {
     Plain(TcpStream),
-    Tls(Box<crate::tls::TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// A buffered connection that reads whole replies. The buffer holds at most one reply's bytes

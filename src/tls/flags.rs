@@ -60,12 +60,7 @@ impl ChainReport {
             .iter()
             .map(|c| c.fingerprint_sha256.as_str())
             .collect();
-        // When building did not even start, the chain is what the server sent.
-        let chain: &[Arc<CertFacts>] = if self.built.is_empty() {
-            &self.sent
-        } else {
-            &self.built
-        };
+        let chain = self.listed();
         ChainFlags {
             root_sent: root_position(&self.sent),
             duplicates: duplicate_positions(&sent),

@@ -196,6 +196,16 @@ pub struct ChainReport {
 }
 
 impl ChainReport {
+    /// The certificates a report lists: the chain built to a trust anchor, or what the server
+    /// sent when building did not even start.
+    pub fn listed(&self) -> &[Arc<CertFacts>] {
+        if self.built.is_empty() {
+            &self.sent
+        } else {
+            &self.built
+        }
+    }
+
     /// Whether a chain to a trust anchor verified.
     pub fn valid(&self) -> bool {
         self.error.is_none()
@@ -294,9 +304,6 @@ fn client_provider() -> rustls::crypto::CryptoProvider {
     provider
 }
 
-/// A client TLS stream over `S`, as [`TlsClient::handshake`] returns it.
-pub type TlsStream<S> = tokio_rustls::client::TlsStream<S>;
-
 impl TlsClient {
     /// Loads the trust sources and builds the rustls configuration.
     pub fn new(settings: &TlsSettings) -> Result<TlsClient, TlsSetupError> {
@@ -386,7 +393,7 @@ impl TlsClient {
         stream: S,
         server_name: &str,
         now: SystemTime,
-    ) -> Result<(TlsStream<S>, TlsReport), HandshakeFailure>
+    ) -> Result<(tokio_rustls::client::TlsStream<S>, TlsReport), HandshakeFailure>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {

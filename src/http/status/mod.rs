@@ -15,7 +15,7 @@ pub(super) use target::render as target;
 
 use crate::clock::{rfc3339, unix_seconds};
 use crate::exporter::Exporter;
-use crate::report::{listed_certificates, millis, validity_words};
+use crate::report::{millis, validity_words};
 use crate::scheduler::ResultMark;
 use crate::tls::TlsReport;
 
@@ -196,10 +196,7 @@ fn chain_summary(out: &mut String, tls: &TlsReport, now: i64) {
             let _ = write!(out, "<span class=\"fail\">{}</span>", e.reason);
         }
     }
-    if let Some(soonest) = listed_certificates(&tls.chain)
-        .iter()
-        .min_by_key(|c| c.not_after)
-    {
+    if let Some(soonest) = tls.chain.listed().iter().min_by_key(|c| c.not_after) {
         let _ = write!(
             out,
             "<br><small>{}: {}</small>",

@@ -11,7 +11,7 @@ use super::{ago, esc, logs_href, ms, page_end, page_start, shown, strip, strip_s
 use crate::clock::{rfc3339, unix_seconds};
 use crate::exporter::Exporter;
 use crate::probe::ProbeOutcome;
-use crate::report::{self, listed_certificates, local_phase_words, source_name, validity_words};
+use crate::report::{self, local_phase_words, source_name, validity_words};
 use crate::scheduler::{ResultMark, TargetState};
 use crate::tls::TlsReport;
 use crate::vocab::Audience;
@@ -220,7 +220,7 @@ fn chain(out: &mut String, tls: &TlsReport, now: i64) {
          <col style=\"width:24%\"></colgroup><thead><tr><th>depth</th><th>subject</th>\
          <th>issuer</th><th>from</th><th>valid until</th></tr></thead><tbody>\n",
     );
-    for cert in listed_certificates(c) {
+    for cert in c.listed() {
         let words = validity_words(cert, now).to_lowercase();
         let class = if now > cert.not_after || now < cert.not_before {
             "fail"
