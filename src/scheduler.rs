@@ -42,6 +42,7 @@ use crate::clock::{rfc3339, unix_seconds};
 use crate::config::{SchedulerSettings, Target};
 use crate::exposition::scheduled::{self, Layout, Series, Sweep};
 use crate::exposition::{Chunk, LeadingLabels, Sink};
+use crate::probe::kept::KeptOutcome;
 use crate::probe::{self, Budget, PreparedModule, ProbeOutcome};
 use crate::report;
 
@@ -181,8 +182,8 @@ fn keep_last<T>(queue: &mut VecDeque<T>, item: T, max: usize) {
 /// The latest result of a target.
 #[derive(Debug)]
 pub struct Latest {
-    /// What the probe found (certificate DER dropped: nothing here reads it).
-    pub outcome: ProbeOutcome,
+    /// What the probe found, in the compact form a target keeps.
+    pub outcome: KeptOutcome,
     /// The per-probe families with the target's labels, rendered.
     pub metrics: Chunk,
 }
@@ -225,7 +226,7 @@ impl TargetState {
     pub fn logs(&self) -> Vec<Arc<str>> {
         let mut logs: Vec<Arc<str>> = Vec::with_capacity(LOGS_PER_TARGET);
         if let Some(latest) = self.latest() {
-            logs.push(self.log_of(&latest.outcome).into());
+            logs.push(self.log_of(&latest.outcome.outcome()).into());
         }
         logs.extend(lock(&self.history.logs).iter().rev().cloned());
         logs
@@ -254,7 +255,7 @@ impl TargetState {
     /// Keeps a finished probe's outcome with its metrics rendered, feeds the histograms and the
     /// results strip, and moves the previous outcome's transcript to the older logs (within
     /// `log_budget`, this target's share of [`LOG_BYTES`]).
-    fn record(&self, mut outcome: ProbeOutcome, layout: &Layout, log_budget: usize) {
+    fn record(&self, outcome: ProbeOutcome, layout: &Layout, log_budget: usize) {
         let metrics = report::metrics::chunk(&outcome, self.leading.clone());
         self.history
             .series
@@ -269,16 +270,7 @@ impl TargetState {
             Mark::new(&mark),
             RESULTS_PER_TARGET,
         );
-        // The DER of every certificate is the bulk of an outcome and nothing downstream of the
-        // scheduler reads it; the facts without it are shared by every kept result that holds
-        // the same certificate (`tls::kept`). For the same reason the transcript is cloned: a
-        // clone's step list has no spare capacity.
-        outcome.session.transcript = outcome.session.transcript.clone();
-        if let Some(tls) = outcome.session.tls.as_mut() {
-            for cert in tls.chain.sent.iter_mut().chain(tls.chain.built.iter_mut()) {
-                *cert = crate::tls::kept::kept(cert);
-            }
-        }
+        let outcome = KeptOutcome::new(outcome);
         let previous = lock(&self.latest).replace(Arc::new(Latest { outcome, metrics }));
         if let Some(previous) = previous {
             self.keep_log(&previous.outcome, log_budget);
@@ -286,9 +278,9 @@ impl TargetState {
     }
 
     /// Keeps the transcript of `outcome`, no longer the latest, among the older logs.
-    fn keep_log(&self, outcome: &ProbeOutcome, log_budget: usize) {
+    fn keep_log(&self, outcome: &KeptOutcome, log_budget: usize) {
         self.history
-            .push_log(self.log_of(outcome).into(), log_budget);
+            .push_log(self.log_of(&outcome.outcome()).into(), log_budget);
     }
 }
 
@@ -702,11 +694,12 @@ async fn probe_once(
     }
     let layout = read(&shared.layout).clone();
     let log_budget = shared.log_budget.load(std::sync::atomic::Ordering::Relaxed);
+    let accepted_at = accepted_at(&outcome);
     state.record(outcome, &layout, log_budget);
     // The pending list and its counters change after the result is in: a scrape that sees
     // the change sees the result that made it.
     if let (Some(settings), Some(latest)) = (&module.module.delivery, state.latest()) {
-        account_pending(state, &latest.outcome, settings.lost_after);
+        account_pending(state, &latest.outcome, accepted_at, settings.lost_after);
     }
     // Still holding the permit and the probe lock: a sweep is IMAP work like a probe's, and
     // it must not overlap this target's next probe (which searches the same mailboxes).
@@ -722,10 +715,21 @@ async fn probe_once(
     true
 }
 
+/// When the token mail of `outcome` was accepted, if it was.
+fn accepted_at(outcome: &ProbeOutcome) -> Option<SystemTime> {
+    let at = outcome.session.message_accepted_at?;
+    Some(outcome.started_at + at.saturating_duration_since(outcome.session.transcript.started()))
+}
+
 /// Updates the target's pending list after a probe: the earlier mails it found count as late,
 /// those it searched for in vain past `lost_after` as lost, and its own mail, if accepted but not
 /// found, joins the list.
-fn account_pending(state: &TargetState, outcome: &ProbeOutcome, lost_after: Duration) {
+fn account_pending(
+    state: &TargetState,
+    outcome: &KeptOutcome,
+    accepted_at: Option<SystemTime>,
+    lost_after: Duration,
+) {
     let now = SystemTime::now();
     let delivery = outcome.delivery.as_ref();
     let mut pending = lock(&state.history.pending);
@@ -768,10 +772,7 @@ fn account_pending(state: &TargetState, outcome: &ProbeOutcome, lost_after: Dura
             !given_up
         });
     }
-    let accepted = outcome.session.message_accepted_at.map(|at| {
-        outcome.started_at + at.saturating_duration_since(outcome.session.transcript.started())
-    });
-    if let (Some(d), Some(id), Some(accepted_at)) = (delivery, &outcome.probe_id, accepted) {
+    if let (Some(d), Some(id), Some(accepted_at)) = (delivery, &outcome.probe_id, accepted_at) {
         if !d.success {
             if pending.len() >= PENDING_PER_TARGET {
                 let dropped = pending.remove(0);
@@ -783,7 +784,7 @@ fn account_pending(state: &TargetState, outcome: &ProbeOutcome, lost_after: Dura
                 lost += 1;
             }
             pending.push(PendingMail {
-                probe_id: id.clone(),
+                probe_id: id.to_string(),
                 accepted_at,
             });
         }
@@ -1164,7 +1165,7 @@ mod tests {
             let state = s.target(name).expect("target");
             async move {
                 let latest = wait_for_result(&state).await;
-                let tls = latest.outcome.session.tls.as_ref().expect("a TLS session");
+                let tls = latest.outcome.tls.as_deref().expect("a TLS session");
                 tls.chain.clone()
             }
         };
@@ -1332,6 +1333,12 @@ mod tests {
         }
     }
 
+    /// Accounts for `outcome` as the scheduler does after keeping it.
+    fn account(state: &TargetState, outcome: ProbeOutcome, lost_after: Duration) {
+        let at = accepted_at(&outcome);
+        account_pending(state, &KeptOutcome::new(outcome), at, lost_after);
+    }
+
     fn pending_ids(state: &TargetState) -> Vec<String> {
         lock(&state.history.pending)
             .iter()
@@ -1352,10 +1359,10 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let id = |n: usize| format!("{n:032x}");
         // A found mail leaves nothing pending; a missing one is pending.
-        account_pending(&state, &delivery_outcome(&id(0), true, vec![], None), hour);
+        account(&state, delivery_outcome(&id(0), true, vec![], None), hour);
         assert!(pending_ids(&state).is_empty());
         for n in 1..=PENDING_PER_TARGET + 1 {
-            account_pending(&state, &delivery_outcome(&id(n), false, vec![], None), hour);
+            account(&state, delivery_outcome(&id(n), false, vec![], None), hour);
         }
         // Bounded: the oldest was given up as lost to make room.
         let pending = pending_ids(&state);
@@ -1382,9 +1389,9 @@ mod tests {
             cleaned_up: true,
         };
         let now = SystemTime::now();
-        account_pending(
+        account(
             &state,
-            &delivery_outcome(&id(99), true, vec![late], Some(now)),
+            delivery_outcome(&id(99), true, vec![late], Some(now)),
             hour,
         );
         let text = totals_text(&state);
@@ -1405,9 +1412,9 @@ mod tests {
         assert_eq!(pending_ids(&state).len(), PENDING_PER_TARGET - 1);
 
         // A search past lost_after of every pending mail: all of them lost, none left.
-        account_pending(
+        account(
             &state,
-            &delivery_outcome(&id(100), true, vec![], Some(now + hour + hour)),
+            delivery_outcome(&id(100), true, vec![], Some(now + hour + hour)),
             hour,
         );
         assert!(pending_ids(&state).is_empty());

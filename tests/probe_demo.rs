@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use smtp_prober::demo::ocsp::OcspCertStatus;
 use smtp_prober::demo::{self, DemoPki, DemoServer, PkiOptions, Sent, ServerConfig, Verb};
+use smtp_prober::probe::kept::KeptOutcome;
 use smtp_prober::probe::module::{
     AuthSettings, Credential, MechanismChoice, MessageSettings, Module, TlsMode,
 };
@@ -604,4 +605,121 @@ async fn timeout_in_a_named_step_over_tls() {
     let o = run(m, &server).await;
     assert_eq!(failure(&o), (StepName::EhloTls, Reason::Timeout));
     assert!(began.elapsed() < Duration::from_millis(1300));
+}
+
+/// Everything an outcome says but its instants (which a kept outcome does not keep), the
+/// certificates without their DER (which it drops), and every output rendered from it.
+fn whole(o: &ProbeOutcome) -> String {
+    let s = &o.session;
+    let mut tls = s.tls.clone();
+    if let Some(tls) = tls.as_mut() {
+        for cert in tls.chain.sent.iter_mut().chain(tls.chain.built.iter_mut()) {
+            Arc::make_mut(cert).der = rustls::pki_types::CertificateDer::from(Vec::new());
+        }
+    }
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:#?}\n{:?}\n{:#?}\n{:#?}\n{:#?}\n{:?}\n{:?}\n{:?}\n{:?}\n\
+         {:#?}\n{:?}\n{:?}\n{}\n{}\n{}",
+        o.target,
+        o.module,
+        o.started_at,
+        o.duration,
+        o.timeout,
+        s.transcript.steps(),
+        s.peer,
+        s.server,
+        s.server_tls,
+        tls,
+        s.auth_mechanism,
+        s.message_accepted,
+        o.failure,
+        o.probe_id,
+        o.delivery,
+        o.cancelled,
+        o.message_configured,
+        report::text::render(o),
+        report::json::to_json(o),
+        metrics(o),
+    )
+}
+
+/// A scheduled target keeps its latest outcome compactly (`KeptOutcome`); what it gives back
+/// for the status pages and `/logs` is the outcome it was made from, for every kind of probe:
+/// a full send over STARTTLS, refused credentials, implicit TLS (its only EHLO is over TLS), plain
+/// SMTP, a refused STARTTLS, a failed handshake, and a delivery check with its hops.
+#[tokio::test]
+async fn kept_outcomes_read_back_whole() {
+    let serve = |config: ServerConfig| async { DemoServer::start(config).await.unwrap() };
+    let starttls = serve(ServerConfig::default()).await;
+    let ca = root_file(starttls.pki());
+    let implicit = serve(ServerConfig {
+        tls: demo::TlsMode::Implicit,
+        ..ServerConfig::default()
+    });
+    let plain = serve(ServerConfig {
+        tls: demo::TlsMode::None,
+        ..ServerConfig::default()
+    });
+    let refusing = serve(ServerConfig::default().reply_to(
+        Verb::Starttls,
+        "454 4.7.0 TLS not available due to local problem",
+    ));
+    let tls12 = serve(ServerConfig {
+        tls_versions: demo::TlsVersions::Tls12Only,
+        ..ServerConfig::default()
+    });
+    let (implicit, plain, refusing, tls12) = tokio::join!(implicit, plain, refusing, tls12);
+    let mut tls13 = module(TlsMode::Starttls, &ca);
+    tls13.tls_config.min_version = smtp_prober::tls::MinVersion::Tls13;
+
+    let mut delivered = run(
+        with_message(with_auth(module(TlsMode::Starttls, &ca), "secret")),
+        &starttls,
+    )
+    .await;
+    delivered.delivery = Some(probe::DeliveryReport {
+        success: true,
+        duration: Some(Duration::from_millis(1_250)),
+        mailbox: Some("INBOX".into()),
+        received: vec!["from a.test by b.test; Mon, 30 Nov 2026 10:00:00 +0000".into()],
+        polls: 3,
+        cleaned_up: true,
+        ..probe::DeliveryReport::default()
+    });
+    let outcomes = [
+        delivered,
+        run(
+            with_auth(module(TlsMode::Starttls, &ca), "wrong"),
+            &starttls,
+        )
+        .await,
+        run(
+            with_auth(module(TlsMode::Implicit, &ca), "secret"),
+            &implicit,
+        )
+        .await,
+        run(module(TlsMode::None, &ca), &plain).await,
+        run(module(TlsMode::Starttls, &ca), &refusing).await,
+        run(tls13, &tls12).await,
+    ];
+    let failures: Vec<_> = outcomes
+        .iter()
+        .map(|o| o.failure.as_ref().map(|f| f.reason))
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            None,
+            Some(Reason::AuthFailed),
+            None,
+            None,
+            Some(Reason::StarttlsRejected),
+            Some(Reason::TlsHandshakeFailed)
+        ]
+    );
+    for o in outcomes {
+        let before = whole(&o);
+        let kept = KeptOutcome::new(o);
+        assert_eq!(whole(&kept.outcome()), before);
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod delivery;
 pub(crate) mod graph;
+pub mod kept;
 pub mod module;
 pub(crate) mod oauth;
 pub mod target;

@@ -88,6 +88,15 @@ impl Transcript {
         }
     }
 
+    /// A transcript of `steps` that ran, their offsets counting from `started`.
+    pub fn with_steps(started: Instant, steps: Vec<Step>) -> Transcript {
+        Transcript {
+            started,
+            steps,
+            watcher: None,
+        }
+    }
+
     /// The same transcript, telling `watcher` about each step from now on (none: nobody).
     pub fn watched_by(mut self, watcher: Option<Watcher>) -> Transcript {
         self.watcher = watcher;

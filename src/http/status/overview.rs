@@ -11,6 +11,7 @@ use super::{
 };
 use crate::clock::unix_seconds;
 use crate::exporter::Exporter;
+use crate::probe::kept::KeptOutcome;
 use crate::report;
 use crate::scheduler::TargetState;
 use crate::vocab::Audience;
@@ -102,11 +103,7 @@ fn row(out: &mut String, t: &TargetState, now: i64) {
         let _ = write!(out, "<small>{}</small>", strip_summary(&results));
     }
     out.push_str("</td><td>");
-    if let Some(tls) = t
-        .latest()
-        .as_ref()
-        .and_then(|l| l.outcome.session.tls.as_ref())
-    {
+    if let Some(tls) = t.latest().as_ref().and_then(|l| l.outcome.tls.as_deref()) {
         chain_summary(out, tls, now);
     }
     let _ = writeln!(
@@ -118,7 +115,7 @@ fn row(out: &mut String, t: &TargetState, now: i64) {
 }
 
 /// Success, or the failed step and reason with the server's words and the hint.
-fn result_cell(out: &mut String, o: &crate::probe::ProbeOutcome) {
+fn result_cell(out: &mut String, o: &KeptOutcome) {
     match &o.failure {
         None => out.push_str("<td><span class=\"ok\">success</span></td>"),
         Some(f) => {
@@ -129,7 +126,7 @@ fn result_cell(out: &mut String, o: &crate::probe::ProbeOutcome) {
                 f.step,
                 shown(&f.detail, TEXT_MAX)
             );
-            if let Some((_, fix)) = report::hint(o, Audience::Config) {
+            if let Some((_, fix)) = report::hint(&o.outcome(), Audience::Config) {
                 let _ = write!(out, "<div class=\"hint\">{}</div>", esc(fix));
             }
             out.push_str("</td>");

@@ -25,7 +25,7 @@ pub(in crate::http) fn render(exporter: &Exporter, name: &str) -> Option<String>
     facts(&mut out, &t);
     match t.latest() {
         None => out.push_str("<p class=\"pending\">Not probed yet.</p>\n"),
-        Some(latest) => last_probe(&mut out, &latest.outcome, now),
+        Some(latest) => last_probe(&mut out, &latest.outcome.outcome(), now),
     }
     history(&mut out, &t.results(), now);
     page_end(&mut out);
