@@ -919,8 +919,32 @@ impl Connection {
 
     async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         match &mut self.stream {
-            Stream::Plain(s) => write_all(s, bytes).await,
-            Stream::Tls(s) => write_all(s.as_mut(), bytes).await,
+            Stream::Plain(s) => write_all(s, bytes).await?,
+            Stream::Tls(s) => write_all(s.as_mut(), bytes).await?,
+        }
+        self.ack_at_once();
+        Ok(())
+    }
+
+    /// Asks the kernel to acknowledge what the server sends next as soon as it is read
+    /// (`TCP_QUICKACK`), instead of delaying the ACK. A server may answer a command in two
+    /// writes: OpenSSL sends its TLS 1.3 session tickets when it reads our Finished, then the
+    /// reply to the EHLO that followed. With Nagle's algorithm on (Postfix leaves it on), the
+    /// reply waits until the tickets are acknowledged, and Linux delays that ACK by up to 40 ms
+    /// on a connection that looks interactive (we wrote soon after reading) when we have nothing
+    /// more to send. Writing puts the socket back into that delayed mode, so this follows every
+    /// command.
+    fn ack_at_once(&self) {
+        // Only a hint: a socket that refuses it merely acknowledges later.
+        #[cfg(target_os = "linux")]
+        let _ = self.tcp().set_quickack(true);
+    }
+
+    /// The TCP connection under the stream.
+    fn tcp(&self) -> &TcpStream {
+        match &self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
         }
     }
 
@@ -939,4 +963,75 @@ async fn read_some<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8]) -> io::Resul
 async fn write_all<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> io::Result<()> {
     s.write_all(bytes).await?;
     s.flush().await
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use rustls::pki_types::ServerName;
+
+    use crate::demo::{DemoPki, Sent};
+
+    /// A connected loopback pair: the client's end and the server's.
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    /// The socket is in Linux's delayed-ACK mode, as a quick read-then-write turn leaves it;
+    /// writing a command must switch it to acknowledging at once (`TCP_QUICKACK` reads 1), or a
+    /// server with Nagle on waits up to 40 ms for our ACK before sending the rest of its answer.
+    async fn assert_command_asks_for_quick_acks(conn: &mut Connection) {
+        conn.tcp().set_quickack(false).unwrap();
+        assert!(
+            !conn.tcp().quickack().unwrap(),
+            "delayed-ACK mode not entered"
+        );
+        conn.write(b"EHLO probe.test\r\n").await.unwrap();
+        assert!(
+            conn.tcp().quickack().unwrap(),
+            "after a command the socket still delays its ACKs"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plain_command_asks_for_quick_acks() {
+        let (client, _server) = tcp_pair().await;
+        let mut conn = Connection::new(Stream::Plain(client), ReplyLimits::default());
+        assert_command_asks_for_quick_acks(&mut conn).await;
+    }
+
+    #[tokio::test]
+    async fn a_command_over_tls_asks_for_quick_acks() {
+        let pki = DemoPki::localhost();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(pki.chain(&Sent::Full), pki.leaf_key())
+        .unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(pki.root_store())
+        .with_no_client_auth();
+        let (client_tcp, server_tcp) = tcp_pair().await;
+        let name = ServerName::try_from("localhost").unwrap();
+        let (client_tls, server_tls) = tokio::join!(
+            tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, client_tcp),
+            tokio_rustls::TlsAcceptor::from(Arc::new(server)).accept(server_tcp),
+        );
+        let _server_tls = server_tls.unwrap();
+        let stream = Stream::Tls(Box::new(client_tls.unwrap()));
+        let mut conn = Connection::new(stream, ReplyLimits::default());
+        assert_command_asks_for_quick_acks(&mut conn).await;
+    }
 }

@@ -408,7 +408,8 @@ impl TlsClient {
         };
         // The client's last flight (its Finished) is sent on its own, not held back to leave
         // with the first request: that saves a write per handshake, but Postfix (OpenSSL 3)
-        // then answered the EHLO sent with it about 40 ms late, every time.
+        // then answered the EHLO sent with it about 40 ms late, every time: its session tickets
+        // waited for our delayed ACK (see the SMTP session's `Connection::ack_at_once`).
         let (connected, observed) =
             verifier::observing(self.inner.connector.connect(name, stream)).await;
         let tls = connected.map_err(handshake_failure)?;
