@@ -1121,6 +1121,9 @@ async fn scale_section(
             .zip(before.1)
             .map_or(0, |(a, b)| a.sessions.saturating_sub(b.sessions));
         let cpu = before.0.zip(after.0).map(|(a, b)| b.saturating_sub(a));
+        // What the targets hold, before any scrape: a scrape's own buffers (its pieces, a
+        // family group's gathered samples) are measured after the scrapes, apart.
+        let rss_idle = rss_of(exporter.pid());
         let cpu_per_probe = cpu.map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / probes.max(1) as f64);
         let background = cpu.map_or(0.0, |c| c.as_secs_f64() / window.as_secs_f64());
         // Starts per second once every target has started (its first start at a random point
@@ -1145,13 +1148,14 @@ async fn scale_section(
         });
         let metrics_ms = median(&mut walls);
         let rss = rss_of(exporter.pid());
-        let kib_per_target = rss.saturating_sub(rss0) as f64 / 1024.0 / n as f64;
+        let kib_per_target = rss_idle.saturating_sub(rss0) as f64 / 1024.0 / n as f64;
         let series_per_target = last.target_samples as f64 / n as f64;
         println!(
-            "  {n} targets: RSS {:.1} MiB, {kib_per_target:.1} KiB per target; series per \
-             target {series_per_target:.1} (target-00000: {}); /metrics {:.1} MB, median {metrics_ms:.1} ms \
+            "  {n} targets: RSS {:.1} MiB, {kib_per_target:.1} KiB per target ({:.1} MiB after the \
+             scrapes); series per target {series_per_target:.1} (target-00000: {}); /metrics {:.1} MB, median {metrics_ms:.1} ms \
              (exporter CPU {scrape_cpu_ms:.1} ms per scrape); {:.0} µs exporter CPU per \
              scheduled probe ({probes} probes in {}s)",
+            rss_idle as f64 / 1048576.0,
             rss as f64 / 1048576.0,
             last.first_target,
             last.bytes as f64 / 1e6,
@@ -1185,7 +1189,8 @@ async fn scale_section(
             ("metrics_cpu_ms", scrape_cpu_ms, "ms"),
             ("metrics_mb", last.bytes as f64 / 1e6, "MB"),
             ("cpu_per_scheduled_probe", cpu_per_probe, "µs"),
-            ("rss_mib", rss as f64 / 1048576.0, "MiB"),
+            ("rss_mib", rss_idle as f64 / 1048576.0, "MiB"),
+            ("rss_after_scrapes_mib", rss as f64 / 1048576.0, "MiB"),
         ] {
             result(&format!("scale.{key}.{n}.{what}"), value, unit);
             figures.insert(format!("scale.{key}.{n}.{what}"), value);
@@ -1358,6 +1363,11 @@ fn table(figures: &Figures, binaries: &[(String, PathBuf)], plan: &Plan) {
         row(
             format!("KiB per target, first result in ({n} targets)"),
             &|k| format!("scale.{k}.{n}.kib_per_target"),
+            1,
+        );
+        row(
+            format!("RSS MiB after {} scrapes ({n} targets)", plan.scrapes),
+            &|k| format!("scale.{k}.{n}.rss_after_scrapes_mib"),
             1,
         );
     }

@@ -370,7 +370,7 @@ fn render_registry(registry: &Registry) -> String {
 }
 
 /// The configured targets `shard` runs, in configuration order.
-fn shard_targets(shard: Shard, config: &Config) -> Vec<crate::config::Target> {
+fn shard_targets(shard: Shard, config: &Config) -> Vec<Arc<crate::config::Target>> {
     config
         .targets
         .iter()

@@ -191,7 +191,7 @@ pub struct Latest {
 /// A configured target with its results.
 pub struct TargetState {
     /// The settings it runs with.
-    pub spec: Target,
+    pub spec: Arc<Target>,
     /// The labels of its metrics (`name`, `target`, `module` and its own), rendered once.
     leading: LeadingLabels,
     /// Whether its module checks delivery.
@@ -382,7 +382,7 @@ impl Scheduler {
     /// Must be called within a Tokio runtime.
     pub(crate) fn apply(
         &self,
-        targets: &[Target],
+        targets: &[Arc<Target>],
         modules: &BTreeMap<String, Arc<PreparedModule>>,
         settings: &SchedulerSettings,
     ) -> Result<ApplyReport, ScheduleError> {
@@ -866,11 +866,14 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A target with the module it runs.
+type Resolved<'a> = (&'a Arc<Target>, &'a Arc<PreparedModule>);
+
 /// Each target with its module; an unknown module is an error.
 fn resolve<'a>(
-    targets: &'a [Target],
+    targets: &'a [Arc<Target>],
     modules: &'a BTreeMap<String, Arc<PreparedModule>>,
-) -> Result<Vec<(&'a Target, &'a Arc<PreparedModule>)>, ScheduleError> {
+) -> Result<Vec<Resolved<'a>>, ScheduleError> {
     targets
         .iter()
         .map(|spec| {
@@ -890,8 +893,8 @@ mod tests {
     use super::*;
     use crate::probe::module::{Module, TlsMode};
 
-    fn spec(name: &str, port: u16, interval_ms: u64) -> Target {
-        Target {
+    fn spec(name: &str, port: u16, interval_ms: u64) -> Arc<Target> {
+        Arc::new(Target {
             name: name.into(),
             address: crate::probe::target::Target {
                 host: "127.0.0.1".into(),
@@ -900,7 +903,7 @@ mod tests {
             module: "plain".into(),
             interval: Duration::from_millis(interval_ms),
             labels: [("site".to_string(), "hq".to_string())].into(),
-        }
+        })
     }
 
     fn settings(max_concurrency: usize) -> SchedulerSettings {
@@ -924,7 +927,7 @@ mod tests {
     }
 
     /// A target's state as `apply` builds it, without a task.
-    fn state(spec: Target, delivery: bool) -> TargetState {
+    fn state(spec: Arc<Target>, delivery: bool) -> TargetState {
         TargetState {
             leading: leading_labels(&spec),
             history: Arc::new(History::new(&spec.name)),
@@ -1044,7 +1047,7 @@ mod tests {
         let gauge = IntGauge::new("t_in_flight3", "t").expect("gauge");
         let s = Scheduler::new(1, gauge);
         let mut bad = spec("x", 1, 1000);
-        bad.module = "nope".into();
+        Arc::make_mut(&mut bad).module = "nope".into();
         let err = s
             .apply(&[bad], &modules(), &settings(1))
             .expect_err("unknown module");
@@ -1079,8 +1082,12 @@ mod tests {
         let port = server.addr().port();
         // Intervals far shorter than a probe: without the cap and the per-target lock, probes
         // would pile up.
-        let targets: Vec<Target> = (0..4).map(|i| spec(&format!("t{i}"), port, 20)).collect();
+        let targets: Vec<Arc<Target>> = (0..4).map(|i| spec(&format!("t{i}"), port, 20)).collect();
         s.apply(&targets, &modules(), &settings(2)).expect("apply");
+        // A running target holds the configuration's own settings, not a copy of them.
+        for (running, configured) in s.targets().iter().zip(&targets) {
+            assert!(Arc::ptr_eq(&running.spec, configured), "{}", configured.name);
+        }
         let mut most = 0;
         let mut most_sessions = 0;
         let until = std::time::Instant::now() + Duration::from_millis(900);

@@ -54,8 +54,8 @@ pub(crate) const REDACTED: &str = "<redacted>";
 pub struct Config {
     /// Modules by name.
     pub modules: BTreeMap<String, Module>,
-    /// Scheduled targets, in file order.
-    pub targets: Vec<Target>,
+    /// Scheduled targets, in file order; shared with the scheduler, which runs them.
+    pub targets: Vec<Arc<Target>>,
     /// `scheduler:` settings.
     pub scheduler: SchedulerSettings,
     /// SHA-256 of the file's bytes: a reload with the same checksum changes nothing.

@@ -18,6 +18,7 @@ use crate::smtp::command::{reject_line_breaks, ClientName, Mailbox};
 use crate::tls::{MinVersion, TlsSettings};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default `timeout` of a module.
@@ -148,7 +149,7 @@ fn check_bounds(bounds: &[f64]) -> Result<(), BoundsError> {
 /// The validated parts of a configuration.
 pub(crate) struct Validated {
     pub(crate) modules: BTreeMap<String, Module>,
-    pub(crate) targets: Vec<Target>,
+    pub(crate) targets: Vec<Arc<Target>>,
     pub(crate) scheduler: SchedulerSettings,
 }
 
@@ -981,13 +982,13 @@ impl<'a> Validator<'a> {
         }))
     }
 
-    fn targets(&mut self, raw: &RawConfig, scheduler: &SchedulerSettings) -> Vec<Target> {
+    fn targets(&mut self, raw: &RawConfig, scheduler: &SchedulerSettings) -> Vec<Arc<Target>> {
         let mut targets = Vec::new();
         let mut seen: HashMap<String, Option<u64>> = HashMap::new();
         for (i, at) in raw.targets.iter().enumerate() {
             let prefix = format!("targets[{i}]");
             if let Some(target) = self.target(at, &prefix, raw, scheduler, &mut seen) {
-                targets.push(target);
+                targets.push(Arc::new(target));
             }
         }
         targets
