@@ -1086,7 +1086,11 @@ mod tests {
         s.apply(&targets, &modules(), &settings(2)).expect("apply");
         // A running target holds the configuration's own settings, not a copy of them.
         for (running, configured) in s.targets().iter().zip(&targets) {
-            assert!(Arc::ptr_eq(&running.spec, configured), "{}", configured.name);
+            assert!(
+                Arc::ptr_eq(&running.spec, configured),
+                "{}",
+                configured.name
+            );
         }
         let mut most = 0;
         let mut most_sessions = 0;

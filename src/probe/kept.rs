@@ -95,7 +95,19 @@ impl KeptOutcome {
             cancelled,
             message_configured,
         } = outcome;
-        let steps = session.transcript.steps();
+        // Taken apart field by field: a field added to either does not compile until it is
+        // kept here (or said to be not worth keeping, like the instants).
+        let SessionReport {
+            transcript,
+            peer,
+            server,
+            server_tls,
+            tls,
+            auth_mechanism,
+            message_accepted,
+            message_accepted_at: _,
+        } = session;
+        let steps = transcript.steps();
         let mut text = String::new();
         let mut ends = Vec::new();
         let mut piece = |s: &str| {
@@ -138,9 +150,9 @@ impl KeptOutcome {
                 .and_then(|i| u8::try_from(i).ok())
                 .map_or_else(|| Info::Own(Box::new(info)), Info::FromStep),
         };
-        let server = info(session.server);
-        let server_tls = info(session.server_tls);
-        let tls = session.tls.map(|mut tls| {
+        let server = info(server);
+        let server_tls = info(server_tls);
+        let tls = tls.map(|mut tls| {
             for cert in tls.chain.sent.iter_mut().chain(tls.chain.built.iter_mut()) {
                 *cert = crate::tls::kept::kept(cert);
             }
@@ -156,14 +168,14 @@ impl KeptOutcome {
             timeout,
             target: target.into_boxed_str(),
             module: module.into_boxed_str(),
-            peer: session.peer,
-            auth_mechanism: session.auth_mechanism,
+            peer,
+            auth_mechanism,
             server,
             server_tls,
             steps: kept_steps,
             text: text.into_boxed_str(),
             ends: ends.into_boxed_slice(),
-            message_accepted: session.message_accepted,
+            message_accepted,
             cancelled,
             message_configured,
         }
