@@ -184,9 +184,11 @@ pub struct Hop {
 /// when it began to receive, so its stamp may come up to that much (plus the resolution) before
 /// `accepted` without any clock being wrong. The stamps have whole seconds, so the first hop
 /// counts from the whole second of `accepted`: a mail stamped in the second it was accepted
-/// took 0 s there, not minus the fraction. The hops add up to the delivery time within a
-/// second.
+/// took 0 s there, not minus the fraction, and so did one stamped in an earlier second while
+/// it was being submitted (DATA began before a second's turn, the final reply came after it).
+/// The hops add up to the delivery time within a second.
 pub fn hops(newest_first: &[String], accepted: f64, submitting: f64) -> Vec<Hop> {
+    let submission_began = (accepted - submitting.max(0.0)).floor();
     let mut previous = Some(accepted.floor());
     newest_first
         .iter()
@@ -196,6 +198,7 @@ pub fn hops(newest_first: &[String], accepted: f64, submitting: f64) -> Vec<Hop>
             let received = parse(value);
             let stamp = received.date.map(|d| d as f64);
             let seconds = match (previous, stamp) {
+                (Some(p), Some(s)) if i == 0 && s < p && s >= submission_began => Some(0.0),
                 (Some(p), Some(s)) => Some(s - p),
                 _ => None,
             };
@@ -325,6 +328,25 @@ mod tests {
         assert_eq!(parse(&nested), Received::default());
         assert_eq!(parse(";;;;"), Received::default());
         assert_eq!(parse(""), Received::default());
+    }
+
+    #[test]
+    fn a_first_stamp_taken_during_the_submission_is_not_negative() {
+        let trace = ["from client (localhost [127.0.0.1]) by mail.example.test (Postfix) with ESMTPSA id y; Mon, 30 Nov 2026 12:59:59 +0000".to_string()];
+        // DATA began at 12:59:59.995, the final reply came at 13:00:00.002.
+        let split = hops(&trace, T as f64 + 0.002, 0.007);
+        assert_eq!(split[0].seconds, Some(0.0));
+        assert!(!split[0].clock_skew);
+        // Stamped before the submission began: the clocks disagree, reported as it is.
+        let split = hops(&trace, T as f64 + 0.5, 0.007);
+        assert_eq!(split[0].seconds, Some(-1.0));
+        let earlier = [
+            "from client by mail.example.test with ESMTPSA; Mon, 30 Nov 2026 12:59:57 +0000"
+                .to_string(),
+        ];
+        let split = hops(&earlier, T as f64 + 0.5, 0.007);
+        assert_eq!(split[0].seconds, Some(-3.0));
+        assert!(split[0].clock_skew);
     }
 
     #[test]
