@@ -140,12 +140,15 @@ impl KeptOutcome {
             .collect();
         let info = |info: Option<ServerInfo>| match info {
             None => Info::None,
+            // Read from an EHLO reply: only those are read again to find which (each reading
+            // allocates).
             Some(info) => steps
                 .iter()
                 .position(|s| {
-                    s.reply
-                        .as_ref()
-                        .is_some_and(|r| ServerInfo::from_ehlo(r) == info)
+                    matches!(s.name, StepName::Ehlo | StepName::EhloTls)
+                        && s.reply
+                            .as_ref()
+                            .is_some_and(|r| ServerInfo::from_ehlo(r) == info)
                 })
                 .and_then(|i| u8::try_from(i).ok())
                 .map_or_else(|| Info::Own(Box::new(info)), Info::FromStep),
