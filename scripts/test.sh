@@ -16,6 +16,8 @@
 #    tests/deploy finds them.
 # 3. Finds cargo (also in ~/.cargo/bin).
 # 4. cargo build --all-targets; cargo test --all-targets --no-fail-fast (every failing binary is reported, not just the first).
+#    Under CI=true without incremental compilation; the size of target/ is printed at the end
+#    (about 8 GB before dependencies lost their debug information, see Cargo.toml).
 # 5. Checks that no test mail stack outlived the test processes: every stack of this run lives in
 #    one directory; stacks still there after their watchdogs had time to finish are stopped and
 #    fail the run.
@@ -170,6 +172,8 @@ main() {
   # On any exit (failure, Ctrl-C), stop what is left and remove the run directory.
   trap 'stop_leftover_stacks "'"$run_dir"'" >/dev/null; rmdir "'"$run_dir"'" 2>/dev/null || true' EXIT
 
+  # A fresh clone (CI) gains nothing from incremental compilation, which only adds to target/.
+  [[ ${CI:-} == true ]] && export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
   cargo build --all-targets --quiet
   local status=0 output
   output=$(mktemp)
@@ -191,6 +195,7 @@ main() {
   awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
        END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, s }' "$output"
   rm -f "$output"
+  log "target/ holds $(du -sh target 2>/dev/null | cut -f1) after the run"
   return "$status"
 }
 
