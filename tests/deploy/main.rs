@@ -5,7 +5,8 @@
 //! run for real against the demo), the Kubernetes manifests (rendered with `kubectl kustomize`,
 //! validated against the Kubernetes and Prometheus Operator schemas, the configuration loaded
 //! with the Secret's keys), the systemd unit (`systemd-analyze verify` and `security`, the example
-//! configuration loaded with its credentials), yamllint over every YAML file, and the LICENSE.
+//! configuration loaded with its credentials), yamllint over every YAML file, the LICENSE, and
+//! the size of a test binary (a whole test run must fit CI's disk).
 //!
 //! Tools come from Debian packages or from the virtual environment that scripts/test.sh installs
 //! (target/tools/venv). A missing tool skips its check with one line, unless CI is set.
@@ -19,7 +20,7 @@ mod container;
 mod kubernetes;
 mod systemd;
 
-use common::{repo, require, run_ok};
+use common::{repo, require, run_ok, say};
 
 /// Every YAML file of deploy/ passes yamllint with deploy/.yamllint.yml.
 #[test]
@@ -52,5 +53,27 @@ fn license_matches_cargo_toml() {
             .lines()
             .any(|l| l.trim() == r#"license = "Apache-2.0""#),
         "Cargo.toml declares another license"
+    );
+}
+
+/// The test binaries stay small enough for a whole run to fit CI's disk: with full debug
+/// information each was 175–215 MB (this one 176 MB) and a fresh run wrote 8 GB into target/,
+/// more than CI had free; Cargo.toml keeps line tables for our own code and no debug
+/// information for dependencies (this one: 32 MB; 84 MB with CARGO_PROFILE_DEV_DEBUG=true, full
+/// information for our own code, which the bound allows).
+#[test]
+fn test_binaries_carry_no_full_debug_information() {
+    const CHECK: &str = "test binary size";
+    if !cfg!(debug_assertions) {
+        say(&format!("{CHECK}: skipped: not a debug build"));
+        return;
+    }
+    let exe = std::env::current_exe().expect("this test binary's path");
+    let size = std::fs::metadata(&exe).expect("this test binary").len();
+    assert!(
+        size < 120_000_000,
+        "{} is {:.0} MB: dependencies carry debug information again (Cargo.toml [profile.dev])",
+        exe.display(),
+        size as f64 / 1e6
     );
 }
