@@ -719,7 +719,30 @@ async fn kept_outcomes_read_back_whole() {
     );
     for o in outcomes {
         let before = whole(&o);
+        let hint = o.provider_hint().map(|h| h.id);
         let kept = KeptOutcome::new(o);
         assert_eq!(whole(&kept.outcome()), before);
+        assert_eq!(kept.provider_hint().map(|h| h.id), hint);
     }
+}
+
+/// The status overview asks a kept outcome for the provider's hint without expanding it: the
+/// reply that failed the probe is read from the kept text, after the steps before it.
+#[tokio::test]
+async fn a_kept_outcome_finds_the_provider_hint_of_its_failed_reply() {
+    let server = DemoServer::start(ServerConfig::default().reply_to(
+        Verb::Auth,
+        "535 5.7.139 Authentication unsuccessful, the user credentials were incorrect.",
+    ))
+    .await
+    .unwrap();
+    let ca = root_file(server.pki());
+    let o = run(with_auth(module(TlsMode::Starttls, &ca), "secret"), &server).await;
+    assert_eq!(
+        o.failure.as_ref().map(|f| f.reason),
+        Some(Reason::AuthFailed)
+    );
+    assert_eq!(o.provider_hint().map(|h| h.id), Some("bad_credentials"));
+    let kept = KeptOutcome::new(o);
+    assert_eq!(kept.provider_hint().map(|h| h.id), Some("bad_credentials"));
 }

@@ -189,15 +189,41 @@ impl KeptOutcome {
         self.failure.is_none()
     }
 
-    /// The full outcome again, for a page or a transcript. Its transcript's instants count from
-    /// now (the kept form has only the offsets, which is what every output prints).
-    pub fn outcome(&self) -> ProbeOutcome {
-        let mut pieces = self.ends.iter().scan(0usize, |start, &end| {
+    /// The provider's hint for the reply that failed the probe, as
+    /// [`ProbeOutcome::provider_hint`] finds it, without expanding the whole outcome.
+    pub fn provider_hint(&self) -> Option<&'static crate::smtp::hints::ProviderHint> {
+        let failure = self.failure.as_ref()?;
+        let mut pieces = self.pieces();
+        let reply = self.steps.iter().find_map(|s| {
+            pieces
+                .by_ref()
+                .take(usize::from(s.sent) + usize::from(s.found))
+                .for_each(drop);
+            let lines = pieces.by_ref().take(s.lines as usize);
+            if s.failure.is_some() && s.name == failure.step {
+                Some(s.reply(lines.map(str::to_string).collect()))
+            } else {
+                lines.for_each(drop);
+                None
+            }
+        })??;
+        crate::smtp::hints::lookup(&reply)
+    }
+
+    /// The pieces of [`KeptOutcome::text`], in order.
+    fn pieces(&self) -> impl Iterator<Item = &str> {
+        self.ends.iter().scan(0usize, |start, &end| {
             let end = end as usize;
             let piece = self.text.get(*start..end).unwrap_or_default();
             *start = end;
-            Some(piece.to_string())
-        });
+            Some(piece)
+        })
+    }
+
+    /// The full outcome again, for a page or a transcript. Its transcript's instants count from
+    /// now (the kept form has only the offsets, which is what every output prints).
+    pub fn outcome(&self) -> ProbeOutcome {
+        let mut pieces = self.pieces().map(str::to_string);
         let steps: Vec<Step> = self
             .steps
             .iter()
@@ -210,11 +236,7 @@ impl KeptOutcome {
                     offset: Duration::from_nanos(s.offset_ns),
                     duration: Duration::from_nanos(s.duration_ns),
                     sent,
-                    reply: (s.code != 0).then_some(Reply {
-                        code: s.code,
-                        enhanced: s.enhanced,
-                        lines,
-                    }),
+                    reply: s.reply(lines),
                     found,
                     failure: s.failure.as_deref().cloned(),
                 }
@@ -250,6 +272,17 @@ impl KeptOutcome {
             cancelled: self.cancelled,
             message_configured: self.message_configured,
         }
+    }
+}
+
+impl KeptStep {
+    /// The step's reply with its `lines`, if a reply was read.
+    fn reply(&self, lines: Vec<String>) -> Option<Reply> {
+        (self.code != 0).then_some(Reply {
+            code: self.code,
+            enhanced: self.enhanced,
+            lines,
+        })
     }
 }
 

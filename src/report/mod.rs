@@ -125,11 +125,20 @@ pub(crate) fn hint(
     o: &ProbeOutcome,
     audience: Audience,
 ) -> Option<(Option<&'static str>, &'static str)> {
-    let failure = o.failure.as_ref()?;
-    Some(match o.provider_hint() {
+    Some(hint_of(o.failure.as_ref()?, o.provider_hint(), audience))
+}
+
+/// The hint for `failure`: `provider`'s fix (the one matching the reply that failed the probe)
+/// with its id, else the reason's hint.
+pub(crate) fn hint_of(
+    failure: &crate::smtp::transcript::Failure,
+    provider: Option<&'static crate::smtp::hints::ProviderHint>,
+    audience: Audience,
+) -> (Option<&'static str>, &'static str) {
+    match provider {
         Some(h) => (Some(h.id), h.fix),
         None => (None, failure.reason.hint_for(audience)),
-    })
+    }
 }
 
 /// A duration in milliseconds as the transcripts show it: two decimals below 10 ms, none above;

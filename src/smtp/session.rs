@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
+use tokio_rustls::client::TlsStream;
 
 use super::auth::{self, MechanismChoice, SaslClient, SecretKind};
 use super::command::{self, ClientName, Mailbox};
@@ -349,10 +350,7 @@ impl Session<'_> {
         }
     }
 
-    async fn handshake(
-        &mut self,
-        tcp: TcpStream,
-    ) -> StepResult<tokio_rustls::client::TlsStream<TcpStream>> {
+    async fn handshake(&mut self, tcp: TcpStream) -> StepResult<TlsStream<TcpStream>> {
         let began = Instant::now();
         let tls = self.plan.tls;
         let name =
@@ -877,7 +875,7 @@ enum ReadError {
 
 enum Stream {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// A buffered connection that reads whole replies. The buffer holds at most one reply's bytes

@@ -126,9 +126,8 @@ fn result_cell(out: &mut String, o: &KeptOutcome) {
                 f.step,
                 shown(&f.detail, TEXT_MAX)
             );
-            if let Some((_, fix)) = report::hint(&o.outcome(), Audience::Config) {
-                let _ = write!(out, "<div class=\"hint\">{}</div>", esc(fix));
-            }
+            let (_, fix) = report::hint_of(f, o.provider_hint(), Audience::Config);
+            let _ = write!(out, "<div class=\"hint\">{}</div>", esc(fix));
             out.push_str("</td>");
         }
     }
